@@ -1,0 +1,78 @@
+# One entry point for people and CI. `make test` installs what it needs, then runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+# uv from PATH when present, else a private copy bootstrapped with pip into .tools/.
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+CONFIG_IMAGE ?= image_vlm/configs/qwen2_5_vl_7b_grpo.yaml
+CONFIG_VIDEO ?= video_vlm/configs/internvl3_8b_sft.yaml
+ARGS ?=
+RUN ?=
+GPUS ?= 1
+SPLIT ?= test
+ACCELERATE_CONFIG ?= configs/accelerate/$(if $(filter 1,$(GPUS)),single.yaml,ddp.yaml)
+
+# A single GPU runs the module directly; GPUS=N wraps the same module in accelerate launch.
+define launch
+$(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1))
+endef
+
+.PHONY: setup test test-fast lint containers-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
+
+setup: $(VENV)/.installed
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.tools/bin/uv)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra test --python $(PYTHON)
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory containers-check
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)
+
+containers-check: setup
+	@command -v docker-compose >/dev/null || { echo "docker-compose is missing: apt-get install docker-compose"; exit 1; }
+	docker-compose -f docker-compose.yml config --quiet
+	$(VENV)/bin/hadolint --failure-threshold error docker/Dockerfile
+
+lint: containers-check
+
+ui: setup
+	$(VENV)/bin/streamlit run ui/app.py --server.address 127.0.0.1
+
+up:
+	docker compose up -d
+down:
+	docker compose down
+logs:
+	docker compose logs -f
+
+train-image: setup
+	$(call launch,image_vlm.train) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_IMAGE)) $(ARGS)
+eval-image: setup
+	$(PY) -m image_vlm.evaluate --run $(RUN) --split $(SPLIT) $(ARGS)
+export-image: setup
+	$(PY) -m image_vlm.export --run $(RUN) $(ARGS)
+data-image: setup
+	$(PY) -m image_vlm.data download && $(PY) -m image_vlm.data verify
+
+train-video: setup
+	$(call launch,video_vlm.train) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_VIDEO)) $(ARGS)
+eval-video: setup
+	$(PY) -m video_vlm.evaluate --run $(RUN) $(ARGS)
+
+export: export-image
+
+bench: setup
+	for b in bench/*.py; do $(PY) $$b $(ARGS) || exit 1; done
+
+clean:
+	rm -rf .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Shared library: config, run folders, jobs, metrics, models, inference, media and tiny models."""

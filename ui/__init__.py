@@ -1,0 +1,1 @@
+"""Streamlit UI: pages that launch the recipes' CLI and read run folders."""
