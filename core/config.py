@@ -1,0 +1,283 @@
+"""Typed configs: YAML plus `a.b=c` overrides, validated once, with every default written in one place.
+
+Each recipe composes its config from the shared sections below (model, fine-tuning method, logging) and
+its own. Every field carries a one-line description; the UI form and the YAML comments are generated
+from it, so the description is the documentation.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used. The message names the field and what is allowed."""
+
+
+class Section(BaseModel):
+    """Base for config sections: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class ModelSection(Section):
+    name: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", description="Hub id, local folder, or tiny:<kind> for a locally built test model")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to pin the weights")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight dtype; auto means bfloat16 on GPU and float32 on CPU"
+    )
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel; auto lets transformers pick (sdpa when available)"
+    )
+    max_memory_gb: float | None = Field(
+        None, gt=0, description="Cap on GPU memory this process may use, leaving headroom on unified-memory machines (DGX Spark)"
+    )
+
+
+class FinetuneSection(Section):
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="LoRA adapters, 4-bit QLoRA adapters, or full fine-tuning")
+    r: int = Field(32, ge=1, le=1024, description="LoRA rank")
+    alpha: int = Field(64, ge=1, le=4096, description="LoRA alpha (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout")
+    vision_attention: bool = Field(False, description="Adapt the vision tower's attention layers")
+    vision_mlp: bool = Field(False, description="Adapt the vision tower's MLP layers")
+    language_attention: bool = Field(True, description="Adapt the language model's attention layers")
+    language_mlp: bool = Field(True, description="Adapt the language model's MLP layers")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory")
+
+
+class LoggingSection(Section):
+    report_to: Literal["auto", "wandb", "none"] = Field(
+        "auto", description="auto: W&B online with WANDB_API_KEY, offline without; none turns W&B off"
+    )
+    wandb_project: str = Field("vlm-playbook", description="W&B project name")
+    logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps")
+    save_steps: int = Field(25, ge=1, description="Save a checkpoint every N optimizer steps")
+    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
+    """Turn `a.b=c` strings into a nested dict; values are parsed as YAML scalars.
+
+    >>> parse_overrides(["train.learning_rate=1e-5", "finetune.method=qlora", "data.labels.fire=Yes"])
+    {'train': {'learning_rate': 1e-05}, 'finetune': {'method': 'qlora'}, 'data': {'labels': {'fire': 'Yes'}}}
+    >>> parse_overrides(["oops"])
+    Traceback (most recent call last):
+    ...
+    core.config.ConfigError: override 'oops' is not of the form key=value (for example train.max_steps=10)
+    """
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key=value (for example train.max_steps=10)")
+        value = parse_scalar(raw)
+        node = result
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} sets a key below {part!r}, which is not a section")
+        node[parts[-1]] = value
+    return result
+
+
+def parse_scalar(raw: str) -> Any:
+    """Parse one override value as YAML, minus YAML 1.1's surprises.
+
+    Yes/No/on/off stay strings (pydantic still reads them as booleans where a field is a bool), and
+    1e-5 becomes a float rather than a string.
+
+    >>> [parse_scalar(v) for v in ["Yes", "1e-5", "3", "true", "[a, b]", ""]]
+    ['Yes', 1e-05, 3, True, ['a', 'b'], '']
+    """
+    text = raw.strip()
+    if not text:
+        return ""
+    if text.lower() in ("yes", "no", "on", "off", "y", "n"):
+        return text
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value):
+        return float(value)
+    return value
+
+
+def deep_merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge `updates` into a copy of `base`, recursing into nested dicts.
+
+    >>> deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}, "d": 4})
+    {'a': {'b': 1, 'c': 3}, 'd': 4}
+    """
+    merged = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+ConfigT = typing.TypeVar("ConfigT", bound=BaseModel)
+
+
+def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ConfigT:
+    """Build a validated config from an optional YAML file plus `key=value` overrides."""
+    data = read_yaml(path) if path else {}
+    data = deep_merge(data, parse_overrides(overrides))
+    return validate_config(cls, data, source=str(path) if path else "config")
+
+
+def validate_config(cls: type[ConfigT], data: dict[str, Any], source: str = "config") -> ConfigT:
+    """Validate a dict, turning pydantic's errors into one message per field with the allowed values."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: " + "; ".join(describe_error(cls, e) for e in err.errors())) from None
+
+
+def describe_error(cls: type[BaseModel], error: dict[str, Any]) -> str:
+    """One readable line for a pydantic error: the dotted field, what went wrong and what is allowed."""
+    loc = [str(p) for p in error["loc"]]
+    dotted = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        parent = lookup_model(cls, loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "?"
+        return f"unknown key '{dotted}' (allowed here: {allowed})"
+    field = lookup_field(cls, loc)
+    allowed = allowed_values(field) if field else None
+    got = error.get("input")
+    message = f"'{dotted}' {error['msg'].lower()}"
+    if got is not None and not isinstance(got, dict):
+        message += f" (got {got!r})"
+    if allowed:
+        message += f"; allowed: {allowed}"
+    return message
+
+
+def lookup_model(cls: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The nested section model at `path`, or None when the path leaves the typed tree."""
+    model: Any = cls
+    for part in path:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = model.model_fields[part].annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def lookup_field(cls: type[BaseModel], path: list[str]):
+    parent = lookup_model(cls, path[:-1])
+    return parent.model_fields.get(path[-1]) if parent and path else None
+
+
+def allowed_values(field) -> str | None:
+    """Human text for a field's constraint: the choices of a Literal or the numeric bounds."""
+    choices = literal_choices(field.annotation)
+    if choices:
+        return " | ".join(str(c) for c in choices)
+    bounds = []
+    for meta in field.metadata:
+        for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(meta, name, None)
+            if value is not None:
+                bounds.append(f"{symbol} {value}")
+    return " and ".join(bounds) or None
+
+
+def literal_choices(annotation) -> tuple | None:
+    """The choices of `Literal[...]` (also inside `Optional`), else None."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """Dump a config as YAML with each field's description as a comment above it."""
+    lines: list[str] = []
+    write_section(type(cfg), cfg.model_dump(mode="json"), lines, indent=0)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(cls: type[BaseModel], values: dict[str, Any], lines: list[str], indent: int) -> None:
+    pad = " " * indent
+    for name, field in cls.model_fields.items():
+        if field.description:
+            lines.append(f"{pad}# {field.description}")
+        sub = lookup_model(cls, [name])
+        value = values.get(name)
+        if sub is not None and isinstance(value, dict):
+            lines.append(f"{pad}{name}:")
+            write_section(sub, value, lines, indent + 2)
+        else:
+            dumped = yaml.safe_dump({name: value}, default_flow_style=None, sort_keys=False).rstrip("\n")
+            lines.extend(pad + line for line in dumped.splitlines())
+
+
+def field_specs(cls: type[BaseModel], prefix: str = "") -> list[dict[str, Any]]:
+    """Flatten a config class into form rows: dotted key, type, default, description, choices and bounds.
+
+    The UI builds its training form from these rows, so help texts and ranges are never re-stated.
+    """
+    rows = []
+    for name, field in cls.model_fields.items():
+        key = f"{prefix}{name}"
+        sub = lookup_model(cls, [name])
+        if sub is not None:
+            rows.extend(field_specs(sub, key + "."))
+            continue
+        bounds = {}
+        for meta in field.metadata:
+            for bound in ("ge", "gt", "le", "lt"):
+                if getattr(meta, bound, None) is not None:
+                    bounds[bound] = getattr(meta, bound)
+        rows.append(
+            {
+                "key": key,
+                "annotation": field.annotation,
+                "default": field.get_default(call_default_factory=True),
+                "description": field.description or "",
+                "choices": literal_choices(field.annotation),
+                "bounds": bounds,
+            }
+        )
+    return rows
+
+
+def get_dotted(cfg: BaseModel | dict, key: str) -> Any:
+    """Read `a.b.c` from a config or dict.
+
+    >>> get_dotted({"a": {"b": 3}}, "a.b")
+    3
+    """
+    node: Any = cfg
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node

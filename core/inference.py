@@ -1,0 +1,156 @@
+"""Generation for evaluation and the compare view.
+
+Base and tuned answers come from ONE copy of the weights: the run's adapter is attached to the base
+model, and base answers are generated inside `model.disable_adapter()`. The reference playbook served
+two vLLM servers for this.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import nullcontext
+from typing import Any, Iterator, Sequence
+
+import torch
+
+Messages = list[dict[str, Any]]
+
+
+def media_from_messages(messages: Messages) -> tuple[list, list]:
+    """Images and videos in the order they appear in the conversation, for the processor call."""
+    images, videos = [], []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if part.get("type") == "image" and part.get("image") is not None:
+                images.append(part["image"])
+            elif part.get("type") == "video" and part.get("video") is not None:
+                videos.append(part["video"])
+    return images, videos
+
+
+def strip_media(messages: Messages) -> Messages:
+    """The same conversation with media payloads removed: chat templates only need the placeholders."""
+    stripped = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = [{"type": p["type"]} if p.get("type") in ("image", "video") else p for p in content]
+        stripped.append({**message, "content": content})
+    return stripped
+
+
+def build_inputs(processor, conversations: Sequence[Messages], add_generation_prompt: bool = True, **processor_kwargs):
+    """Tokenise a batch of conversations (left-padded for generation) with their images and videos."""
+    texts, images, videos = [], [], []
+    for messages in conversations:
+        texts.append(
+            processor.apply_chat_template(strip_media(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+        )
+        conv_images, conv_videos = media_from_messages(messages)
+        images.extend(conv_images)
+        videos.extend(conv_videos)
+    processor.tokenizer.padding_side = "left"
+    kwargs = dict(text=texts, padding=True, return_tensors="pt", **processor_kwargs)
+    if images:
+        kwargs["images"] = images
+    if videos:
+        kwargs["videos"] = videos
+        # Frames were already sampled by core.media: the processor must not sample again.
+        kwargs.setdefault("do_sample_frames", False)
+    return processor(**kwargs)
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def adapter_context(model, use_adapter: bool):
+    """Disable the adapter for base answers; a model without one answers the same either way."""
+    if use_adapter or not hasattr(model, "disable_adapter"):
+        return nullcontext()
+    return model.disable_adapter()
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    processor,
+    conversations: Sequence[Messages],
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    use_adapter: bool = True,
+    batch_size: int = 8,
+    progress=None,
+    **processor_kwargs,
+) -> list[str]:
+    """Answers for each conversation, greedy unless `temperature` > 0, in batches of `batch_size`.
+
+    `progress`, when given, is called with the number of conversations finished after each batch.
+    """
+    answers: list[str] = []
+    for start in range(0, len(conversations), batch_size):
+        batch = conversations[start : start + batch_size]
+        inputs = build_inputs(processor, batch, **processor_kwargs).to(model_device(model))
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        with adapter_context(model, use_adapter):
+            output = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, pad_token_id=processor.tokenizer.pad_token_id, **sampling
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        answers.extend(processor.batch_decode(new_tokens, skip_special_tokens=True))
+        if progress:
+            progress(len(answers))
+    return answers
+
+
+def stream_generate(
+    model,
+    processor,
+    messages: Messages,
+    *,
+    max_new_tokens: int = 256,
+    use_adapter: bool = True,
+    **processor_kwargs,
+) -> Iterator[str]:
+    """Yield the answer's text as it grows, for the compare view. Greedy decoding."""
+    from transformers import TextIteratorStreamer
+
+    inputs = build_inputs(processor, [messages], **processor_kwargs).to(model_device(model))
+    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    error: list[BaseException] = []
+
+    def run():
+        try:
+            with torch.inference_mode(), adapter_context(model, use_adapter):
+                model.generate(
+                    **inputs,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    streamer=streamer,
+                    pad_token_id=processor.tokenizer.pad_token_id,
+                )
+        except BaseException as err:  # surfaced to the caller below
+            error.append(err)
+            streamer.end()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    text = ""
+    for piece in streamer:
+        text += piece
+        yield text
+    thread.join()
+    if error:
+        raise error[0]
+
+
+def compare(model, processor, messages: Messages, **kwargs) -> dict[str, str]:
+    """Base and tuned answers to one conversation from the same weights."""
+    return {
+        "base": generate(model, processor, [messages], use_adapter=False, **kwargs)[0],
+        "tuned": generate(model, processor, [messages], use_adapter=True, **kwargs)[0],
+    }

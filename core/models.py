@@ -1,0 +1,212 @@
+"""Model loading and fine-tuning setup shared by both recipes.
+
+One function loads a VLM (hub id, local folder or `tiny:<kind>`), one applies the fine-tuning method
+(LoRA, QLoRA or full), and the run folder's `config.yaml` is enough to rebuild either later: evaluation
+and inference never re-state model settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.config import FinetuneSection, ModelSection
+from core.tiny import resolve_model_name
+
+VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")
+ATTENTION_PARTS = ("attn", "attention", "self_attn")
+MLP_PARTS = ("mlp", "feed_forward", "ffn")
+# Projections between the towers and the head are trained in full fine-tuning only: adapting them with
+# LoRA rarely helps and changes the model's interface.
+NEVER_ADAPTED = ("lm_head", "multi_modal_projector", "merger", "embed_tokens")
+
+
+def device_for_training() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """`auto` is bfloat16 on GPU and float32 on CPU, where bf16 matmuls are slow or missing."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, name)
+
+
+def apply_memory_cap(max_memory_gb: float | None) -> str | None:
+    """Limit this process's CUDA allocations so a run fails with a clear OOM instead of starving the host.
+
+    On unified-memory machines (DGX Spark) the GPU and the OS share one pool; without headroom the
+    host starts swapping and the whole box stalls.
+    """
+    if not max_memory_gb or not torch.cuda.is_available():
+        return None
+    device = torch.cuda.current_device()
+    total_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
+    fraction = min(1.0, max_memory_gb / total_gb)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return f"GPU memory capped at {max_memory_gb:.0f} GiB of {total_gb:.0f} GiB ({fraction:.0%})"
+
+
+def memory_hint(err: BaseException, max_memory_gb: float | None) -> str:
+    """A message for out-of-memory errors that says what to change."""
+    cap = f" under the max_memory_gb cap of {max_memory_gb} GiB" if max_memory_gb else ""
+    return (
+        f"out of GPU memory{cap}: lower train.per_device_train_batch_size or the number of generations/frames, "
+        f"or use finetune.method=qlora ({err})"
+    )
+
+
+def load_processor(model: ModelSection, **kwargs: Any):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(resolve_model_name(model.name), revision=model.revision, **kwargs)
+
+
+def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
+    """Load the base VLM in the configured dtype; 4-bit when the method is QLoRA."""
+    from transformers import AutoModelForImageTextToText
+
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(model.dtype), "revision": model.revision}
+    if model.attn_implementation != "auto":
+        kwargs["attn_implementation"] = model.attn_implementation
+    if finetune is not None and finetune.method == "qlora":
+        if not torch.cuda.is_available():
+            raise RuntimeError("finetune.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    return AutoModelForImageTextToText.from_pretrained(resolve_model_name(model.name), **kwargs)
+
+
+def classify_module(name: str) -> tuple[str, str] | None:
+    """(`vision`|`language`, `attention`|`mlp`) for a linear layer's name, or None if it is not adapted.
+
+    >>> classify_module("model.visual.blocks.0.attn.qkv")
+    ('vision', 'attention')
+    >>> classify_module("model.language_model.layers.3.mlp.down_proj")
+    ('language', 'mlp')
+    >>> classify_module("model.vision_tower.encoder.layer.0.attention.q_proj")
+    ('vision', 'attention')
+    >>> classify_module("lm_head") is None
+    True
+    """
+    parts = name.split(".")
+    if any(p in NEVER_ADAPTED for p in parts):
+        return None
+    tower = "vision" if any(p in VISION_PARTS for p in parts) else "language"
+    if any(p in ATTENTION_PARTS for p in parts):
+        return tower, "attention"
+    if any(p in MLP_PARTS for p in parts):
+        return tower, "mlp"
+    return None
+
+
+def lora_target_modules(model: torch.nn.Module, finetune: FinetuneSection) -> list[str]:
+    """Names of the linear layers selected by the four toggles (vision/language x attention/MLP)."""
+    wanted = {
+        ("vision", "attention"): finetune.vision_attention,
+        ("vision", "mlp"): finetune.vision_mlp,
+        ("language", "attention"): finetune.language_attention,
+        ("language", "mlp"): finetune.language_mlp,
+    }
+    linear_types: tuple[type, ...] = (torch.nn.Linear,)
+    try:
+        import bitsandbytes as bnb
+
+        linear_types += (bnb.nn.Linear4bit,)
+    except ImportError:
+        pass
+    names = []
+    for name, module in model.named_modules():
+        kind = classify_module(name)
+        if isinstance(module, linear_types) and kind and wanted[kind]:
+            names.append(name)
+    if not names:
+        raise ValueError(
+            "no layers selected for LoRA: turn on at least one of finetune.vision_attention, "
+            "finetune.vision_mlp, finetune.language_attention, finetune.language_mlp"
+        )
+    return names
+
+
+def apply_finetune(model, finetune: FinetuneSection):
+    """Wrap the model for the chosen method: a PEFT LoRA model, or the model itself for full fine-tuning."""
+    if finetune.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if finetune.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=finetune.gradient_checkpointing)
+    config = LoraConfig(
+        r=finetune.r,
+        lora_alpha=finetune.alpha,
+        lora_dropout=finetune.dropout,
+        target_modules=lora_target_modules(model, finetune),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config)
+
+
+def trainable_summary(model) -> str:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return f"trainable parameters: {trainable:,} of {total:,} ({trainable / max(total, 1):.2%})"
+
+
+def save_final(model, processor, out_dir: Path) -> Path:
+    """Save the adapter (LoRA) or the whole model (full) plus the processor, so the folder loads alone."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (Path(path) / "adapter_config.json").exists()
+
+
+def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | None = None):
+    """Load the base model with a run's adapter attached as `tuned`, ready to toggle for comparison.
+
+    Returns a PeftModel: inside `with model.disable_adapter():` it answers as the base model, so base and
+    tuned answers come from one copy of the weights. A full fine-tuned `model/` folder loads as is.
+    """
+    if not is_adapter_dir(artifact):
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText.from_pretrained(artifact, dtype=resolve_dtype(model.dtype))
+    from peft import PeftModel
+
+    base = load_model(model, finetune if finetune and finetune.method == "qlora" else None)
+    return PeftModel.from_pretrained(base, str(artifact), adapter_name="tuned")
+
+
+def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> Path:
+    """Merge a LoRA adapter into the base weights and save a standalone model (safetensors)."""
+    from peft import PeftModel
+
+    base = load_model(model)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out_dir, safe_serialization=True)
+    load_processor(model).save_pretrained(out_dir)
+    return out_dir
+
+
+def checkpoint_step(path: Path | None) -> int:
+    """
+    >>> checkpoint_step(Path("runs/x/checkpoints/checkpoint-12"))
+    12
+    """
+    match = re.search(r"checkpoint-(\d+)$", str(path or ""))
+    return int(match.group(1)) if match else 0

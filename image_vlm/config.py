@@ -1,0 +1,100 @@
+"""The image recipe's config: every default is written here once; YAML files and `key=value` override it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from core.config import FinetuneSection, LoggingSection, ModelSection, Section
+
+SYSTEM_PROMPT = (
+    "You are an expert in satellite imagery. Think about the image step by step inside "
+    "<REASONING></REASONING>, then answer Yes or No inside <SOLUTION></SOLUTION>."
+)
+QUESTION = "Identify if this region has been affected by a wildfire."
+
+
+class ImageDataSection(Section):
+    root: str = Field("data/wildfire", description="Image folder with {train,valid,test}/<class>/ sub-folders")
+    synthetic: bool = Field(False, description="Generate the synthetic red-blob dataset into root if it is missing (tiny runs)")
+    train_split: str = Field("train", description="Split used for training")
+    eval_split: str = Field("test", description="Held-out split used by evaluation unless --split says otherwise")
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"wildfire": "Yes", "nowildfire": "No"},
+        description="Class folder name -> expected answer inside <SOLUTION>",
+    )
+    max_train_samples: int | None = Field(None, ge=2, description="Use at most this many training images, balanced across classes")
+    system_prompt: str = Field(SYSTEM_PROMPT, description="System message: asks for reasoning then a tagged answer")
+    question: str = Field(QUESTION, description="User question shown with each image")
+    max_pixels: int = Field(350 * 350, ge=28 * 28, description="Image budget in pixels; larger images are downscaled by the processor")
+    seed: int = Field(0, description="Seed for class-balanced sampling")
+
+
+class RewardSection(Section):
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"format": 1.0, "correctness": 2.0},
+        description="Reward name -> weight; the trainer's total reward is the weighted sum",
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def known_rewards(cls, weights: dict[str, float]) -> dict[str, float]:
+        from image_vlm.rewards import REWARDS
+
+        unknown = sorted(set(weights) - set(REWARDS))
+        if unknown:
+            raise ValueError(f"unknown reward {', '.join(unknown)}; allowed: {', '.join(REWARDS)}")
+        if not weights:
+            raise ValueError(f"at least one reward is needed; allowed: {', '.join(REWARDS)}")
+        return weights
+
+
+class GRPOSection(Section):
+    max_steps: int = Field(300, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs, used when max_steps is -1")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Completions per device per step (prompts x generations)")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="Steps accumulated before each optimizer update")
+    num_generations: int = Field(4, ge=2, description="Completions sampled per prompt; GRPO compares them within the group")
+    max_completion_length: int = Field(256, ge=8, description="Longest completion in tokens")
+    learning_rate: float = Field(1e-5, gt=0, lt=1, description="Peak learning rate")
+    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "constant_with_warmup", description="Learning-rate schedule"
+    )
+    warmup_steps: int = Field(5, ge=0, description="Warm-up steps")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
+        "adamw_torch", description="Optimizer"
+    )
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature for rollouts")
+    beta: float = Field(0.0, ge=0, description="KL penalty against the reference model (0 skips the reference pass)")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="GRPO loss normalisation")
+    seed: int = Field(42, description="Training seed")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="Other GRPOConfig arguments, passed through verbatim and validated by TRL"
+    )
+
+
+class EvalSection(Section):
+    batch_size: int = Field(8, ge=1, description="Images per generation batch")
+    max_new_tokens: int = Field(256, ge=8, description="Longest answer in tokens")
+    limit: int | None = Field(None, ge=1, description="Evaluate at most this many images (class-balanced)")
+
+
+class ImageConfig(Section):
+    model: ModelSection = Field(default_factory=ModelSection)
+    finetune: FinetuneSection = Field(default_factory=FinetuneSection)
+    data: ImageDataSection = Field(default_factory=ImageDataSection)
+    rewards: RewardSection = Field(default_factory=RewardSection)
+    train: GRPOSection = Field(default_factory=GRPOSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    @model_validator(mode="after")
+    def batch_fits_generations(self) -> "ImageConfig":
+        group = self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps
+        if group % self.train.num_generations:
+            raise ValueError(
+                f"train.per_device_train_batch_size x train.gradient_accumulation_steps ({group}) must be a multiple "
+                f"of train.num_generations ({self.train.num_generations})"
+            )
+        return self

@@ -1,0 +1,54 @@
+"""The wildfire task as the trainer and the evaluator both see it: the prompt and the dataset rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from image_vlm.config import ImageDataSection
+
+
+def prompt_messages(data: ImageDataSection, image: Any = None) -> list[dict[str, Any]]:
+    """System + user turn. Without `image` TRL inserts the dataset's image; with it, the turn carries it."""
+    user: Any = data.question
+    if image is not None:
+        user = [{"type": "image", "image": image}, {"type": "text", "text": data.question}]
+    return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
+
+
+def ensure_dataset(data: ImageDataSection) -> Path:
+    """The dataset root, generating the synthetic stand-in first when the config asks for it and it is missing."""
+    root = Path(data.root)
+    if data.synthetic and not (root / data.train_split).is_dir():
+        from image_vlm.synthetic import make_synthetic_dataset
+
+        print(f"generating the synthetic red-blob dataset in {root}", flush=True)
+        make_synthetic_dataset(root, seed=data.seed)
+    return root
+
+
+def task_rows(data: ImageDataSection, split: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """Class-balanced rows of one split: image path, class label and the expected answer."""
+    from image_vlm.data import balanced_sample, label_to_answer, load_manifest
+
+    root = ensure_dataset(data)
+    manifest = load_manifest(root)
+    items = manifest.split(split)
+    if not items:
+        raise ValueError(f"{root}: split '{split}' has no usable images (run python -m image_vlm.data verify --root {root})")
+    rows = []
+    for path, label in balanced_sample(items, limit, data.seed):
+        full = Path(path) if Path(path).is_absolute() else root / path
+        rows.append({"image_path": str(full), "label": label, "answer": label_to_answer(label, data.labels)})
+    return rows
+
+
+def training_dataset(data: ImageDataSection, split: str, limit: int | None = None):
+    """A `datasets.Dataset` in TRL's VLM format: `prompt` messages, an `image` column, reward columns."""
+    from datasets import Dataset, Image
+
+    rows = [
+        {"prompt": prompt_messages(data), "image": row["image_path"], **row}
+        for row in task_rows(data, split, limit)
+    ]
+    return Dataset.from_list(rows).cast_column("image", Image())

@@ -1,0 +1,141 @@
+"""GRPO for Qwen2.5-VL on satellite tiles.
+
+    python -m image_vlm.train --config image_vlm/configs/qwen2_5_vl_7b_grpo.yaml [--run-dir D] [key=value ...]
+
+The run folder (see core/runs.py) is created or resumed: a folder holding a checkpoint continues from it.
+SIGTERM saves a checkpoint and ends with state `stopped`; a finished run leaves `adapter/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from core.config import ConfigError, load_config, to_yaml
+from core.metrics import RolloutRecorder, RunMetricsCallback, configure_wandb, run_lifecycle
+from core.models import apply_finetune, apply_memory_cap, load_model, load_processor, memory_hint, save_final, trainable_summary
+from core.runs import RunDir, RunError, open_run_for_training
+from image_vlm.config import ImageConfig
+from image_vlm.rewards import get_reward
+from image_vlm.task import training_dataset
+
+DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (defaults come from image_vlm/config.py)")
+    parser.add_argument("--run-dir", default=None, help="Run folder to create or resume (default: runs/image-<time>)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
+    return parser.parse_args(argv)
+
+
+def grpo_arguments(cfg: ImageConfig, run: RunDir):
+    """TRL's GRPOConfig from our config; `train.trainer` passes through verbatim and TRL validates it."""
+    from trl import GRPOConfig
+
+    t = cfg.train
+    arguments = dict(
+        output_dir=str(run.checkpoints_dir),
+        max_steps=t.max_steps,
+        num_train_epochs=t.num_train_epochs,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_generations=t.num_generations,
+        max_completion_length=t.max_completion_length,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        optim=t.optim,
+        temperature=t.temperature,
+        beta=t.beta,
+        loss_type=t.loss_type,
+        seed=t.seed,
+        # The UI's reward weights reach the trainer here; the reference playbook dropped them.
+        reward_weights=list(cfg.rewards.weights.values()),
+        gradient_checkpointing=cfg.finetune.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=torch.cuda.is_available(),
+        logging_steps=cfg.logging.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.logging.save_steps,
+        save_total_limit=cfg.logging.save_total_limit,
+        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
+        run_name=run.id,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    arguments.update(t.trainer)
+    try:
+        return GRPOConfig(**arguments)
+    except TypeError as err:
+        raise ConfigError(f"train.trainer: {err} (see trl.GRPOConfig for the accepted arguments)") from None
+    except ValueError as err:
+        raise ConfigError(f"train: {err}") from None
+
+
+def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
+    from trl import GRPOTrainer
+
+    # Model
+    cap = apply_memory_cap(cfg.model.max_memory_gb)
+    if cap:
+        print(cap, flush=True)
+    processor = load_processor(cfg.model, max_pixels=cfg.data.max_pixels)
+    model = apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
+    print(trainable_summary(model), flush=True)
+
+    # Dataset
+    dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)
+    print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
+
+    # Rewards: pure functions, weighted by the trainer; the recorder copies each scored batch to the run folder.
+    rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights])
+
+    # Training
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=rewards.wrapped(),
+        args=grpo_arguments(cfg, run),
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[RunMetricsCallback(run), stopper],
+    )
+    if stopper.requested:
+        return
+    checkpoint = run.latest_checkpoint()
+    if checkpoint:
+        print(f"resuming from {checkpoint}", flush=True)
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except torch.OutOfMemoryError as err:
+        raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
+    if not stopper.requested and trainer.is_world_process_zero():
+        out = run.adapter_dir if cfg.finetune.method != "full" else run.model_dir
+        save_final(trainer.model, processor, out)
+        print(f"saved {out}", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(ImageConfig, args.config, args.overrides)
+        run = open_run_for_training(args.run_dir, "image", cfg.model_dump(mode="json"), to_yaml(cfg))
+    except (ConfigError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run.path}", flush=True)
+    try:
+        with run_lifecycle(run) as stopper:
+            train(cfg, run, stopper)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"state: {run.read_status()['state']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
