@@ -237,7 +237,7 @@ def write_section(cls: type[BaseModel], values: dict[str, Any], lines: list[str]
             lines.append(f"{pad}{name}:")
             write_section(sub, value, lines, indent + 2)
         else:
-            dumped = yaml.safe_dump({name: value}, default_flow_style=None, sort_keys=False).rstrip("\n")
+            dumped = yaml.safe_dump({name: value}, default_flow_style=False, sort_keys=False, width=1000).rstrip("\n")
             lines.extend(pad + line for line in dumped.splitlines())
 
 

@@ -157,6 +157,16 @@ def apply_finetune(model, finetune: FinetuneSection):
     return get_peft_model(model, config)
 
 
+def checkpointing_arguments(args_cls, enabled: bool) -> dict[str, Any]:
+    """Trainer kwargs for activation checkpointing under either spelling (renamed in transformers 5.2x).
+
+    Non-reentrant checkpointing keeps gradients flowing into LoRA layers without enable_input_require_grads.
+    """
+    fields = getattr(args_cls, "__dataclass_fields__", {})
+    name = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def trainable_summary(model) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -191,16 +201,30 @@ def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | 
     return PeftModel.from_pretrained(base, str(artifact), adapter_name="tuned")
 
 
-def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> Path:
-    """Merge a LoRA adapter into the base weights and save a standalone model (safetensors)."""
+def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Merge a LoRA adapter into the base weights, save a standalone model (safetensors), and prove it.
+
+    Checks that the merged weights differ from the base's where the adapter applies, and that the saved
+    folder reloads with `from_pretrained`. The adapter folder is left as it is.
+    """
     from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
 
     base = load_model(model)
+    base_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged_weights = merged.state_dict()
+    changed = [k for k, v in merged_weights.items() if k in base_weights and not torch.equal(v, base_weights[k])]
+    if not changed:
+        raise RuntimeError(f"{adapter_dir}: merging changed no weight; the adapter is empty or was never trained")
     out_dir.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out_dir, safe_serialization=True)
     load_processor(model).save_pretrained(out_dir)
-    return out_dir
+    reloaded = AutoModelForImageTextToText.from_pretrained(out_dir, dtype=resolve_dtype(model.dtype))
+    probe = changed[0]
+    if not torch.allclose(reloaded.state_dict()[probe].float(), merged_weights[probe].float()):
+        raise RuntimeError(f"{out_dir}: reloaded weights differ from the merged ones ({probe})")
+    return {"out_dir": str(out_dir), "changed_tensors": len(changed), "checked_tensor": probe}
 
 
 def checkpoint_step(path: Path | None) -> int:

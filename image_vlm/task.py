@@ -16,6 +16,15 @@ def prompt_messages(data: ImageDataSection, image: Any = None) -> list[dict[str,
     return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
 
 
+def image_size_arguments(max_pixels: int) -> dict[str, Any]:
+    """Processor kwargs that cap each image at `max_pixels` (transformers 5.x spells it as `size`).
+
+    >>> image_size_arguments(350 * 350)
+    {'size': {'shortest_edge': 3136, 'longest_edge': 122500}}
+    """
+    return {"size": {"shortest_edge": min(56 * 56, max_pixels), "longest_edge": max_pixels}}
+
+
 def ensure_dataset(data: ImageDataSection) -> Path:
     """The dataset root, generating the synthetic stand-in first when the config asks for it and it is missing."""
     root = Path(data.root)

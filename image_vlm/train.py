@@ -15,11 +15,20 @@ import torch
 
 from core.config import ConfigError, load_config, to_yaml
 from core.metrics import RolloutRecorder, RunMetricsCallback, configure_wandb, run_lifecycle
-from core.models import apply_finetune, apply_memory_cap, load_model, load_processor, memory_hint, save_final, trainable_summary
+from core.models import (
+    apply_finetune,
+    apply_memory_cap,
+    checkpointing_arguments,
+    load_model,
+    load_processor,
+    memory_hint,
+    save_final,
+    trainable_summary,
+)
 from core.runs import RunDir, RunError, open_run_for_training
 from image_vlm.config import ImageConfig
 from image_vlm.rewards import get_reward
-from image_vlm.task import training_dataset
+from image_vlm.task import image_size_arguments, training_dataset
 
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
 
@@ -55,8 +64,7 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir):
         seed=t.seed,
         # The UI's reward weights reach the trainer here; the reference playbook dropped them.
         reward_weights=list(cfg.rewards.weights.values()),
-        gradient_checkpointing=cfg.finetune.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_arguments(GRPOConfig, cfg.finetune.gradient_checkpointing),
         bf16=torch.cuda.is_available(),
         logging_steps=cfg.logging.logging_steps,
         save_strategy="steps",
@@ -83,7 +91,7 @@ def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
     cap = apply_memory_cap(cfg.model.max_memory_gb)
     if cap:
         print(cap, flush=True)
-    processor = load_processor(cfg.model, max_pixels=cfg.data.max_pixels)
+    processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
     model = apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
     print(trainable_summary(model), flush=True)
 

@@ -1,0 +1,88 @@
+"""The video recipe's config: every default is written here once; YAML files and `key=value` override it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from core.config import FinetuneSection, LoggingSection, ModelSection, Section
+
+SYSTEM_PROMPT = "You are a driving-safety analyst. You watch dashcam clips and report what happened as JSON."
+
+
+class VideoDataSection(Section):
+    root: str = Field("data/dashcam", description="Folder with videos/ and metadata.jsonl (see python -m video_vlm.data verify)")
+    synthetic: bool = Field(False, description="Generate synthetic moving-square clips into root if it is missing (tiny runs)")
+    schema_file: str | None = Field(None, description="YAML schema defining another task; empty uses the dashcam schema")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="Share of clips held out for evaluation (deterministic by path)")
+    num_frames: int = Field(12, ge=1, le=64, description="Frames sampled uniformly from each clip window (same in training and inference)")
+    frame_max_side: int = Field(448, ge=28, le=1792, description="Per-frame resolution: longest side in pixels before the processor")
+    max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training clips")
+    system_prompt: str = Field(SYSTEM_PROMPT, description="System message; the schema adds the field list and allowed values")
+    seed: int = Field(0, description="Seed for sampling")
+
+
+class SFTSection(Section):
+    max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs, used when max_steps is -1")
+    per_device_train_batch_size: int = Field(1, ge=1, description="Clips per device per step")
+    gradient_accumulation_steps: int = Field(8, ge=1, description="Steps accumulated before each optimizer update")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate")
+    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "cosine", description="Learning-rate schedule (fresh at every curriculum stage)"
+    )
+    warmup_steps: int = Field(10, ge=0, description="Warm-up steps")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
+        "adamw_torch", description="Optimizer"
+    )
+    max_length: int = Field(8192, ge=64, description="Longest sample in tokens; a longer one is refused, never truncated")
+    seed: int = Field(42, description="Training seed")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="Other SFTConfig arguments, passed through verbatim and validated by TRL"
+    )
+
+
+class StageSection(Section):
+    name: str = Field(..., description="Stage name, used for its checkpoint folder")
+    data: dict[str, Any] = Field(default_factory=dict, description="Overrides of the data section for this stage")
+    train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the train section for this stage")
+
+
+class VideoEvalSection(Section):
+    batch_size: int = Field(2, ge=1, description="Clips per generation batch")
+    max_new_tokens: int = Field(384, ge=8, description="Longest answer in tokens")
+    limit: int | None = Field(None, ge=1, description="Evaluate at most this many clips")
+
+
+class VideoConfig(Section):
+    model: ModelSection = Field(default_factory=lambda: ModelSection(name="OpenGVLab/InternVL3-8B-hf"))
+    # r=128/alpha=256 follows InternVL's own LoRA recipe and the reference notebook.
+    finetune: FinetuneSection = Field(default_factory=lambda: FinetuneSection(r=128, alpha=256))
+    data: VideoDataSection = Field(default_factory=VideoDataSection)
+    train: SFTSection = Field(default_factory=SFTSection)
+    stages: list[StageSection] = Field(
+        default_factory=list, description="Curriculum: stages run in order, each starting from the previous stage's adapter"
+    )
+    eval: VideoEvalSection = Field(default_factory=VideoEvalSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+    @model_validator(mode="after")
+    def stages_are_valid(self) -> "VideoConfig":
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique, got {names}")
+        for stage in self.stages:
+            self.stage_sections(stage)  # raises naming the stage and the field
+        return self
+
+    def stage_sections(self, stage: StageSection | None) -> tuple[VideoDataSection, SFTSection]:
+        """The data and train sections a stage runs with: the base sections plus the stage's overrides."""
+        if stage is None:
+            return self.data, self.train
+        try:
+            data = VideoDataSection.model_validate({**self.data.model_dump(), **stage.data})
+            train = SFTSection.model_validate({**self.train.model_dump(), **stage.train})
+        except ValueError as err:
+            raise ValueError(f"stage '{stage.name}': {err}") from None
+        return data, train
