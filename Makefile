@@ -62,7 +62,7 @@ eval-image: setup
 export-image: setup
 	$(PY) -m image_vlm.export --run $(RUN) $(ARGS)
 data-image: setup
-	$(PY) -m image_vlm.data download && $(PY) -m image_vlm.data verify
+	$(PY) -m image_vlm.data download
 
 train-video: setup
 	$(call launch,video_vlm.train) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_VIDEO)) $(ARGS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -22,51 +23,68 @@ def lock_path(root: str | Path | None = None) -> Path:
     return Path(root or runs_root()) / LOCK_NAME
 
 
-def gpu_lock_holder(root: str | Path | None = None) -> dict | None:
-    """The live holder of the GPU lock (`run_id`, `pid`), or None when the GPU is free or the holder died."""
-    path = lock_path(root)
+# Open descriptors of the locks this process holds. flock() belongs to the open file: closing it (or the
+# process dying, even by kill -9) releases the lock, so a crashed trainer never leaves the GPU "busy".
+# Unlike a pid check, it also works between containers that share the runs volume but not a pid namespace.
+_held: dict[Path, int] = {}
+
+
+def read_lock_record(path: Path) -> dict:
     try:
-        holder = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def gpu_lock_holder(root: str | Path | None = None) -> dict | None:
+    """Who holds the GPU lock (`run_id`, `pid`, `since`), or None when it is free."""
+    path = lock_path(root)
+    if path.resolve() in _held:
+        return read_lock_record(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    return holder if pid_alive(holder.get("pid")) else None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return read_lock_record(path) or {"run_id": "unknown"}
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
-def acquire_gpu_lock(run_id: str, root: str | Path | None = None, pid: int | None = None) -> Path:
-    """Take the one-trainer-per-GPU lock for `run_id`, or raise GpuBusy naming the run that holds it.
-
-    The lock is a file created with O_EXCL in the runs folder, so both containers and the CLI see it.
-    A lock left by a dead process is taken over.
-    """
+def acquire_gpu_lock(run_id: str, root: str | Path | None = None) -> Path:
+    """Take the one-trainer-per-GPU lock for `run_id`, or raise GpuBusy naming the run that holds it."""
     path = lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = json.dumps({"run_id": run_id, "pid": pid or os.getpid(), "since": now_iso()})
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = gpu_lock_holder(root)
-            if holder is not None:
-                if holder.get("run_id") == run_id and holder.get("pid") == (pid or os.getpid()):
-                    return path
-                raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training (pid {holder.get('pid')})")
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(record)
-        return path
-    raise GpuBusy(f"could not take the GPU lock at {path}")
-
-
-def release_gpu_lock(root: str | Path | None = None, pid: int | None = None) -> None:
-    """Drop the lock if this process (or `pid`) holds it."""
-    path = lock_path(root)
+    if path.resolve() in _held:
+        holder = read_lock_record(path)
+        if holder.get("run_id") == run_id:
+            return path
+        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training (pid {holder.get('pid')})")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        holder = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return
-    if holder.get("pid") == (pid or os.getpid()):
-        path.unlink(missing_ok=True)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = read_lock_record(path)
+        raise GpuBusy(f"GPU busy: run {holder.get('run_id', 'unknown')} is training (pid {holder.get('pid')})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": now_iso()}).encode())
+    _held[path.resolve()] = fd
+    return path
+
+
+def release_gpu_lock(root: str | Path | None = None) -> None:
+    """Drop the lock if this process holds it."""
+    fd = _held.pop(lock_path(root).resolve(), None)
+    if fd is not None:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def launch_training(module: str, config_path: str | Path, run: RunDir, overrides: list[str] = ()) -> subprocess.Popen:

@@ -76,8 +76,12 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self):
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self.request)
+        self.previous = {sig: signal.signal(sig, self.request) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def close(self) -> None:
+        """Give the signals back to whoever handled them before (matters when training runs in-process)."""
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
     def request(self, signum, frame):
         self.requested = True
@@ -154,6 +158,7 @@ def run_lifecycle(run: RunDir, total: int | None = None) -> Iterator[GracefulSto
         if main:
             run.write_status("stopped" if stopper.requested else "finished")
     finally:
+        stopper.close()
         if main:
             release_gpu_lock(run.path.parent)
 

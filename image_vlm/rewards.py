@@ -41,6 +41,7 @@ _SOLUTION_BLOCK = re.compile(r"<SOLUTION>(.*?)</SOLUTION>", re.DOTALL)
 # Up to this many non-space characters outside the two blocks still count as clean
 # (a stray full stop or "Answer:" is harmless; a second essay is not).
 _ALLOWED_STRAY_CHARS = 10
+_TAG = re.compile(r"</?(?:REASONING|SOLUTION)>")
 # A chunk of text that starts with a word character and repeats back to back
 # at least 8 more times: "fire fire fire ...", "YesYesYes...", "ha!ha!ha!...".
 _STUTTER = re.compile(r"(\w.{0,29}?)\1{8,}", re.DOTALL)
@@ -115,10 +116,12 @@ def is_degenerate(text: str) -> bool:
     """
     if _STUTTER.search(text):
         return True
-    lines = [line.strip() for line in text.splitlines() if len(line.strip()) > 3]
+    # Tags count as line breaks, so "<REASONING>I see smoke." still matches a later "I see smoke.".
+    untagged = _TAG.sub("\n", text)
+    lines = [line.strip() for line in untagged.splitlines() if len(line.strip()) > 3]
     if lines and Counter(lines).most_common(1)[0][1] >= 3:
         return True
-    words = text.lower().split()
+    words = untagged.lower().split()
     four_grams = [tuple(words[i : i + 4]) for i in range(len(words) - 3)]
     if len(four_grams) >= 12:
         repeats = len(four_grams) - len(set(four_grams))

@@ -74,17 +74,40 @@ def test_new_runs_get_distinct_folders(tmp_path, monkeypatch):
     assert {r.path for r in list_runs(tmp_path)} == {first.path, second.path}
 
 
-def test_gpu_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+def test_gpu_lock_is_exclusive_and_released(tmp_path):
     acquire_gpu_lock("run-a", tmp_path)
     assert gpu_lock_holder(tmp_path)["run_id"] == "run-a"
     with pytest.raises(GpuBusy, match="GPU busy: run run-a is training"):
-        acquire_gpu_lock("run-b", tmp_path, pid=os.getppid())
+        acquire_gpu_lock("run-b", tmp_path)
     release_gpu_lock(tmp_path)
-    assert gpu_lock_holder(tmp_path) is None
-    (tmp_path / ".gpu.lock").write_text(json.dumps({"run_id": "ghost", "pid": dead_pid()}))
     assert gpu_lock_holder(tmp_path) is None
     acquire_gpu_lock("run-c", tmp_path)
     assert gpu_lock_holder(tmp_path)["run_id"] == "run-c"
+    release_gpu_lock(tmp_path)
+
+
+def test_gpu_lock_held_by_another_process_and_freed_by_its_death(tmp_path):
+    """kill -9 of the holder frees the GPU: the kernel drops flock() locks with the process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from core.jobs import acquire_gpu_lock; import time; acquire_gpu_lock('other', {str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert gpu_lock_holder(tmp_path)["run_id"] == "other"
+        with pytest.raises(GpuBusy, match="run other"):
+            acquire_gpu_lock("mine", tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert gpu_lock_holder(tmp_path) is None
+    acquire_gpu_lock("mine", tmp_path)
+    release_gpu_lock(tmp_path)
+
+
+def test_lock_file_left_without_a_holder_is_free(tmp_path):
+    (tmp_path / ".gpu.lock").write_text(json.dumps({"run_id": "ghost", "pid": dead_pid()}))
+    assert gpu_lock_holder(tmp_path) is None
 
 
 def test_stop_with_nothing_running_says_so(tmp_path):

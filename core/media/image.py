@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import struct
+import threading
 import unicodedata
 import warnings
 from pathlib import Path
@@ -27,6 +28,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 # 64 megapixels is far above any satellite tile or photo we train on, and well
 # below the size where decoding one file could exhaust memory.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+# Formats that photos and satellite tiles come in. Anything else is refused unread:
+# Pillow's rarer plug-ins are less hardened, and EPS would even start Ghostscript.
+_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # JPEG also yields camera MPO files.
+_WARNING_FILTERS_LOCK = threading.Lock()
 
 # Pillow can decode these modes but Image.convert("RGB") handles their bit depth badly
 # (16-bit values are clipped at 255, float values lose their scale).
@@ -60,33 +66,26 @@ def open_image(
         MediaError: Missing, empty, non-image, corrupt, truncated or oversized input.
     """
     label = name or _describe(source)
-    data = _read_bytes(source, label)
+    # No file within the pixel limit can be bigger than its uncompressed pixels (8 bytes for 16-bit RGBA).
+    data = _read_bytes(source, label, max_bytes=max_pixels * 8 + (16 << 20))
     if not data:
         raise MediaError(f"{label}: empty file (0 bytes)")
 
-    with warnings.catch_warnings():
-        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error it is.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as probe:
-                _check_size(probe.size, max_pixels, label)
-                probe.verify()
-            # verify() leaves the image unusable, so decode again from the start.
-            with Image.open(io.BytesIO(data)) as image:
-                image.seek(0)  # First frame of an animation.
-                image.load()
-                return _to_rgb(_apply_exif_orientation(image), label)
-        except MediaError:
-            raise
-        except UnidentifiedImageError as error:
-            raise MediaError(f"{label}: not an image (cannot identify image file)") from error
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise MediaError(f"{label}: too many pixels, refusing to decode ({error})") from error
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as error:
-            # Pillow signals damaged data with any of these, depending on the format plug-in.
-            raise MediaError(f"{label}: truncated or corrupt image ({error})") from error
-        except MemoryError as error:
-            raise MediaError(f"{label}: image too large to decode in memory") from error
+    try:
+        with _open_header(data, label, max_pixels) as probe:
+            probe.verify()
+        # verify() leaves the image unusable, so decode again from the start.
+        with _open_header(data, label, max_pixels) as image:
+            image.seek(0)  # First frame of an animation.
+            image.load()
+            return _to_rgb(_apply_exif_orientation(image), label)
+    except MediaError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as error:
+        # Pillow signals damaged data with any of these, depending on the format plug-in.
+        raise MediaError(f"{label}: truncated or corrupt image ({error})") from error
+    except MemoryError as error:
+        raise MediaError(f"{label}: image too large to decode in memory") from error
 
 
 def safe_filename(name: str) -> str:
@@ -139,28 +138,53 @@ def _describe(source: str | Path | bytes | BinaryIO) -> str:
     return str(getattr(source, "name", None) or "<image stream>")
 
 
-def _read_bytes(source: str | Path | bytes | BinaryIO, label: str) -> bytes:
+def _read_bytes(source: str | Path | bytes | BinaryIO, label: str, max_bytes: int) -> bytes:
     # Reading everything up front lets us open the data twice (verify, then load)
     # without depending on the stream being seekable.
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, (str, Path)):
-        path = Path(source)
+        data = bytes(source)
+    elif isinstance(source, (str, Path)):
         try:
-            return path.read_bytes()
+            with open(source, "rb") as stream:
+                data = stream.read(max_bytes + 1)
         except FileNotFoundError as error:
             raise MediaError(f"{label}: file not found") from error
         except IsADirectoryError as error:
             raise MediaError(f"{label}: is a folder, not an image file") from error
         except OSError as error:
             raise MediaError(f"{label}: cannot read file ({error.strerror or error})") from error
+    else:
+        try:
+            data = source.read(max_bytes + 1)
+        except OSError as error:
+            raise MediaError(f"{label}: cannot read stream ({error})") from error
+        if isinstance(data, str):
+            raise MediaError(f"{label}: opened in text mode; open the file with 'rb'")
+        data = bytes(data or b"")
+    if len(data) > max_bytes:
+        raise MediaError(f"{label}: file larger than {max_bytes} bytes, too big for the pixel limit")
+    return data
+
+
+def _open_header(data: bytes, label: str, max_pixels: int) -> Image.Image:
+    """Open lazily (header only), refusing unknown formats and oversized images before any pixel is decoded."""
+    # catch_warnings swaps process-wide filters; the lock keeps concurrent calls
+    # (verify decodes in threads) from restoring each other's filters.
+    with _WARNING_FILTERS_LOCK, warnings.catch_warnings():
+        # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat the warning as the error it is.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=_ALLOWED_FORMATS)
+        except UnidentifiedImageError as error:
+            raise MediaError(f"{label}: not an image (cannot identify image file)") from error
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise MediaError(f"{label}: too many pixels, refusing to decode ({error})") from error
     try:
-        data = source.read()
-    except OSError as error:
-        raise MediaError(f"{label}: cannot read stream ({error})") from error
-    if isinstance(data, str):
-        raise MediaError(f"{label}: opened in text mode; open the file with 'rb'")
-    return bytes(data or b"")
+        _check_size(image.size, max_pixels, label)
+    except MediaError:
+        image.close()
+        raise
+    return image
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, label: str) -> None:

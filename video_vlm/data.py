@@ -1,0 +1,555 @@
+"""Video datasets: check a dataset folder, import Nexar, or generate a synthetic one.
+
+Dataset folder format::
+
+    DIR/
+      videos/...                 the clips (any container PyAV reads: mp4, webm, mkv, ...)
+      metadata.jsonl             one JSON object per line:
+          {"video": "videos/x.mp4", "start": 1.5, "end": 5.5, "id": "x", <schema fields>}
+
+`video` is a path relative to DIR that must stay inside it. `start`/`end` (seconds, optional) select a
+window of the clip; without them the whole clip is used. `id` is an optional free-form reference. Every
+other key is a label field of the schema (`video_vlm/schema.py`); a field the source lacks is the string
+"unknown". `verify` checks every line and writes `DIR/manifest.json`, the clean list training reads.
+
+Commands::
+
+    python -m video_vlm.data verify --root DIR [--val-fraction 0.2] [--num-frames 8] [--schema FILE] [--deep]
+    python -m video_vlm.data import-nexar --out DIR [--src DIR] [--clip-seconds 4]
+    python -m video_vlm.data make-synthetic --out DIR [--n 40] [--seed 0]
+
+Nexar import (Kaggle competition "nexar-collision-prediction"): `train.csv` has columns id,
+time_of_event, time_of_alert, target and the clips are `train/<id>.mp4`. Nexar's target=1 covers both
+collisions and near-misses, and the CSV does not say which, so positives are labelled event_type
+"collision" (the majority); negatives are "no_incident". A positive's window is the `--clip-seconds`
+before time_of_event (ending at the event); a negative gets a window of the same length at the end of
+its clip, where positives' events usually are, so window position says nothing about the label. Nexar
+has no captions, rule violations, intended actions, traffic density, visibility or scene: those fields
+are "unknown", masked from the loss and left out of scores. Clips are hard-linked into DIR/videos when
+possible, else copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import zipfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Iterable, NamedTuple
+
+from tqdm import tqdm
+
+from core.credentials import kaggle_credentials_problem
+from core.media.errors import MediaError
+from core.media.video import VideoInfo, probe_video, read_frames, resolve_window
+from video_vlm.schema import UNKNOWN, SchemaSpec, load_schema
+
+METADATA_FILE = "metadata.jsonl"
+MANIFEST_FILE = "manifest.json"
+NON_LABEL_KEYS = ("video", "start", "end", "id")
+NEXAR_COMPETITION = "nexar-collision-prediction"
+_MAX_PROBLEMS_PRINTED = 50
+
+
+class Problem(NamedTuple):
+    """One problem found by `verify_dataset`; line_no is 1-based (0 for the folder itself)."""
+
+    line_no: int
+    kind: str
+    message: str
+
+
+@dataclass
+class Item:
+    """One clean example.
+
+    Attributes:
+        video: Path of the clip relative to the dataset folder (POSIX separators).
+        start_s: Window start in seconds.
+        end_s: Window end in seconds.
+        label: The label fields, canonical order; "unknown" where the source lacks a field.
+        split: "train" or "val".
+        line_no: Line of metadata.jsonl it came from.
+        duration_s: Duration of the whole clip.
+    """
+
+    video: str
+    start_s: float
+    end_s: float
+    label: dict
+    split: str
+    line_no: int
+    duration_s: float
+
+    def video_path(self, root: str | Path) -> Path:
+        """Absolute path of the clip inside dataset folder `root`."""
+        return Path(root) / self.video
+
+
+@dataclass
+class VerifyReport:
+    """What `verify_dataset` found.
+
+    Attributes:
+        root: The dataset folder.
+        items: Clean examples (the manifest's content).
+        problems: Lines left out, each with its line number, kind and message.
+        warnings: Lines kept but worth knowing about (e.g. windows shorter than --num-frames frames).
+        counts: Number of problems per kind.
+        lines: Non-blank lines read.
+        manifest_path: Where the manifest was written, or None.
+    """
+
+    root: Path
+    items: list[Item] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: int = 0
+    manifest_path: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        """At least one clean example."""
+        return bool(self.items)
+
+    def summary(self) -> str:
+        """A few lines for people: totals, then counts per problem kind."""
+        train = sum(item.split == "train" for item in self.items)
+        lines = [
+            f"{self.root}: {len(self.items)} valid item(s) from {self.lines} line(s) "
+            f"(train {train}, val {len(self.items) - train}); {len(self.problems)} problem(s), "
+            f"{len(self.warnings)} warning(s)"
+        ]
+        lines += [f"  {kind}: {count}" for kind, count in sorted(self.counts.items())]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+def split_for(video: str, val_fraction: float) -> str:
+    """Deterministic split of a video path: "val" when its hash falls below `val_fraction`.
+
+    Hashing the path (not drawing at random) keeps the split stable across runs and machines, and puts all
+    windows of one clip in the same split, so no clip leaks from training into validation.
+
+    >>> split_for("videos/a.mp4", 0.0), split_for("videos/a.mp4", 1.0)
+    ('train', 'val')
+    """
+    return "val" if _hash_fraction(video) < val_fraction else "train"
+
+
+def _hash_fraction(video: str) -> float:
+    digest = hashlib.sha256(video.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _assign_splits(items: list[Item], val_fraction: float) -> None:
+    for item in items:
+        item.split = split_for(item.video, val_fraction)
+    videos = sorted({item.video for item in items}, key=_hash_fraction)
+    # A small dataset can hash every clip to one side; move the clip nearest the boundary (still
+    # deterministic) so both splits exist when the fraction asks for both.
+    splits = {item.split for item in items}
+    if len(videos) >= 2 and 0 < val_fraction < 1 and len(splits) == 1:
+        moved, to = (videos[0], "val") if splits == {"train"} else (videos[-1], "train")
+        for item in items:
+            if item.video == moved:
+                item.split = to
+
+
+def _safe_relative_path(root: Path, value: str) -> tuple[str | None, str | None]:
+    """(normalised relative path, None) when `value` stays inside `root`, else (None, why not)."""
+    if not value.strip():
+        return None, "empty video path"
+    posix = PurePosixPath(value.replace("\\", "/"))
+    if posix.is_absolute() or Path(value).is_absolute() or Path(value).drive:
+        return None, f"video path {value!r} is absolute; use a path relative to {root}"
+    if ".." in posix.parts:
+        return None, f"video path {value!r} uses '..'; it must stay inside {root}"
+    resolved = (root / Path(*posix.parts)).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        return None, f"video path {value!r} leads outside {root} (through a symlink) to {resolved}"
+    return posix.as_posix(), None
+
+
+def _window_problem(start, end) -> str | None:
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+            return f"{name} must be a number of seconds, got {json.dumps(value)}"
+    if start is not None and start < 0:
+        return f"start must be >= 0, got {start}"
+    if start is not None and end is not None and end <= start:
+        return f"end ({end}) must be after start ({start})"
+    return None
+
+
+def verify_dataset(
+    root: str | Path,
+    val_fraction: float = 0.2,
+    num_frames: int = 8,
+    schema: str | Path | SchemaSpec | None = None,
+    write_manifest: bool = True,
+    progress: bool = True,
+    deep: bool = False,
+) -> VerifyReport:
+    """Check every line of `root/metadata.jsonl`, keep the clean ones, and write `root/manifest.json`.
+
+    Bad lines are reported by line number and skipped. Problem kinds: malformed_json, not_an_object,
+    missing_video_field, unsafe_path, missing_file, bad_window, missing_field, bad_value,
+    unexpected_field, empty_file, not_a_video, no_video_stream, no_frames, window_past_end,
+    decode_failed (and missing_metadata for the folder itself).
+
+    Args:
+        root: Dataset folder.
+        val_fraction: Share of clips (by path hash) in the validation split.
+        num_frames: Frames per example in training; shorter windows get a short_window warning.
+        schema: Schema file, spec, or None for the dashcam schema.
+        write_manifest: Write `root/manifest.json`.
+        progress: Show a progress bar while probing videos.
+        deep: Also decode the sampled frames of every example (slower; catches damage past the first frame).
+
+    Returns:
+        A `VerifyReport`.
+    """
+    root = Path(root)
+    spec = schema if isinstance(schema, SchemaSpec) else load_schema(schema)
+    report = VerifyReport(root=root)
+    metadata = root / METADATA_FILE
+    if not metadata.is_file():
+        report.problems.append(Problem(0, "missing_metadata", f"{metadata} not found"))
+    else:
+        candidates = _check_lines(root, metadata, spec, report)
+        _check_videos(root, candidates, num_frames, deep, progress, report)
+    _assign_splits(report.items, val_fraction)
+    report.problems.sort(key=lambda problem: problem.line_no)
+    report.counts = dict(Counter(problem.kind for problem in report.problems))
+    if write_manifest and root.is_dir():
+        report.manifest_path = _write_manifest(root, report, spec, val_fraction, num_frames)
+    return report
+
+
+def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyReport) -> list[tuple]:
+    """Cheap per-line checks; returns (line_no, video, start, end, label) for lines that pass them."""
+    candidates = []
+    with metadata.open(encoding="utf-8", errors="replace") as lines:
+        for line_no, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            report.lines += 1
+
+            def problem(kind: str, message: str) -> None:
+                report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
+
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as error:
+                problem("malformed_json", f"not valid JSON ({error.msg} at column {error.colno})")
+                continue
+            if not isinstance(obj, dict):
+                problem("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            if not isinstance(obj.get("video"), str):
+                problem("missing_video_field", 'no "video" path (a string relative to the dataset folder)')
+                continue
+            video, why = _safe_relative_path(root, obj["video"])
+            if video is None:
+                problem("unsafe_path", why)
+                continue
+            if not (root / video).is_file():
+                problem("missing_file", f"video {video!r} not found in {root}")
+                continue
+            start, end = obj.get("start"), obj.get("end")
+            window_issue = _window_problem(start, end)
+            if window_issue:
+                problem("bad_window", f"{video}: {window_issue}")
+                continue
+            label = {key: value for key, value in obj.items() if key not in NON_LABEL_KEYS}
+            label_problems = spec.problems(label, allow_unknown=True)
+            for kind, message in label_problems:
+                problem(kind, f"{video}: {message}")
+            if not label_problems:
+                candidates.append((line_no, video, start, end, spec.validate_label(label)[0]))
+    return candidates
+
+
+def _check_videos(
+    root: Path, candidates: list[tuple], num_frames: int, deep: bool, progress: bool, report: VerifyReport
+) -> None:
+    """Probe each distinct clip once, then check each example's window against it."""
+    probes: dict[str, VideoInfo | MediaError] = {}
+    for line_no, video, start, end, label in tqdm(candidates, desc="probing videos", unit="clip", disable=not progress):
+        if video not in probes:
+            try:
+                probes[video] = probe_video(root / video)
+            except MediaError as error:
+                probes[video] = error
+        info = probes[video]
+        try:
+            if isinstance(info, MediaError):
+                raise info
+            start_s, end_s = resolve_window(info, start, end)
+            if deep:
+                read_frames(root / video, num_frames, start_s, end_s)
+        except MediaError as error:
+            kind = getattr(error, "kind", "unreadable_video")
+            report.problems.append(Problem(line_no, kind, f"line {line_no}: {error}"))
+            continue
+        if info.fps and (end_s - start_s) * info.fps < num_frames:
+            frames_in_window = max(1, round((end_s - start_s) * info.fps))
+            message = (
+                f"line {line_no}: {video}: the window holds {frames_in_window} frame(s) < {num_frames}; frames repeat"
+            )
+            report.warnings.append(Problem(line_no, "short_window", message))
+        report.items.append(Item(video, start_s, end_s, label, "train", line_no, info.duration_s))
+
+
+def _write_manifest(root: Path, report: VerifyReport, spec: SchemaSpec, val_fraction: float, num_frames: int) -> Path:
+    manifest = {
+        "schema": spec.name,
+        "fields": spec.field_names,
+        "val_fraction": val_fraction,
+        "num_frames": num_frames,
+        "counts": report.counts,
+        "items": [asdict(item) for item in report.items],
+        "problems": [problem._asdict() for problem in report.problems],
+        "warnings": [warning._asdict() for warning in report.warnings],
+    }
+    path = root / MANIFEST_FILE
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    temporary.replace(path)  # readers never see a half-written manifest
+    return path
+
+
+def load_manifest(root: str | Path, split: str | None = None) -> list[Item]:
+    """The clean items `verify` wrote to `root/manifest.json`, optionally only one split.
+
+    Raises:
+        FileNotFoundError: No manifest yet; the message says which command writes it.
+    """
+    path = Path(root) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; run: python -m video_vlm.data verify --root {root}")
+    items = [Item(**item) for item in json.loads(path.read_text(encoding="utf-8"))["items"]]
+    return [item for item in items if split is None or item.split == split]
+
+
+# ------------------------------------------------------------------------------------------------ Nexar
+
+
+def nexar_credentials_problem() -> str | None:
+    """The shared Kaggle credential message, plus what the competition needs beyond it."""
+    problem = kaggle_credentials_problem()
+    if problem is None:
+        return None
+    return (
+        f"{problem}\nAlso accept the rules at https://www.kaggle.com/competitions/{NEXAR_COMPETITION}/rules, "
+        "or download the data yourself and pass --src DIR (the folder with train.csv and train/)."
+    )
+
+
+def download_nexar(dest: str | Path) -> Path:
+    """Download and unzip the Nexar competition files into `dest`; returns the folder with train.csv.
+
+    Raises:
+        RuntimeError: Missing credentials, rules not accepted, or a failed download (message says which).
+    """
+    dest = Path(dest)
+    problem = nexar_credentials_problem()
+    if problem:
+        raise RuntimeError(problem)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        from kaggle.api.kaggle_api_extended import KaggleApi  # lazy: importing kaggle authenticates
+
+        api = KaggleApi()
+        api.authenticate()
+        api.competition_download_files(NEXAR_COMPETITION, path=str(dest), quiet=False)
+    except (Exception, SystemExit) as error:  # kaggle calls exit() on auth failures
+        raise RuntimeError(
+            f"Kaggle download of {NEXAR_COMPETITION} failed ({error!r}). Check the credentials and that you "
+            f"accepted the rules at https://www.kaggle.com/competitions/{NEXAR_COMPETITION}/rules"
+        ) from error
+    for archive in dest.glob("*.zip"):
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(dest)
+        archive.unlink()
+    found = next((csv_path.parent for csv_path in dest.rglob("train.csv")), None)
+    if found is None:
+        raise RuntimeError(f"{dest}: the download has no train.csv")
+    return found
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        value = float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+    return None if value is None or math.isnan(value) else value
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(source, target)
+
+
+def nexar_label(target: int) -> dict:
+    """Dashcam-schema label of a Nexar clip: event_type from `target`, every other field unknown."""
+    spec = load_schema(None)
+    label = {name: UNKNOWN for name in spec.field_names}
+    label["event_type"] = "collision" if target == 1 else "no_incident"
+    return label
+
+
+def import_nexar(
+    out: str | Path, src: str | Path | None = None, clip_seconds: float = 4.0, progress: bool = True
+) -> tuple[Path, list[str]]:
+    """Write the Nexar training clips as a dataset folder (see the module docstring for the mapping).
+
+    Args:
+        out: Dataset folder to write (videos/ and metadata.jsonl).
+        src: Folder with train.csv and train/<id>.mp4; None downloads it with the Kaggle API into out/_download.
+        clip_seconds: Window length for every example.
+        progress: Show a progress bar.
+
+    Returns:
+        (the dataset folder, one message per CSV row skipped).
+    """
+    out = Path(out)
+    src = Path(src) if src is not None else download_nexar(out / "_download")
+    csv_path = src / "train.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path} not found; --src must be the folder holding train.csv and train/")
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    with csv_path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    lines, skipped = [], []
+    for row_no, row in enumerate(tqdm(rows, desc="importing Nexar", unit="clip", disable=not progress), start=2):
+        clip_id = (row.get("id") or "").strip()
+        candidates = [src / "train" / f"{name}.mp4" for name in dict.fromkeys([clip_id, clip_id.zfill(5)])]
+        source = next((path for path in candidates if path.is_file()), None)
+        if not clip_id or source is None:
+            skipped.append(f"train.csv row {row_no}: no video train/{clip_id}.mp4")
+            continue
+        target_value = _float_or_none(row.get("target"))
+        if target_value not in (0.0, 1.0):
+            skipped.append(f"train.csv row {row_no}: target must be 0 or 1, got {row.get('target')!r}")
+            continue
+        try:
+            duration = probe_video(source).duration_s
+        except MediaError as error:
+            skipped.append(f"train.csv row {row_no}: {error}")
+            continue
+        if target_value == 1.0:
+            event = _float_or_none(row.get("time_of_event"))
+            if event is None or event <= 0:
+                skipped.append(f"train.csv row {row_no}: positive clip without a time_of_event")
+                continue
+            end = min(event, duration)
+        else:
+            end = duration
+        start = max(0.0, end - clip_seconds)
+        name = f"videos/{source.name}"
+        _link_or_copy(source, out / name)
+        record = {"video": name, "start": round(start, 3), "end": round(end, 3), "id": clip_id}
+        lines.append(json.dumps({**record, **nexar_label(int(target_value))}))
+    (out / METADATA_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return out, skipped
+
+
+# -------------------------------------------------------------------------------------------------- CLI
+
+
+def _print_report(report: VerifyReport, stream=None) -> None:
+    stream = stream or sys.stdout  # looked up at call time, so redirected stdout is honoured
+    print(report.summary(), file=stream)
+    for problem in report.problems[:_MAX_PROBLEMS_PRINTED]:
+        print(f"  [{problem.kind}] {problem.message}", file=stream)
+    if len(report.problems) > _MAX_PROBLEMS_PRINTED:
+        where = report.manifest_path or "the report"
+        print(f"  ... and {len(report.problems) - _MAX_PROBLEMS_PRINTED} more (all listed in {where})", file=stream)
+    if report.warnings:
+        print(f"  {len(report.warnings)} warning(s), e.g. {report.warnings[0].message}", file=stream)
+    if report.manifest_path:
+        print(f"manifest: {report.manifest_path}", file=stream)
+
+
+def _verify_and_report(root: Path, args: argparse.Namespace) -> int:
+    report = verify_dataset(
+        root,
+        val_fraction=args.val_fraction,
+        num_frames=args.num_frames,
+        schema=getattr(args, "schema", None),
+        deep=getattr(args, "deep", False),
+    )
+    _print_report(report)
+    if not report.ok:
+        print(f"error: no valid items in {root}; fix the problems above", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m video_vlm.data", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def split_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--val-fraction", type=float, default=0.2, help="share of clips in validation")
+        command.add_argument("--num-frames", type=int, default=8, help="frames per example in training")
+
+    verify = commands.add_parser("verify", help="check a dataset folder and write manifest.json")
+    verify.add_argument("--root", type=Path, required=True, help="folder with videos/ and metadata.jsonl")
+    verify.add_argument("--schema", type=Path, default=None, help="schema YAML (default: dashcam)")
+    verify.add_argument("--deep", action="store_true", help="also decode every example's frames")
+    split_options(verify)
+
+    nexar = commands.add_parser("import-nexar", help="Kaggle Nexar collision clips -> dataset folder")
+    nexar.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    nexar.add_argument("--src", type=Path, default=None, help="already-downloaded folder with train.csv")
+    nexar.add_argument("--clip-seconds", type=float, default=4.0, help="window length in seconds")
+    split_options(nexar)
+
+    synthetic = commands.add_parser("make-synthetic", help="generate a tiny synthetic dataset")
+    synthetic.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    synthetic.add_argument("--n", type=int, default=40, help="number of clips")
+    synthetic.add_argument("--seed", type=int, default=0, help="random seed")
+    split_options(synthetic)
+    return parser
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    args = _parser().parse_args(None if argv is None else list(argv))
+    if args.command == "verify":
+        return _verify_and_report(args.root, args)
+    if args.command == "import-nexar":
+        try:
+            out, skipped = import_nexar(args.out, args.src, args.clip_seconds)
+        except (RuntimeError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for message in skipped[:_MAX_PROBLEMS_PRINTED]:
+            print(f"skipped {message}")
+        return _verify_and_report(out, args)
+    from video_vlm.synthetic import make_synthetic_dataset
+
+    out = make_synthetic_dataset(args.out, n=args.n, seed=args.seed)
+    return _verify_and_report(out, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
