@@ -162,6 +162,8 @@ def describe_error(cls: type[BaseModel], error: dict[str, Any]) -> str:
     """One readable line for a pydantic error: the dotted field, what went wrong and what is allowed."""
     loc = [str(p) for p in error["loc"]]
     dotted = ".".join(loc)
+    if not loc:  # a check across fields: its message already names them
+        return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         parent = lookup_model(cls, loc[:-1])
         allowed = ", ".join(parent.model_fields) if parent else "?"

@@ -64,7 +64,11 @@ def warm_start_format(model_dir: Path, out_dir: Path, data_root: Path, steps: in
     processor = AutoProcessor.from_pretrained(model_dir, **image_size_arguments(data.max_pixels))
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     rows = task_rows(data, "train")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    # Coin-flip answers would teach the vision tower to erase the image (fire and no-fire tiles end up
+    # with the same features), leaving GRPO nothing to learn from; only the language side learns the format.
+    for name, param in model.named_parameters():
+        param.requires_grad = not any(part in name.split(".") for part in ("visual", "merger"))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
     model.train()
     for _ in range(steps):
         batch = rng.sample(rows, 4)
