@@ -14,9 +14,11 @@ GPUS ?= 1
 SPLIT ?= test
 ACCELERATE_CONFIG ?= configs/accelerate/$(if $(filter 1,$(GPUS)),single.yaml,ddp.yaml)
 
-# A single GPU runs the module directly; GPUS=N wraps the same module in accelerate launch.
+RUNS_DIR ?= $(or $(VLM_RUNS_DIR),runs)
+# A single GPU runs the module directly; GPUS=N wraps the same module in accelerate launch, with one
+# run folder named here so that every rank writes to the same place.
 define launch
-$(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1))
+$(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1) --run-dir $(RUNS_DIR)/$(2)-$(shell date +%Y%m%d-%H%M%S))
 endef
 
 .PHONY: setup test test-fast lint containers-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
@@ -56,7 +58,7 @@ logs:
 	docker compose logs -f
 
 train-image: setup
-	$(call launch,image_vlm.train) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_IMAGE)) $(ARGS)
+	$(call launch,image_vlm.train,image) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_IMAGE)) $(ARGS)
 eval-image: setup
 	$(PY) -m image_vlm.evaluate --run $(RUN) --split $(SPLIT) $(ARGS)
 export-image: setup
@@ -65,7 +67,7 @@ data-image: setup
 	$(PY) -m image_vlm.data download
 
 train-video: setup
-	$(call launch,video_vlm.train) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_VIDEO)) $(ARGS)
+	$(call launch,video_vlm.train,video) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_VIDEO)) $(ARGS)
 eval-video: setup
 	$(PY) -m video_vlm.evaluate --run $(RUN) $(ARGS)
 

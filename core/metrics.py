@@ -18,12 +18,7 @@ from typing import Any, Iterator
 from transformers import TrainerCallback
 
 from core.jobs import acquire_gpu_lock, release_gpu_lock
-from core.runs import RunDir
-
-
-def is_main_process() -> bool:
-    """Rank 0 writes the run folder; other ranks only train."""
-    return int(os.environ.get("RANK", "0")) == 0
+from core.runs import RunDir, is_main_process
 
 
 def clean_number(value: Any) -> Any:

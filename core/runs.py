@@ -28,6 +28,15 @@ ACTIVE_STATES = ("starting", "running", "stopping")
 CRASHED = "crashed"  # derived on read: an active state whose process is gone
 
 
+def is_main_process() -> bool:
+    """Rank 0 owns the run folder; other ranks of a distributed job only train."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def runs_root() -> Path:
     """Where run folders live: `VLM_RUNS_DIR`, else `runs/` under the working directory."""
     return Path(os.environ.get("VLM_RUNS_DIR", "runs"))
@@ -276,8 +285,14 @@ def open_run_for_training(run_dir: str | Path | None, prefix: str, config: dict[
     """The run folder to train in: a new one, or an existing one to resume.
 
     Refuses (RunError, folder untouched) a finished run, a run that is still training, and a resume whose
-    config differs from the one the run was started with.
+    config differs from the one the run was started with. Under several processes every rank must be
+    given the same folder, and only rank 0 checks and writes it.
     """
+    if world_size() > 1:
+        if run_dir is None:
+            raise RunError("training with several processes needs --run-dir, so that every rank writes to the same run")
+        if not is_main_process():
+            return RunDir(run_dir)
     if run_dir is None:
         path = runs_root() / new_run_id(prefix)
         suffix = 1

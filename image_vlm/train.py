@@ -85,6 +85,7 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir):
 
 
 def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
+    from accelerate import PartialState
     from trl import GRPOTrainer
 
     # Model
@@ -95,8 +96,9 @@ def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
     model = apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
     print(trainable_summary(model), flush=True)
 
-    # Dataset
-    dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)
+    # Dataset (rank 0 first: it may generate or verify files the other ranks then only read)
+    with PartialState().main_process_first():
+        dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)
     print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
 
     # Rewards: pure functions, weighted by the trainer; the recorder copies each scored batch to the run folder.

@@ -1,0 +1,37 @@
+"""The distributed path: the tiny image recipe under `accelerate launch --num_processes 2 --cpu`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from core.runs import RunDir
+
+
+@pytest.mark.slow
+def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, wildfire_synthetic):
+    run = RunDir(tmp_path / "ddp-run")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "image_vlm.train", "--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path),
+        f"model.name={warm_qwen}", f"data.root={wildfire_synthetic}", "train.max_steps=2",
+        "train.per_device_train_batch_size=4", "train.max_completion_length=24", "logging.save_steps=2",
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    status = run.read_status()
+    assert status["state"] == "finished" and status["step"] == 2
+    # Only rank 0 writes: one status owner, one metrics line per logged step, rollouts from one rank.
+    assert status["pid"] != os.getpid()
+    steps = [m["step"] for m in run.read_metrics() if "loss" in m]
+    assert steps == [1, 2], steps
+    assert {r["step"] for r in run.read_rollouts()} <= {0, 1}
+    assert (run.adapter_dir / "adapter_config.json").exists()
+    # Two processes x 4 completions per device: the global batch holds 8 completions per step.
+    assert len(run.read_rollouts()) == 2 * 4
