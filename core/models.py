@@ -198,7 +198,11 @@ def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | 
     from peft import PeftModel
 
     base = load_model(model, finetune if finetune and finetune.method == "qlora" else None)
-    return PeftModel.from_pretrained(base, str(artifact), adapter_name="tuned")
+    tuned = PeftModel.from_pretrained(base, str(artifact), adapter_name="tuned")
+    # 4-bit models are placed by device_map at load; everything else starts on CPU and moves here.
+    if torch.cuda.is_available() and not getattr(base, "is_loaded_in_4bit", False):
+        tuned = tuned.to("cuda")
+    return tuned
 
 
 def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> dict[str, Any]:

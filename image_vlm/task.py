@@ -47,8 +47,8 @@ def task_rows(data: ImageDataSection, split: str, limit: int | None = None) -> l
         raise ValueError(f"{root}: split '{split}' has no usable images (run python -m image_vlm.data verify --root {root})")
     rows = []
     for path, label in balanced_sample(items, limit, data.seed):
-        full = Path(path) if Path(path).is_absolute() else root / path
-        rows.append({"image_path": str(full), "label": label, "answer": label_to_answer(label, data.labels)})
+        # The manifest's split() already joins paths onto the dataset root.
+        rows.append({"image_path": str(path), "label": label, "answer": label_to_answer(label, data.labels)})
     return rows
 
 

@@ -1,0 +1,42 @@
+"""The Streamlit app: a router over the Image VLM, Video VLM and Runs pages.
+
+    streamlit run ui/app.py                 # every page (make ui)
+    VLM_PAGE=image streamlit run ui/app.py  # one recipe's page plus Runs (the image-vlm container)
+
+The pages launch the recipes' command lines and read run folders; nothing trains inside this process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).parent
+PAGES = {
+    "image": st.Page(HERE / "pages" / "image.py", title="Image VLM", icon=":material/image:", url_path="image"),
+    "video": st.Page(HERE / "pages" / "video.py", title="Video VLM", icon=":material/movie:", url_path="video"),
+    "runs": st.Page(HERE / "pages" / "runs.py", title="Runs", icon=":material/list:", url_path="runs"),
+}
+CHOICES = {
+    "all": ["image", "video", "runs"],
+    "image": ["image", "runs"],
+    "video": ["video", "runs"],
+}
+
+st.set_page_config(page_title="VLM fine-tuning", page_icon=":material/tune:", layout="wide")
+
+choice = os.environ.get("VLM_PAGE", "all").strip().lower() or "all"
+if choice not in CHOICES:
+    st.warning(f"VLM_PAGE={choice!r} is not one of {', '.join(CHOICES)}; showing every page.")
+    choice = "all"
+st.session_state["vlm:router"] = True  # the pages check it (ui.components.ensure_router)
+page = st.navigation([PAGES[name] for name in CHOICES[choice]], position="sidebar" if choice == "all" else "top")
+# A page URL opened on a fresh server comes back here as ?page=<name> (see ui.components.ensure_router).
+wanted = st.query_params.get("page")
+if wanted:
+    del st.query_params["page"]
+    if wanted in CHOICES[choice] and page.url_path != PAGES[wanted].url_path:
+        st.switch_page(PAGES[wanted])
+page.run()

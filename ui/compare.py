@@ -1,0 +1,341 @@
+"""The compare panel: a gallery sample or an upload, answered by the base model and the tuned one side by side.
+
+Both answers come from one cached copy of the weights (`ui.inference`), streamed as they grow. The video
+page also keeps an analytics table of this session's answers, one column per schema field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.config import ConfigError
+from core.jobs import gpu_lock_holder
+from core.media.errors import MediaError
+from core.runs import RunDir, runs_root
+from ui.inference import compare_data, load_compare_model, run_config, split_image_answer, stream_answer
+from ui.recipes import IMAGE, Recipe, artifact_of
+from ui.uploads import UploadError, describe_size, save_upload, upload_root
+from ui.widgets import escape_markdown, select_trained_run, session, trained_runs
+
+
+def compare_panel(recipe: Recipe) -> None:
+    st.subheader("Compare base and tuned")
+    runs = trained_runs(recipe)
+    if not runs:
+        st.info("No adapter yet: finish or stop a training run first (a saved checkpoint is enough).")
+        return
+    run = select_trained_run(recipe, runs, "Adapter from run", f"{recipe.name}:compare-run")
+    try:
+        cfg = run_config(recipe, run)
+    except (OSError, ConfigError) as err:
+        st.error(f"Run {run.id} cannot be loaded: {err}")
+        return
+
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        media = media_picker(recipe, cfg)
+    with right:
+        if media is None:
+            st.caption("Pick a sample or upload a file to compare.")
+        else:
+            compare_outputs(recipe, run, cfg, media)
+    if recipe is not IMAGE:
+        analytics_table(recipe, cfg)
+
+
+def media_picker(recipe: Recipe, cfg) -> dict[str, Any] | None:
+    """A gallery sample or an upload: {path, name, start, end, expected}, or None."""
+    kind = "image" if recipe is IMAGE else "video"
+    source = st.radio("Input", ["Gallery", "Upload"], horizontal=True, key=f"{recipe.name}:source")
+    if source == "Upload":
+        upload = st.file_uploader(
+            f"Upload {'an image' if kind == 'image' else 'a video'} ({', '.join(s.lstrip('.') for s in recipe.upload_suffixes)}; "
+            f"up to {recipe.upload_limit_mb} MB)",
+            key=f"{recipe.name}:upload",
+            max_upload_size=recipe.upload_limit_mb,
+        )
+        if upload is None:
+            return None
+        saved = cached_upload(recipe, upload)
+        if isinstance(saved, str):
+            st.error(saved)
+            return None
+        note = f"Uploaded {escape_markdown(upload.name)} ({describe_size(upload.size)})"
+        st.caption(note + (f", saved as `{saved['name']}`" if saved["renamed"] else ""))
+        media = {"path": saved["path"], "name": saved["name"], "start": None, "end": None, "expected": None}
+    else:
+        items = gallery(recipe, cfg)
+        if not items:
+            st.warning("No samples available; upload a file instead.")
+            return None
+        names = [item["name"] for item in items]
+        chosen = st.selectbox("Sample", names, key=f"{recipe.name}:sample")
+        media = items[names.index(chosen)]
+        expected = media.get("expected")
+        if isinstance(expected, dict):
+            with st.expander("Expected answer (label)"):
+                st.json(expected)
+        elif expected is not None:
+            st.caption(f"Expected: {expected}")
+    show_media(kind, media)
+    return media
+
+
+def cached_upload(recipe: Recipe, upload) -> dict[str, Any] | str:
+    """Check and save an upload once per file (reruns reuse it); an error message string when refused."""
+    cache = session("uploads", {})
+    key = (recipe.name, upload.file_id, upload.name, upload.size)
+    if key not in cache:
+        try:
+            saved = save_upload(
+                upload.name,
+                upload.getvalue(),
+                recipe.upload_suffixes,
+                recipe.upload_limit_mb,
+                "image" if recipe is IMAGE else "video",
+            )
+            cache[key] = {"path": saved.path, "name": saved.name, "renamed": saved.renamed}
+        except UploadError as err:
+            cache[key] = f"Upload refused: {err}"
+    return cache[key]
+
+
+def show_media(kind: str, media: dict[str, Any]) -> None:
+    try:
+        if kind == "image":
+            st.image(str(media["path"]), caption=media["name"], width=280)
+        else:
+            st.video(str(media["path"]), start_time=int(media.get("start") or 0))
+    except Exception as err:  # noqa: BLE001 - a preview failure must not hide the compare button
+        st.caption(f"(no preview: {err})")
+
+
+def synthetic_samples(recipe_name: str) -> Path:
+    """The generated gallery samples, made again if someone cleaned the temporary folder."""
+    folder = make_synthetic_samples(recipe_name)
+    if not any(folder.glob("*.png")) and not (folder / "metadata.jsonl").exists():
+        make_synthetic_samples.clear()
+        folder = make_synthetic_samples(recipe_name)
+    return folder
+
+
+@st.cache_resource(show_spinner="Preparing sample inputs…")
+def make_synthetic_samples(recipe_name: str) -> Path:
+    """A few generated samples for the gallery when no dataset has a held-out split (made once per server)."""
+    folder = upload_root() / f"samples-{recipe_name}"
+    if recipe_name == IMAGE.name:
+        import numpy as np
+
+        from image_vlm.synthetic import terrain_tile
+
+        rng = np.random.default_rng(7)
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(6):
+            fire = index % 2 == 0
+            terrain_tile(rng, size=128, fire=fire).save(folder / f"{'wildfire' if fire else 'nowildfire'}_{index}.png")
+    else:
+        from video_vlm.synthetic import make_synthetic_dataset
+
+        make_synthetic_dataset(folder, n=6, seed=7)
+    return folder
+
+
+def gallery(recipe: Recipe, cfg) -> list[dict[str, Any]]:
+    """Held-out samples of the run's dataset when it has them, else generated samples."""
+    try:
+        return image_gallery(cfg) if recipe is IMAGE else video_gallery(cfg)
+    except Exception as err:  # noqa: BLE001 - a broken dataset folder should not break the panel
+        st.caption(f"Gallery unavailable ({err}); upload a file instead.")
+        return []
+
+
+def image_gallery(cfg, limit: int = 12) -> list[dict[str, Any]]:
+    from image_vlm.data import ImageManifest, balanced_sample
+
+    root = Path(cfg.data.root)
+    manifest_file = root / "manifest.json"
+    if manifest_file.is_file():
+        try:
+            manifest = ImageManifest.from_json(root, json.loads(manifest_file.read_text()))
+            split = "test" if "test" in manifest.splits else manifest.held_out_split()
+            if split:
+                items = balanced_sample(manifest.split(split), limit, seed=0)
+                return [
+                    {"path": path, "name": f"{split}/{label}/{path.name}", "start": None, "end": None,
+                     "expected": cfg.data.labels.get(label, label)}
+                    for path, label in items
+                ]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    folder = synthetic_samples(IMAGE.name)
+    return [
+        {"path": path, "name": f"synthetic/{path.name}", "start": None, "end": None,
+         "expected": "Yes" if path.name.startswith("wildfire") else "No"}
+        for path in sorted(folder.glob("*.png"))
+    ]
+
+
+def video_gallery(cfg, limit: int = 12) -> list[dict[str, Any]]:
+    from video_vlm.data import load_manifest
+
+    root = Path(compare_data(cfg).root)
+    try:
+        items = load_manifest(root, split="val")[:limit]
+    except (OSError, ValueError, KeyError, TypeError):
+        items = []
+    if items:
+        return [
+            {"path": item.video_path(root), "name": f"val/{Path(item.video).name}", "start": item.start_s,
+             "end": item.end_s, "expected": item.label}
+            for item in items
+        ]
+    folder = synthetic_samples("video")
+    samples = []
+    for line in (folder / "metadata.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        video = record.pop("video")
+        samples.append({"path": folder / video, "name": f"synthetic/{Path(video).name}", "start": None, "end": None,
+                        "expected": record})
+    return samples
+
+
+def compare_outputs(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any]) -> None:
+    """Generate shows base and tuned side by side, streaming; the last results stay on screen."""
+    results_key = f"{recipe.name}:compare"
+    identity = (run.id, str(media["path"]), media.get("start"))
+    clicked = st.button("Generate", type="primary", key=f"{recipe.name}:generate")
+    columns = st.columns(2, gap="medium")
+    titles = {"base": "Base model", "tuned": f"Tuned · {run.id}"}
+    if clicked:
+        texts = generate_pair(recipe, run, cfg, media, columns, titles)
+        if texts is not None:
+            st.session_state[results_key] = {"identity": identity, **texts}
+            if recipe is not IMAGE:
+                add_analytics_rows(recipe, cfg, run, media, texts)
+        return
+    previous = st.session_state.get(results_key)
+    if previous and previous["identity"] == identity:
+        for column, side in zip(columns, ("base", "tuned")):
+            with column, st.container(key=f"{recipe.name}-answer-{side}", border=True):
+                st.markdown(f"**{titles[side]}**")
+                render_answer(recipe, cfg, previous[side])
+
+
+def generate_pair(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], columns, titles) -> dict[str, str] | None:
+    holder = gpu_lock_holder(runs_root())
+    if holder:
+        st.error(f"GPU busy: run {holder.get('run_id')} is training; compare when it is done.")
+        return None
+    artifact = artifact_of(run)
+    if artifact is None or not run.exists():
+        st.error(f"Run {run.id} has no weights any more (its folder was deleted or emptied).")
+        return None
+    try:
+        with st.spinner(f"Loading {cfg.model.name} with the adapter from {run.id}…"):
+            loaded = load_compare_model(recipe.name, run.id, str(run.path), str(artifact), artifact.stat().st_mtime)
+        if recipe is IMAGE:
+            from ui.inference import image_messages
+
+            messages = image_messages(cfg, Path(media["path"]))
+        else:
+            from ui.inference import video_messages
+
+            messages = video_messages(cfg, Path(media["path"]), media.get("start"), media.get("end"))
+    except (MediaError, ConfigError, OSError, ValueError, ImportError, RuntimeError) as err:
+        st.error(f"Cannot generate: {err}")
+        return None
+    texts = {}
+    for column, side in zip(columns, ("base", "tuned")):
+        with column, st.container(key=f"{recipe.name}-answer-{side}", border=True):
+            st.markdown(f"**{titles[side]}**")
+            box = st.empty()
+            text = ""
+            try:
+                for text in stream_answer(loaded, messages, use_adapter=side == "tuned"):
+                    box.code(text or "…", language=None, wrap_lines=True)
+            except Exception as err:  # noqa: BLE001 - generation errors (OOM, bad input) become a message
+                box.error(f"Generation failed: {type(err).__name__}: {err}")
+                return None
+            texts[side] = text
+            with box.container():
+                render_answer(recipe, cfg, text)
+    return texts
+
+
+def render_answer(recipe: Recipe, cfg, text: str) -> None:
+    if recipe is IMAGE:
+        parts = split_image_answer(text)
+        if parts["solution"] is not None:
+            st.markdown(f"Answer: **{escape_markdown(parts['solution'])}**")
+        else:
+            st.markdown("Answer: _none_: no `<SOLUTION>` block in the output")
+        if parts["reasoning"]:
+            with st.expander("Reasoning"):
+                st.write(escape_markdown(parts["reasoning"]))
+        with st.expander("Raw output"):
+            st.code(text or "(empty)", language=None, wrap_lines=True)
+        return
+    result = parse_video_answer(cfg, text)
+    if result is None:
+        st.code(text or "(empty)", language=None, wrap_lines=True)
+        return
+    if result.valid:
+        st.badge("schema-valid", color="green", icon=":material/check:")
+        st.json(result.value)
+    else:
+        st.badge("not schema-valid", color="red", icon=":material/close:")
+        st.caption(result.error or "")
+        if result.parsed is not None:
+            st.json(result.parsed)
+    with st.expander("Raw output"):
+        st.code(text or "(empty)", language=None, wrap_lines=True)
+
+
+def parse_video_answer(cfg, text: str):
+    try:
+        from video_vlm.schema import load_schema
+
+        return load_schema(compare_data(cfg).schema_file).parse_output(text)
+    except (ImportError, OSError, ValueError):
+        return None
+
+
+def add_analytics_rows(recipe: Recipe, cfg, run: RunDir, media: dict[str, Any], texts: dict[str, str]) -> None:
+    rows = session(f"{recipe.name}:analytics", [])
+    for side in ("base", "tuned"):
+        result = parse_video_answer(cfg, texts[side])
+        value = (result.value if result and result.valid else (result.parsed if result else None)) or {}
+        row = {"clip": media["name"], "model": side, "run": run.id, "schema_valid": bool(result and result.valid)}
+        for name, field_value in value.items():
+            row[name] = ", ".join(map(str, field_value)) if isinstance(field_value, list) else field_value
+        rows.append(row)
+
+
+def analytics_table(recipe: Recipe, cfg) -> None:
+    """Every answer generated in this session, one row each, with the schema's fields as columns."""
+    rows = session(f"{recipe.name}:analytics", [])
+    st.markdown("**Analytics table** (this session's answers)")
+    try:
+        from video_vlm.schema import load_schema
+
+        fields = load_schema(compare_data(cfg).schema_file).field_names
+    except (ImportError, OSError, ValueError):
+        fields = []
+    columns = ["clip", "model", "run", "schema_valid", *fields]
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys(columns + [k for r in rows for k in r])))
+    st.dataframe(frame, hide_index=True, width="stretch", key=f"{recipe.name}:analytics-table")
+    left, right = st.columns(2)
+    with left:
+        st.download_button(
+            "Download CSV", frame.to_csv(index=False), file_name="video_analytics.csv", mime="text/csv",
+            disabled=not rows, key=f"{recipe.name}:analytics-csv",
+        )
+    with right:
+        if rows and st.button("Clear table", key=f"{recipe.name}:analytics-clear"):
+            st.session_state[f"{recipe.name}:analytics"] = []
+            st.rerun()

@@ -1,0 +1,606 @@
+"""The panels the Image and Video pages share: training (form, dataset, live run), compare, evaluation,
+and the Runs page.
+
+Pages call these with their recipe (`ui.recipes.IMAGE` / `VIDEO`). Compare and evaluation live in their own
+modules and are re-exported here, so a page imports everything it shows from one place.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.config import ConfigError
+from core.jobs import GpuBusy, gpu_lock_holder, stop_training
+from core.runs import RunDir, list_runs, runs_root
+from ui import charts
+from ui.compare import compare_panel
+from ui.evaluation import evaluation_panel, render_report
+from ui.form import build_config, form_values
+from ui.inference import release_compare_model
+from ui.recipes import (
+    ACTIVE,
+    IMAGE,
+    RECIPES,
+    RESUMABLE,
+    Recipe,
+    artifact_of,
+    data_dir,
+    dataset_folders,
+    default_preset,
+    default_run,
+    preset_values,
+    presets,
+    recipe_of,
+    recipe_runs,
+    resume_training,
+    start_training,
+    tail,
+)
+from ui.widgets import STATE_HELP, flash, gone_message, log_tail, run_at, session, show_flash, state_badge, state_of, thumbnail_uri
+
+__all__ = ["compare_panel", "ensure_router", "evaluation_panel", "runs_overview", "training_panel"]
+
+
+MAX_ROLLOUTS = 16
+ROUTER_FLAG = "vlm:router"
+
+
+def ensure_router(page: str) -> None:
+    """Send a page that runs outside `ui/app.py`'s router back through it (asking for `page`).
+
+    A `pages/` folder next to the main script makes Streamlit run the very first page request of a fresh
+    server in its legacy multipage mode, where `/video` runs `pages/video.py` alone: without the router's
+    page selection (VLM_PAGE) and layout. The router marks the session; an unmarked page goes to the router.
+    """
+    if not st.session_state.get(ROUTER_FLAG):
+        st.switch_page("app.py", query_params={"page": page})
+
+
+def gpu_note() -> None:
+    holder = gpu_lock_holder(runs_root())
+    if holder:
+        st.info(f"GPU busy: run {holder.get('run_id')} is training. New runs start when it is done.", icon=":material/lock:")
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def training_panel(recipe: Recipe) -> None:
+    """Left: the new-run form. Right: the selected run, live."""
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        new_run_form(recipe)
+    with right:
+        run_monitor(recipe)
+
+
+def new_run_form(recipe: Recipe) -> None:
+    st.subheader("New training run")
+    if not recipe.available:
+        st.warning(f"This build has no `{recipe.train_module}` yet, so training cannot start from here.")
+    options = presets(recipe)
+    labels = list(options)
+    preset = st.selectbox(
+        "Preset",
+        labels,
+        index=labels.index(default_preset(labels)),
+        key=f"{recipe.name}:preset",
+        help="Shipped configs: the tiny one runs on CPU in seconds with a locally built model; the full-size one is the real recipe.",
+    )
+    try:
+        base = preset_values(recipe, options[preset])
+    except ConfigError as err:
+        st.error(f"The preset is not a valid config: {err}")
+        return
+    prefix = f"{recipe.name}:{options[preset].stem if options[preset] else 'defaults'}"
+    root = dataset_picker(recipe, base, prefix)
+    gpu_note()
+    with st.form(f"{recipe.name}:train-form", border=False):
+        values = form_values(recipe, base, prefix)
+        submitted = st.form_submit_button("Start training", type="primary", disabled=not recipe.available)
+    if submitted:
+        values["data.root"] = str(root)
+        launch_from_form(recipe, base, values)
+
+
+def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any]) -> None:
+    try:
+        cfg = build_config(recipe, base, values)
+    except ConfigError as err:
+        st.error(f"Not started: {err}")
+        return
+    problem = dataset_problem(recipe, Path(cfg.data.root), cfg)
+    if problem:
+        st.error(f"Not started: {problem}")
+        return
+    release_compare_model()  # one GPU, one trainer: the compare view reloads later
+    try:
+        run, process = start_training(recipe, cfg)
+    except GpuBusy as err:
+        st.error(str(err))
+        return
+    except OSError as err:
+        st.error(f"Could not start the trainer: {err}")
+        return
+    session("procs", {})[run.id] = process
+    session(f"{recipe.name}:launched", []).append(run.id)
+    st.session_state[f"{recipe.name}:run"] = run.id
+    st.success(f"Started run {run.id}. Closing this tab does not stop it; reopening shows it again.")
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+
+
+def dataset_picker(recipe: Recipe, base: dict[str, Any], prefix: str) -> Path:
+    """Choose the dataset folder (the preset's, or any folder under the data folder) and show its check."""
+    preset_root = Path(base["data"]["root"])
+    choices = list(dict.fromkeys([preset_root, *dataset_folders()]))
+    home = data_dir()
+
+    def name(path: Path) -> str:
+        shown = str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
+        return f"{shown} (preset)" if path == preset_root else shown
+
+    root = st.selectbox(
+        "Dataset folder",
+        choices,
+        format_func=name,
+        key=f"{prefix}:dataset",
+        help=f"Folders under the data folder ({home}, env VLM_DATA_DIR). Image: {{train,valid,test}}/<class>/; video: videos/ + metadata.jsonl.",
+    )
+    synthetic = bool(base["data"].get("synthetic")) and root == preset_root
+    with st.expander("Dataset check", expanded=False):
+        show_dataset_check(recipe, root, synthetic, base, prefix)
+    return root
+
+
+def folder_stamp(root: Path) -> tuple[int, float]:
+    """Changes when files are added to, removed from or changed in the folder's first two levels.
+
+    The manifest that a check writes is left out, so writing it does not invalidate the check itself.
+    """
+    entries, stamps = 0, [0.0]
+    try:
+        for path in root.iterdir():
+            if path.name.startswith((".", "manifest")):
+                continue
+            entries += 1
+            stamps.append(path.stat().st_mtime)
+            if path.is_dir():
+                stamps.extend(p.stat().st_mtime for p in path.iterdir() if p.is_dir())
+    except OSError:
+        return (0, 0.0)
+    return (entries, max(stamps))
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking the dataset…")
+def check_image_dataset(root: str, stamp: tuple) -> dict[str, Any]:
+    """Verify an image folder (decoding every file once; the manifest makes later checks instant)."""
+    from image_vlm.data import DatasetError, load_manifest
+
+    try:
+        manifest = load_manifest(root, progress=False)
+    except DatasetError as err:
+        return {"error": str(err)}
+    except OSError as err:
+        return {"error": f"{root}: cannot be read ({err})"}
+    return {
+        "counts": manifest.counts,
+        "excluded": manifest.excluded,
+        "warnings": manifest.warnings,
+        "held_out": manifest.held_out_split(),
+    }
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking the clips…")
+def check_video_dataset(root: str, stamp: tuple, val_fraction: float, num_frames: int, schema_file: str | None) -> dict[str, Any]:
+    from video_vlm.data import verify_dataset
+
+    try:
+        report = verify_dataset(root, val_fraction, num_frames, schema=schema_file, progress=False)
+    except (OSError, ValueError) as err:
+        return {"error": f"{root}: {err}"}
+    train = sum(item.split == "train" for item in report.items)
+    return {
+        "summary": report.summary(),
+        "ok": report.ok,
+        "counts": {"train": train, "val": len(report.items) - train},
+        "problems": [p._asdict() for p in report.problems],
+        "warnings": [w._asdict() for w in report.warnings],
+    }
+
+
+def needs_button(root: Path, manifest: str, limit: int = 3000) -> bool:
+    """Big folders without a manifest are checked on request, not on every page load."""
+    if (root / manifest).exists():
+        return False
+    count = 0
+    for _ in root.rglob("*"):
+        count += 1
+        if count > limit:
+            return True
+    return False
+
+
+def dataset_report(recipe: Recipe, root: Path, cfg_data: dict[str, Any]) -> dict[str, Any]:
+    if recipe is IMAGE:
+        return check_image_dataset(str(root), folder_stamp(root))
+    return check_video_dataset(
+        str(root), folder_stamp(root), cfg_data.get("val_fraction", 0.2), cfg_data.get("num_frames", 8), cfg_data.get("schema_file")
+    )
+
+
+def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[str, Any], prefix: str) -> None:
+    if not root.exists():
+        if synthetic:
+            st.info(f"{root} does not exist yet: the trainer generates the synthetic dataset there on the first run.")
+        else:
+            st.error(f"{root}: dataset folder not found.")
+        return
+    manifest = "manifest.json"
+    if needs_button(root, manifest) and not st.button("Check this dataset (decodes every file once)", key=f"{prefix}:verify"):
+        st.caption("Large folder without a manifest yet: the check runs on request (and when training starts).")
+        return
+    report = dataset_report(recipe, root, base["data"])
+    if report.get("error"):
+        st.error(report["error"])
+        return
+    if recipe is IMAGE:
+        st.dataframe(pd.DataFrame(report["counts"]).T.rename_axis("split"), width="stretch")
+        if report["excluded"]:
+            st.warning(f"{len(report['excluded'])} unreadable image(s) left out")
+            st.dataframe(pd.DataFrame(report["excluded"]), hide_index=True, width="stretch")
+    else:
+        (st.success if report["ok"] else st.error)(report["summary"])
+        if report["problems"]:
+            st.dataframe(pd.DataFrame(report["problems"]), hide_index=True, width="stretch")
+    for warning in report.get("warnings", [])[:10]:
+        st.caption(f":material/warning: {warning if isinstance(warning, str) else warning.get('message')}")
+
+
+def dataset_problem(recipe: Recipe, root: Path, cfg) -> str | None:
+    """Why the dataset cannot be trained on, or None. A synthetic dataset that does not exist yet is fine."""
+    if not root.exists():
+        if cfg.data.synthetic:
+            return None
+        return f"dataset folder {root} not found"
+    report = dataset_report(recipe, root, cfg.data.model_dump())
+    if report.get("error"):
+        return f"the dataset failed verification: {report['error']}"
+    if recipe is not IMAGE and not report.get("ok"):
+        problems = "; ".join(p["message"] for p in report.get("problems", [])[:3])
+        return f"the dataset has no usable clips ({problems or report['summary']})"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- live run
+
+
+def pick_run(recipe: Recipe, label: str = "Run") -> RunDir | None:
+    """The run this page shows: the user's pick, else the newest active run of this recipe, else the newest."""
+    key = f"{recipe.name}:run"
+    runs = recipe_runs(recipe)
+    ids = [r.id for r in runs]
+    # Runs launched from this tab have a folder before the trainer writes status.json.
+    for run_id in reversed(session(f"{recipe.name}:launched", [])):
+        if run_id not in ids and run_at(run_id).exists():
+            ids.insert(0, run_id)
+    current = st.session_state.get(key)
+    if current is not None and current not in ids:
+        gone_message(current)
+        del st.session_state[key]
+    if not ids:
+        st.info(
+            f"No {recipe.name} runs yet. Start one with the form; runs started from the command line "
+            f"(`make train-{recipe.name}`) appear here too."
+        )
+        return None
+    if key not in st.session_state:
+        chosen = default_run(runs)
+        st.session_state[key] = chosen.id if chosen else ids[0]
+    # Labels must not change between reruns (Streamlit matches a selection by its label), so no state here.
+    run_id = st.selectbox(label, ids, key=key)
+    return run_at(run_id)
+
+
+def run_monitor(recipe: Recipe) -> None:
+    st.subheader("Training run")
+    run = pick_run(recipe)
+    if run is None:
+        return
+    (live_run_view if is_live(run) else still_run_view)(recipe.name, run.id)
+
+
+def is_live(run: RunDir) -> bool:
+    """Worth polling: active, launching, or (re)started from this session and not yet reporting."""
+    state = state_of(run)
+    if state in ACTIVE or (state == "missing" and run.exists()):
+        return True
+    process = session("procs", {}).get(run.id)
+    return process is not None and process.poll() is None
+
+
+def run_view(recipe_name: str, run_id: str) -> None:
+    """Status, progress, controls, curves and rollouts of one run."""
+    recipe = RECIPES[recipe_name]
+    run = run_at(run_id)
+    if not run.exists():
+        gone_message(run_id)
+        return
+    status = run.read_status()
+    state = status.get("state", "missing")
+    seen_key = f"seen:{run_id}"
+    before = st.session_state.get(seen_key)
+    st.session_state[seen_key] = state
+    if before is not None and before != state:
+        # A new state (running, finished, ...): refresh the whole page, so the run picker's label and the
+        # compare and evaluation panels (which list runs with weights) catch up.
+        st.rerun()
+
+    with st.container(key=f"{recipe_name}-run-state"):
+        left, right = st.columns([3, 2], vertical_alignment="center")
+        with left:
+            state_badge(state)
+            st.caption(run_times(status))
+        with right, st.container(horizontal=True, horizontal_alignment="right"):
+            if state in ACTIVE or state == "missing":
+                stop_button(recipe.name, run, key=f"stop:{run_id}")
+            if state in RESUMABLE and st.button("Resume training", key=f"resume:{run_id}", type="primary"):
+                request_resume(recipe, run, recipe.name)
+    show_flash(recipe_name)
+    if state == "missing":
+        launching_note(run)
+        return
+    stopping = run_id in session("stop_requested", set())
+    if state == "stopping" or (stopping and state in ACTIVE):
+        st.info("Stopping: saving a checkpoint… (at the next step boundary)", icon=":material/hourglass_top:")
+    elif state == "stopped" and stopping:
+        st.success(f"Stopped at step {status.get('step')}: checkpoint saved. Resume continues from it.")
+    if state == "failed":
+        st.error(f"Training failed: {status.get('error') or 'no message (see the log)'}")
+    elif state == "crashed":
+        st.error(STATE_HELP["crashed"])
+
+    metrics = run.read_metrics()
+    progress_bar(status, metrics, active=state in ACTIVE)
+    if status.get("wandb_url"):
+        st.link_button("Open this run in W&B ↗", status["wandb_url"])
+    metric_grid(metrics, key=f"{recipe_name}-curves", columns=2)
+    if recipe.grpo:
+        rollout_table(run)
+    log_tail(run, expanded=state in ("failed", "crashed"))
+
+
+live_run_view = st.fragment(run_every=2)(run_view)
+
+
+still_run_view = st.fragment(run_view)
+
+
+def run_times(status: dict[str, Any]) -> str:
+    parts = []
+    if status.get("started"):
+        parts.append(f"started {status['started']}")
+    if status.get("ended"):
+        parts.append(f"ended {status['ended']}")
+        start, end = charts.parse_time(status.get("started")), charts.parse_time(status.get("ended"))
+        if start and end:
+            parts.append(f"took {charts.format_duration(end - start)}")
+    if status.get("pid") and status.get("state") in ACTIVE:
+        parts.append(f"pid {status['pid']}")
+    return " · ".join(parts)
+
+
+def launching_note(run: RunDir) -> None:
+    process = session("procs", {}).get(run.id)
+    code = process.poll() if process is not None else None
+    if code is not None:
+        st.error(f"The trainer exited (code {code}) before it started. Its log:")
+        st.code(tail(run.log_path) or "(empty log)", language=None, wrap_lines=True)
+    else:
+        st.info("Launching the trainer: loading libraries, the model and the data…", icon=":material/hourglass_top:")
+        log_tail(run)
+
+
+def progress_bar(status: dict[str, Any], metrics: list[dict], active: bool) -> None:
+    step, total = status.get("step") or 0, status.get("total")
+    if not total:
+        return
+    text = f"step {step} of {total}"
+    if active:
+        eta = charts.eta_seconds(status, metrics, time.time())
+        text += f" · about {charts.format_duration(eta)} left" if eta is not None else " · estimating time left…"
+    st.progress(min(max(step / total, 0.0), 1.0), text=text)
+
+
+def metric_grid(metrics: list[dict], key: str, columns: int = 3) -> None:
+    """One small chart per metric that exists in metrics.jsonl."""
+    frame = charts.metrics_frame(metrics)
+    curves = charts.curve_columns(frame.columns)
+    with st.container(key=key):
+        if not curves:
+            st.caption("Curves appear here after the first logged step.")
+            return
+        cols = st.columns(columns)
+        for index, (column, title) in enumerate(curves):
+            with cols[index % columns]:
+                st.altair_chart(charts.curve_chart(frame, column, title), width="stretch")
+
+
+def rollout_table(run: RunDir) -> None:
+    rows = list(reversed(run.read_rollouts(last=MAX_ROLLOUTS)))
+    if not rows:
+        return
+    st.markdown("**Latest rollouts** (completions sampled during training and their rewards)")
+    table = []
+    for row in rows:
+        entry = {
+            "step": row.get("step"),
+            "image": thumbnail_uri(row["image_path"]) if row.get("image_path") else None,
+            "answer": row.get("answer"),
+        }
+        for name, value in (row.get("rewards") or {}).items():
+            entry[charts.reward_label(name)] = value
+        entry["completion"] = row.get("completion")
+        table.append(entry)
+    st.dataframe(
+        pd.DataFrame(table),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "completion": st.column_config.TextColumn("completion", width="large"),
+        },
+    )
+
+
+def stop_button(scope: str, run: RunDir, key: str) -> None:
+    """Stop, shown for active runs. A callback, so a run that ends between drawing and clicking still gets
+    its answer ("Nothing to stop: ...") even though the next draw no longer has the button."""
+    st.button(
+        "Stop training", key=key, on_click=request_stop, args=(scope, run),
+        help="SIGTERM: the trainer saves a checkpoint, then stops.",
+    )
+
+
+def request_stop(scope: str, run: RunDir) -> None:
+    """SIGTERM the run; "saving…" shows until the trainer reports `stopped`."""
+    message = stop_training(run)
+    if message.startswith("Nothing to stop"):
+        flash(scope, "info", message)
+    else:
+        session("stop_requested", set()).add(run.id)
+
+
+def request_resume(recipe: Recipe, run: RunDir, scope: str) -> None:
+    """Relaunch a stopped or crashed run from its latest checkpoint, then redraw the page to follow it live."""
+    release_compare_model()
+    try:
+        process = resume_training(recipe, run)
+    except (GpuBusy, ConfigError) as err:
+        flash(scope, "error", str(err))
+        return
+    except OSError as err:
+        flash(scope, "error", f"Could not resume: {err}")
+        return
+    session("procs", {})[run.id] = process
+    session("stop_requested", set()).discard(run.id)
+    flash(scope, "success", f"Resuming run {run.id} from its latest checkpoint.")
+    st.rerun()
+
+
+# ---------------------------------------------------------------------------------------------- runs page
+
+
+def runs_overview() -> None:
+    holder = gpu_lock_holder(runs_root())
+    st.caption(
+        f"Run folders in `{runs_root().resolve()}` (env VLM_RUNS_DIR), whether started here or from the command line. "
+        + (f"GPU: held by run **{holder.get('run_id')}**." if holder else "GPU: free.")
+    )
+    runs = list_runs(runs_root())
+    if not runs:
+        st.info("No runs yet. Start one from the Image or Video page, or with `make train-image` / `make train-video`.")
+        return
+    st.dataframe(pd.DataFrame([run_row(run) for run in runs]), hide_index=True, width="stretch", key="runs-table")
+    ids = [run.id for run in runs]
+    key = "runs:open"
+    current = st.session_state.get(key)
+    if current is not None and current not in ids:
+        gone_message(current)
+        del st.session_state[key]
+    run_id = st.selectbox("Open run", ids, key=key)
+    (live_run_detail if is_live(run_at(run_id)) else still_run_detail)(run_id)
+
+
+def run_row(run: RunDir) -> dict[str, Any]:
+    status = run.read_status()
+    recipe = recipe_of(run)
+    step, total = status.get("step"), status.get("total")
+    artifact = artifact_of(run)
+    try:
+        evals = ", ".join(run.eval_reports())
+    except OSError:
+        evals = ""
+    return {
+        "run": run.id,
+        "recipe": recipe.name if recipe else "?",
+        "state": status.get("state", "missing"),
+        "step": f"{step}/{total}" if total else (str(step) if step is not None else ""),
+        "started": status.get("started", ""),
+        "ended": status.get("ended", ""),
+        "weights": artifact.name if artifact else "",
+        "evaluations": evals,
+    }
+
+
+def run_detail(run_id: str) -> None:
+    run = run_at(run_id)
+    if not run.exists():
+        gone_message(run_id)
+        return
+    recipe = recipe_of(run)
+    status = run.read_status()
+    state = status.get("state", "missing")
+    scope = "runs"
+    seen_key = f"runs-seen:{run_id}"
+    before = st.session_state.get(seen_key)
+    st.session_state[seen_key] = state
+    if before is not None and before != state:
+        st.rerun()  # the table above and the polling choice follow the new state
+    left, right = st.columns([3, 2], vertical_alignment="center")
+    with left:
+        st.markdown(f"### {run_id}")
+        state_badge(state)
+        st.caption(run_times(status))
+    with right, st.container(horizontal=True, horizontal_alignment="right"):
+        if state in ACTIVE:
+            stop_button(scope, run, key=f"runs:stop:{run_id}")
+        if state in RESUMABLE and recipe is not None and st.button("Resume training", key=f"runs:resume:{run_id}", type="primary"):
+            request_resume(recipe, run, scope)
+    show_flash(scope)
+    if state == "stopping" or (run_id in session("stop_requested", set()) and state in ACTIVE):
+        st.info("Stopping: saving a checkpoint…", icon=":material/hourglass_top:")
+    elif state == "stopped" and run_id in session("stop_requested", set()):
+        st.success(f"Stopped at step {status.get('step')}: checkpoint saved. Resume continues from it.")
+    if state == "failed":
+        st.error(f"Training failed: {status.get('error') or 'see the log'}")
+    metrics = run.read_metrics()
+    progress_bar(status, metrics, active=state in ACTIVE)
+    overview, config, log, evaluation = st.tabs(["Metrics", "Config", "Log", "Evaluation"])
+    with overview:
+        metric_grid(metrics, key="runs-curves")
+        with st.expander("status.json"):
+            st.json(status)
+    with config:
+        try:
+            st.code(run.config_path.read_text(), language="yaml")
+        except OSError:
+            st.caption("No config.yaml yet (the trainer writes it when it starts).")
+    with log:
+        st.code(tail(run.log_path, 200) or "(empty)", language=None, wrap_lines=True)
+        evaluation_log = tail(run.path / "eval.log", 50)
+        if evaluation_log:
+            st.markdown("**eval.log**")
+            st.code(evaluation_log, language=None, wrap_lines=True)
+    with evaluation:
+        try:
+            reports = run.eval_reports()
+        except OSError:
+            reports = {}
+        if not reports:
+            st.caption("No evaluation reports.")
+        for name, report in reports.items():
+            st.markdown(f"**{name}**")
+            render_report(report)
+
+
+live_run_detail = st.fragment(run_every=3)(run_detail)
+
+
+still_run_detail = st.fragment(run_detail)

@@ -1,0 +1,147 @@
+"""The evaluation panel: run the recipe's evaluate CLI as a job, then show base against tuned.
+
+Reports are rendered generically: a table of every scalar metric, a confusion matrix per model when the
+report has one (image), and per-field bars when it has `field_accuracy` / `macro_f1` (video).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.config import ConfigError
+from core.jobs import GpuBusy
+from ui import charts
+from ui.recipes import Recipe, start_evaluation, tail
+from ui.widgets import log_tail, run_at, select_trained_run, session, thumbnail_uri, trained_runs
+
+
+def evaluation_panel(recipe: Recipe) -> None:
+    st.subheader("Evaluate base against tuned")
+    runs = trained_runs(recipe)
+    if not runs:
+        st.info("No adapter yet: finish or stop a training run first, then evaluate it here.")
+        return
+    run = select_trained_run(recipe, runs, "Run", f"{recipe.name}:eval-run")
+    jobs = session("eval_procs", {})
+    process = jobs.get(run.id)
+    running = process is not None and process.poll() is None
+    if st.button("Evaluate", type="primary", disabled=running, key=f"{recipe.name}:evaluate",
+                 help=f"Runs `python -m {recipe.eval_module} --run <run>` in the background; it scores both models on the held-out split."):
+        try:
+            jobs[run.id] = start_evaluation(recipe, run)
+            running = True
+        except (GpuBusy, ConfigError, OSError) as err:
+            st.error(str(err))
+    if running:
+        evaluation_progress(recipe.name, run.id)
+    elif process is not None and process.returncode not in (0, None):
+        st.error(f"Evaluation failed (exit code {process.returncode}).")
+        log_tail(run, run.path / "eval.log", expanded=True, label="Evaluation log")
+    try:
+        reports = run.eval_reports()
+    except OSError:
+        reports = {}
+    if not reports:
+        if not running:
+            st.caption("No evaluation report for this run yet.")
+        return
+    names = list(reports)
+    name = names[0] if len(names) == 1 else st.selectbox("Report", names, key=f"{recipe.name}:report")
+    render_report(reports[name])
+
+
+@st.fragment(run_every=2)
+def evaluation_progress(recipe_name: str, run_id: str) -> None:
+    process = session("eval_procs", {}).get(run_id)
+    if process is None or process.poll() is not None:
+        st.rerun()  # done: redraw the panel with the new report
+    run = run_at(run_id)
+    st.info("Evaluating base and tuned on the held-out split…", icon=":material/hourglass_top:")
+    st.code(tail(run.path / "eval.log", 6) or "starting…", language=None, wrap_lines=True)
+
+
+def render_report(report: dict[str, Any]) -> None:
+    """Base against tuned: the scalar metrics, confusion matrices and per-field accuracy, whatever exists."""
+    models = {name: value for name, value in (report.get("models") or {}).items() if isinstance(value, dict)}
+    if not models:
+        st.warning("This report holds no model results.")
+        return
+    facts = [f"split **{report.get('split', '?')}**"]
+    if report.get("artifact"):
+        facts.append(f"weights `{Path(str(report['artifact'])).name}`")
+    if isinstance(report.get("created"), (int, float)):
+        facts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(report["created"])))
+    st.markdown(" · ".join(facts))
+    table = charts.scalar_metrics(models)
+    counts = {key for key in table.index if all(isinstance(m.get(key), int) for m in models.values() if key in m)}
+    st.dataframe(format_metric_table(table, counts), width="stretch")
+
+    confusions = {name: m["confusion"] for name, m in models.items() if isinstance(m.get("confusion"), dict)}
+    if confusions:
+        cols = st.columns(len(confusions))
+        for column, (name, confusion) in zip(cols, confusions.items()):
+            with column:
+                st.altair_chart(
+                    charts.confusion_chart(confusion, f"{name}: confusion (rows = expected)"),
+                    width="stretch",
+                    height=110 + 55 * len(confusion),
+                )
+    per_field = [
+        (key, title)
+        for key, title in (("field_accuracy", "per-field accuracy"), ("macro_f1", "per-field macro-F1"))
+        if any(isinstance(m.get(key), dict) and m[key] for m in models.values())
+    ]
+    if per_field:
+        cols = st.columns(len(per_field))
+        for column, (key, title) in zip(cols, per_field):
+            with column:
+                st.altair_chart(charts.per_field_chart(models, key, title), width="stretch")
+    problems = {name: m["errors"] for name, m in models.items() if isinstance(m.get("errors"), list) and m["errors"]}
+    if problems or report.get("skipped"):
+        with st.expander("Why answers were invalid (first few)"):
+            for name, errors in problems.items():
+                st.markdown(f"**{name}**")
+                for error in errors:
+                    st.caption(str(error))
+            for skipped in report.get("skipped") or []:
+                st.caption(f"skipped: {skipped}")
+    examples = report.get("examples") or []
+    if examples:
+        with st.expander(f"Examples ({len(examples)})"):
+            rows = []
+            for example in examples[:50]:
+                row = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in example.items()}
+                if example.get("image_path"):
+                    row["image"] = thumbnail_uri(str(example["image_path"]))
+                rows.append(row)
+            st.dataframe(
+                pd.DataFrame(rows), hide_index=True, width="stretch",
+                column_config={"image": st.column_config.ImageColumn("image", width="small")},
+            )
+
+
+def format_metric_table(table: pd.DataFrame, counts: set[str] = frozenset()) -> pd.DataFrame:
+    """Counts as integers, other metrics with three decimals, changes signed.
+
+    >>> format_metric_table(pd.DataFrame({"base": [4.0, 0.5], "tuned": [4.0, 0.75], "change": [0.0, 0.25]},
+    ...                                  index=["n", "accuracy"]), {"n"}).values.tolist()
+    [['4', '4', '+0'], ['0.500', '0.750', '+0.250']]
+    """
+    shown = pd.DataFrame(index=table.index, columns=table.columns, dtype=object)
+    for metric in table.index:
+        for column in table.columns:
+            value = table.at[metric, column]
+            sign = "+" if column == "change" else ""
+            if pd.isna(value):
+                shown.at[metric, column] = ""
+            elif metric in counts:
+                shown.at[metric, column] = f"{int(value):{sign}d}"
+            else:
+                shown.at[metric, column] = f"{value:{sign}.3f}"
+    return shown

@@ -1,0 +1,121 @@
+"""The compare view's model: one cached copy of a run's base weights with its adapter attached.
+
+Base answers come from the same weights with the adapter switched off (`core.inference`). The cache holds
+one model at a time and is released before a training run starts, so the UI never competes with the
+trainer for the GPU; it reloads lazily on the next Generate.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import streamlit as st
+
+from core.config import validate_config
+from core.runs import RunDir
+from ui.recipes import IMAGE, RECIPES, Recipe
+
+_REASONING = re.compile(r"<REASONING>(.*?)(?:</REASONING>|$)", re.DOTALL)
+
+
+@dataclass
+class CompareModel:
+    model: Any
+    processor: Any
+    config: Any
+    lock: threading.Lock  # one generation at a time: the adapter switch is global to the model
+
+
+def run_config(recipe: Recipe, run: RunDir):
+    """A run's resolved config, validated (ConfigError names the field; OSError when the file is gone)."""
+    return validate_config(recipe.config_cls, run.read_config(), source=str(run.config_path))
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: str, stamp: float) -> CompareModel:
+    """Load once per (run, artifact); `stamp` (the artifact's mtime) reloads a checkpoint that changed."""
+    import torch
+
+    from core.models import load_processor, load_tuned
+
+    recipe = RECIPES[recipe_name]
+    cfg = run_config(recipe, RunDir(run_path))
+    model = load_tuned(cfg.model, Path(artifact), cfg.finetune)
+    if torch.cuda.is_available() and not getattr(model, "is_loaded_in_4bit", False):
+        model = model.to("cuda")
+    model.eval()
+    if recipe is IMAGE:
+        from image_vlm.task import image_size_arguments
+
+        # The same image budget as training and evaluation.
+        processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
+    else:
+        processor = load_processor(cfg.model)
+    return CompareModel(model, processor, cfg, threading.Lock())
+
+
+def release_compare_model() -> None:
+    """Drop the cached model (before training starts); the next Generate loads it again."""
+    load_compare_model.clear()
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def compare_data(cfg):
+    """The data settings the final weights were trained with: a curriculum's last stage, else the run's."""
+    stages = getattr(cfg, "stages", None)
+    return cfg.stage_sections(stages[-1])[0] if stages else cfg.data
+
+
+def image_messages(cfg, image_path: Path):
+    from core.media.image import open_image
+    from image_vlm.task import prompt_messages
+
+    return prompt_messages(cfg.data, image=open_image(image_path))
+
+
+def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: float | None = None):
+    from core.media.video import read_frames
+    from video_vlm.schema import load_schema
+    from video_vlm.task import prompt_messages
+
+    data = compare_data(cfg)
+    frames = read_frames(video_path, data.num_frames, start_s, end_s, max_side=data.frame_max_side).array
+    return prompt_messages(data, load_schema(data.schema_file), video=frames)
+
+
+def stream_answer(loaded: CompareModel, messages, use_adapter: bool) -> Iterator[str]:
+    """The growing answer text; base when `use_adapter` is False."""
+    from core.inference import stream_generate
+
+    with loaded.lock:
+        yield from stream_generate(
+            loaded.model,
+            loaded.processor,
+            messages,
+            max_new_tokens=loaded.config.eval.max_new_tokens,
+            use_adapter=use_adapter,
+        )
+
+
+def split_image_answer(text: str) -> dict[str, Any]:
+    """The parts of an image answer worth showing: the solution (or None) and the reasoning.
+
+    >>> split_image_answer("<REASONING>Red blob.</REASONING><SOLUTION>Yes</SOLUTION>")
+    {'solution': 'Yes', 'reasoning': 'Red blob.'}
+    >>> split_image_answer("garbage")
+    {'solution': None, 'reasoning': None}
+    """
+    from image_vlm.rewards import parse_solution
+
+    match = _REASONING.search(text)
+    reasoning = match.group(1).strip() if match else None
+    return {"solution": parse_solution(text), "reasoning": reasoning or None}

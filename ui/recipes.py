@@ -1,0 +1,327 @@
+"""What the UI needs to know about each recipe, and the jobs it starts: training, resuming, evaluating.
+
+Nothing here imports Streamlit, so tests call it directly. Everything the UI shows about a run still comes
+from the run folder (core/runs.py); this module only starts the recipes' command lines and finds files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.config import ConfigError, read_yaml, to_yaml, validate_config
+from core.jobs import GpuBusy, gpu_lock_holder, launch_training
+from core.runs import RunDir, list_runs, new_run_id, runs_root
+from image_vlm.config import ImageConfig
+from video_vlm.config import VideoConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ACTIVE = ("starting", "running", "stopping")
+RESUMABLE = ("stopped", "crashed")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One fine-tuning recipe as the UI sees it.
+
+    Attributes:
+        name: Run-id prefix and page name ("image" or "video").
+        title: Page title.
+        config_cls: The recipe's typed config.
+        train_module / eval_module: The CLIs the UI launches (`python -m ...`).
+        configs_dir: Shipped YAML presets.
+        primary: Config keys shown in the main form; every other field goes under "All settings".
+        upload_suffixes: File types accepted in the compare panel.
+        upload_limit_mb: Largest accepted upload.
+        grpo: Whether the trainer writes rollouts (GRPO) worth a table.
+    """
+
+    name: str
+    title: str
+    config_cls: type[BaseModel]
+    train_module: str
+    eval_module: str
+    configs_dir: Path
+    primary: tuple[str, ...]
+    upload_suffixes: tuple[str, ...]
+    upload_limit_mb: int
+    grpo: bool
+
+    @property
+    def available(self) -> bool:
+        """Whether this build ships the recipe's trainer (the video recipe lands in stages)."""
+        return module_exists(self.train_module)
+
+
+COMMON_PRIMARY = (
+    "model.name",
+    "finetune.method",
+    "finetune.r",
+    "finetune.alpha",
+    "finetune.vision_attention",
+    "finetune.vision_mlp",
+    "finetune.language_attention",
+    "finetune.language_mlp",
+    "train.max_steps",
+    "train.num_train_epochs",
+    "train.per_device_train_batch_size",
+    "train.gradient_accumulation_steps",
+    "train.learning_rate",
+    "train.optim",
+)
+
+IMAGE = Recipe(
+    name="image",
+    title="Image VLM",
+    config_cls=ImageConfig,
+    train_module="image_vlm.train",
+    eval_module="image_vlm.evaluate",
+    configs_dir=REPO_ROOT / "image_vlm" / "configs",
+    primary=COMMON_PRIMARY + ("train.num_generations", "train.max_completion_length", "rewards.weights"),
+    upload_suffixes=(".jpg", ".jpeg", ".png", ".webp"),
+    upload_limit_mb=20,
+    grpo=True,
+)
+
+VIDEO = Recipe(
+    name="video",
+    title="Video VLM",
+    config_cls=VideoConfig,
+    train_module="video_vlm.train",
+    eval_module="video_vlm.evaluate",
+    configs_dir=REPO_ROOT / "video_vlm" / "configs",
+    primary=COMMON_PRIMARY + ("data.num_frames", "data.frame_max_side"),
+    upload_suffixes=(".mp4", ".mov", ".webm"),
+    upload_limit_mb=200,
+    grpo=False,
+)
+
+RECIPES = {recipe.name: recipe for recipe in (IMAGE, VIDEO)}
+
+
+def module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+
+def data_dir() -> Path:
+    """Where datasets live: `VLM_DATA_DIR`, else `data/` under the working directory (absolute)."""
+    return Path(os.environ.get("VLM_DATA_DIR", "data")).expanduser().resolve()
+
+
+def resolve_data_root(root: str, home: Path | None = None) -> str:
+    """An absolute dataset folder for a config's `data.root`.
+
+    Presets name their data as `data/<name>`; that maps onto `VLM_DATA_DIR/<name>` (`home`), so a
+    container's data volume and the tests' temporary folders work with the shipped YAMLs. The trainer gets
+    an absolute path and so does not depend on its working directory.
+
+    >>> resolve_data_root("data/wildfire", home=Path("/srv/data"))
+    '/srv/data/wildfire'
+    >>> resolve_data_root("/elsewhere/set", home=Path("/srv/data"))
+    '/elsewhere/set'
+    """
+    path = Path(root).expanduser()
+    if path.is_absolute():
+        return str(path)
+    parts = path.parts
+    if parts and parts[0] == "data":
+        return str((home or data_dir()).joinpath(*parts[1:]))
+    return str(path.resolve())
+
+
+def dataset_folders() -> list[Path]:
+    """Visible sub-folders of the data folder, sorted by name."""
+    root = data_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+# ---------------------------------------------------------------------------------------------- presets
+
+
+def presets(recipe: Recipe) -> dict[str, Path | None]:
+    """Label -> YAML file for each shipped config that validates; the tiny one first.
+
+    Files in the configs folder that are not recipe configs (a schema example, say) are left out. Without
+    any shipped YAML the recipe's defaults are offered.
+    """
+    found: dict[str, Path | None] = {}
+    files = sorted(recipe.configs_dir.glob("*.yaml")) if recipe.configs_dir.is_dir() else []
+    files.sort(key=lambda p: (p.stem != "tiny", p.stem))
+    for path in files:
+        try:
+            validate_config(recipe.config_cls, read_yaml(path), source=str(path))
+        except ConfigError:
+            continue
+        label = "tiny (local test model, CPU, seconds)" if path.stem == "tiny" else f"full-size: {path.stem}"
+        found[label] = path
+    if not found:
+        found["defaults"] = None
+    return found
+
+
+def preset_values(recipe: Recipe, path: Path | None) -> dict[str, Any]:
+    """The preset as a plain dict of sections, with the dataset folder made absolute."""
+    data = read_yaml(path) if path else {}
+    cfg = validate_config(recipe.config_cls, data, source=str(path or "defaults"))
+    values = cfg.model_dump(mode="json")
+    values["data"]["root"] = resolve_data_root(values["data"]["root"])
+    return values
+
+
+def has_gpu() -> bool:
+    """A cheap check (no torch import) for an NVIDIA GPU, to pick the default preset."""
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
+
+
+def default_preset(labels: list[str]) -> str:
+    """Full-size on a GPU machine, tiny elsewhere."""
+    if has_gpu():
+        for label in labels:
+            if label.startswith("full-size"):
+                return label
+    return labels[0]
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+
+def recipe_of(run: RunDir) -> Recipe | None:
+    """The recipe that made a run: from its id prefix, else from the shape of its config."""
+    prefix = run.id.split("-", 1)[0]
+    if prefix in RECIPES:
+        return RECIPES[prefix]
+    try:
+        config = run.read_config()
+    except (OSError, ValueError):
+        return None
+    if "rewards" in config:
+        return IMAGE
+    if "stages" in config or "num_frames" in (config.get("data") or {}):
+        return VIDEO
+    return None
+
+
+def recipe_runs(recipe: Recipe, root: Path | None = None) -> list[RunDir]:
+    """This recipe's runs, newest first."""
+    return [run for run in list_runs(root or runs_root()) if recipe_of(run) is recipe]
+
+
+def default_run(runs: list[RunDir]) -> RunDir | None:
+    """The run a freshly opened page shows: the newest active one, else the newest one."""
+    for run in runs:
+        if run.read_status().get("state") in ACTIVE:
+            return run
+    return runs[0] if runs else None
+
+
+def artifact_of(run: RunDir) -> Path | None:
+    """The weights to compare or evaluate: the final adapter/model, else the newest finished curriculum stage
+    (`stages/<name>/adapter`), else the newest checkpoint (`checkpoints/[<stage>/]checkpoint-N`)."""
+    try:
+        final = run.final_artifact()
+        if final:
+            return final
+        candidates = [
+            p for p in run.path.glob("stages/*/*") if (p / "adapter_config.json").exists() or (p / "config.json").exists()
+        ]
+        if not candidates:
+            candidates = [
+                p
+                for pattern in ("checkpoints/checkpoint-*", "checkpoints/*/checkpoint-*")
+                for p in run.path.glob(pattern)
+                if (p / "trainer_state.json").exists()
+            ]
+        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    except OSError:
+        return None
+
+
+def unique_run_dir(prefix: str) -> RunDir:
+    root = runs_root()
+    path = root / new_run_id(prefix)
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{new_run_id(prefix)}-{suffix}"
+    return RunDir(path)
+
+
+def start_training(recipe: Recipe, cfg: BaseModel) -> tuple[RunDir, subprocess.Popen]:
+    """Launch a new run of `cfg` in the background; the CLI writes the run folder.
+
+    The form's config goes to `<run>/launch.yaml`; the CLI writes the resolved `config.yaml` itself.
+
+    Raises:
+        GpuBusy: Another run holds the GPU; nothing was created.
+    """
+    holder = gpu_lock_holder(runs_root())
+    if holder is not None:
+        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training")
+    run = unique_run_dir(recipe.name)
+    run.path.mkdir(parents=True)
+    launch_yaml = run.path / "launch.yaml"
+    launch_yaml.write_text(to_yaml(cfg))
+    try:
+        process = launch_training(recipe.train_module, launch_yaml, run)
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    return run, process
+
+
+def resume_training(recipe: Recipe, run: RunDir) -> subprocess.Popen:
+    """Continue a stopped or crashed run from its latest checkpoint, with its own config.yaml."""
+    if not run.config_path.exists():
+        raise ConfigError(f"run {run.id} has no config.yaml, so it cannot be resumed")
+    return launch_training(recipe.train_module, run.config_path, run)
+
+
+def start_evaluation(recipe: Recipe, run: RunDir) -> subprocess.Popen:
+    """Run the recipe's evaluation CLI on a run as a background job logging to `<run>/eval.log`.
+
+    Raises:
+        GpuBusy: A training run holds the GPU.
+    """
+    holder = gpu_lock_holder(runs_root())
+    if holder is not None:
+        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training; evaluate when it is done")
+    if not module_exists(recipe.eval_module):
+        raise ConfigError(f"{recipe.eval_module} is not part of this build yet")
+    with (run.path / "eval.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", recipe.eval_module, "--run", str(run.path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+
+
+def tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
+    """The last lines of a text file ('' when it is missing); progress-bar carriage returns become lines."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    rows = [row for row in data.replace("\r", "\n").split("\n") if row.strip()]
+    return "\n".join(rows[-lines:])
