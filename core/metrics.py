@@ -138,10 +138,10 @@ def run_lifecycle(run: RunDir, total: int | None = None) -> Iterator[GracefulSto
     requested, else `finished`; any exception becomes `failed` with its message, then re-raises.
     """
     main = is_main_process()
-    stopper = GracefulStop()
     if main:
-        acquire_gpu_lock(run.id, run.path.parent)
+        acquire_gpu_lock(run.id, run.path.parent)  # GpuBusy leaves the folder's status untouched
         run.write_status("starting", pid=os.getpid(), pgid=os.getpgid(0), step=0, total=total)
+    stopper = GracefulStop()
     try:
         yield stopper
     except BaseException as err:

@@ -8,13 +8,13 @@ SIGTERM saves a checkpoint and ends with state `stopped`; a finished run leaves 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
-from core.config import ConfigError, load_config, to_yaml
-from core.metrics import RolloutRecorder, RunMetricsCallback, configure_wandb, run_lifecycle
+from core.cli import run_training_main
+from core.config import ConfigError
+from core.metrics import RolloutRecorder, RunMetricsCallback, configure_wandb
 from core.models import (
     apply_finetune,
     apply_memory_cap,
@@ -25,20 +25,12 @@ from core.models import (
     save_final,
     trainable_summary,
 )
-from core.runs import RunDir, RunError, open_run_for_training
+from core.runs import RunDir
 from image_vlm.config import ImageConfig
 from image_vlm.rewards import get_reward
 from image_vlm.task import image_size_arguments, training_dataset
 
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (defaults come from image_vlm/config.py)")
-    parser.add_argument("--run-dir", default=None, help="Run folder to create or resume (default: runs/image-<time>)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
-    return parser.parse_args(argv)
 
 
 def grpo_arguments(cfg: ImageConfig, run: RunDir):
@@ -129,22 +121,9 @@ def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg = load_config(ImageConfig, args.config, args.overrides)
-        run = open_run_for_training(args.run_dir, "image", cfg.model_dump(mode="json"), to_yaml(cfg))
-    except (ConfigError, RunError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"run folder: {run.path}", flush=True)
-    try:
-        with run_lifecycle(run) as stopper:
-            train(cfg, run, stopper)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"state: {run.read_status()['state']}", flush=True)
-    return 0
+    return run_training_main(
+        argv, config_cls=ImageConfig, prefix="image", default_config=DEFAULT_CONFIG, description=__doc__, train=train
+    )
 
 
 if __name__ == "__main__":
