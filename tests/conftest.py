@@ -41,7 +41,9 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 600
     )
 
 
-def warm_start_format(model_dir: Path, out_dir: Path, data_root: Path, steps: int = 60, seed: int = 0) -> Path:
+def warm_start_format(
+    model_dir: Path, out_dir: Path, data_root: Path, steps: int = 60, seed: int = 0, **data_overrides
+) -> Path:
     """Teach a tiny model the answer format with coin-flip answers, so GRPO has a signal to work with.
 
     Random weights never emit `<SOLUTION>`, so every reward is 0 and GRPO's advantages vanish. After this
@@ -60,7 +62,7 @@ def warm_start_format(model_dir: Path, out_dir: Path, data_root: Path, steps: in
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    data = ImageDataSection(root=str(data_root), max_pixels=3136)
+    data = ImageDataSection(root=str(data_root), max_pixels=3136, **data_overrides)
     processor = AutoProcessor.from_pretrained(model_dir, **image_size_arguments(data.max_pixels))
     model = AutoModelForImageTextToText.from_pretrained(model_dir)
     rows = task_rows(data, "train")
@@ -73,7 +75,7 @@ def warm_start_format(model_dir: Path, out_dir: Path, data_root: Path, steps: in
     for _ in range(steps):
         batch = rng.sample(rows, 4)
         prompts = [prompt_messages(data, open_image(r["image_path"])) for r in batch]
-        answers = [f"<REASONING>I look at the tile.</REASONING><SOLUTION>{rng.choice(['Yes', 'No'])}</SOLUTION>" for _ in batch]
+        answers = [f"<REASONING>I see.</REASONING><SOLUTION>{rng.choice(['Yes', 'No'])}</SOLUTION>" for _ in batch]
         full = [p + [{"role": "assistant", "content": [{"type": "text", "text": a}]}] for p, a in zip(prompts, answers)]
         inputs = build_inputs(processor, full, add_generation_prompt=False)
         prompt_lengths = build_inputs(processor, prompts)["attention_mask"].sum(1)
