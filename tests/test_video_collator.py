@@ -1,0 +1,169 @@
+"""The video SFT collator: the loss sees the answer only, unknown fields are masked, batches pad to their
+longest sample, bad clips are skipped and counted, and an over-long sample refuses the launch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from core.inference import build_inputs
+from core.models import load_processor
+from video_vlm.collator import (
+    IGNORE_INDEX,
+    VideoSFTCollator,
+    budget_problem,
+    end_of_turn,
+    token_budget,
+)
+from video_vlm.config import VideoConfig, VideoDataSection
+from video_vlm.schema import UNKNOWN, load_schema
+from video_vlm.task import clip_frames, item_row, prompt_messages, row_item, verified_items
+
+TINY_CONFIG = "video_vlm/configs/tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    from video_vlm.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("dashcam") / "data", n=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(dataset_root) -> VideoDataSection:
+    return VideoDataSection(root=str(dataset_root), num_frames=4, frame_max_side=56)
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return load_schema(None)
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return load_processor(VideoConfig(model={"name": "tiny:internvl"}).model)
+
+
+@pytest.fixture(scope="module")
+def rows(data, schema) -> list[dict]:
+    report = verified_items(data, schema)
+    return [item_row(item, report.root) for item in report.items]
+
+
+def supervised_text(processor, labels: torch.Tensor) -> str:
+    return processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
+
+
+def test_labels_are_exactly_the_answer_and_the_end_token(processor, data, schema, rows):
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024)
+    batch = collator(rows[:2])
+    assert end_of_turn(processor) == "<|im_end|>"
+    for index, row in enumerate(rows[:2]):
+        labels = batch["labels"][index]
+        expected = schema.render_label(json.loads(row["label"])) + "<|im_end|>"
+        assert supervised_text(processor, labels) == expected
+        kept = labels != IGNORE_INDEX
+        assert torch.equal(labels[kept], batch["input_ids"][index][kept])  # unshifted: the model shifts
+
+
+def test_the_training_prompt_is_the_inference_prompt(processor, data, schema, rows):
+    """Same frames, same template, same tokens: training sees what inference will show the model."""
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024)
+    sample = collator.encode(rows[0])
+    item = row_item(rows[0])
+    inference = build_inputs(processor, [prompt_messages(data, schema, video=clip_frames(item, data.root, data))])
+    assert sample["input_ids"][: sample["prompt_length"]] == inference["input_ids"][0].tolist()
+    assert torch.equal(sample["media"]["pixel_values"], inference["pixel_values"])
+    assert inference["pixel_values"].shape[0] == data.num_frames
+
+
+def test_unknown_fields_are_masked_from_the_loss(processor, data, schema, rows):
+    label = json.loads(rows[0]["label"])
+    partial = {**label, "caption": UNKNOWN, "rule_violations": UNKNOWN}
+    row = {**rows[0], "label": json.dumps(partial)}
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024)
+    full_labels = collator([rows[0]])["labels"][0]
+    labels = collator([row])["labels"][0]
+    text = supervised_text(processor, labels)
+    assert UNKNOWN not in text
+    for known in ("event_type", "intended_action", "traffic_density", "visibility", "scene"):
+        assert f'"{known}": {json.dumps(label[known])}' in text
+    assert '{"caption":' in text and '"rule_violations":' in text  # keys stay supervised
+    assert label["caption"] not in text
+    assert text.endswith("<|im_end|>")
+    assert (labels != IGNORE_INDEX).sum() < (full_labels != IGNORE_INDEX).sum()
+
+
+def test_batches_pad_to_their_longest_sample_not_to_max_length(processor, data, schema, rows):
+    short_row = min(rows, key=lambda r: len(r["label"]))
+    long_row = max(rows, key=lambda r: len(r["label"]))
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024)
+    lengths = [len(collator.encode(r)["input_ids"]) for r in (short_row, long_row)]
+    assert lengths[0] < lengths[1]
+    batch = collator([short_row, long_row])
+    assert batch["input_ids"].shape == (2, lengths[1]) and lengths[1] < 1024
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    pad = processor.tokenizer.pad_token_id
+    assert (batch["input_ids"][0, lengths[0] :] == pad).all()
+    assert (batch["labels"][0, lengths[0] :] == IGNORE_INDEX).all()
+    assert batch["pixel_values"].shape[0] == 2 * data.num_frames
+
+
+def test_a_bad_clip_is_skipped_and_counted(processor, data, schema, rows, tmp_path, capsys):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    bad = {**rows[0], "root": str(tmp_path), "video": "empty.mp4"}
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024)
+    batch = collator([rows[0], bad, rows[1]])
+    assert batch["input_ids"].shape[0] == 2
+    assert collator.skipped == 1 and dict(collator.skipped_kinds) == {"empty_file": 1}
+    assert "skipped clip empty.mp4 [empty_file]" in capsys.readouterr().err
+
+
+def test_a_batch_of_only_bad_clips_draws_a_replacement(processor, data, schema, rows, tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    bad = {**rows[0], "root": str(tmp_path), "video": "empty.mp4"}
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024, replacements=[bad, rows[3]])
+    batch = collator([bad, bad])
+    assert batch["input_ids"].shape[0] == 1 and collator.skipped >= 2
+    with pytest.raises(RuntimeError, match="no clip of the batch"):
+        VideoSFTCollator(processor, data, schema, max_length=1024)([bad])
+
+
+def test_an_over_long_sample_is_skipped_never_truncated(processor, data, schema, rows):
+    collator = VideoSFTCollator(processor, data, schema, max_length=1024)
+    length = len(collator.encode(rows[0])["input_ids"])
+    strict = VideoSFTCollator(processor, data, schema, max_length=length - 1, replacements=rows[:1])
+    with pytest.raises(RuntimeError):
+        strict([rows[0]])
+    assert strict.skipped_kinds["too_long"] >= 2
+
+
+def test_token_budget_matches_a_real_sample(processor, data, schema, rows):
+    label = json.loads(rows[0]["label"])
+    budget = token_budget(processor, data, schema, label)
+    sample = VideoSFTCollator(processor, data, schema).encode(rows[0])
+    assert budget["total"] == len(sample["input_ids"])
+    assert budget["frames"] == data.num_frames
+    assert budget["video_tokens"] == data.num_frames * budget["tokens_per_frame"]
+    image_tokens = sum(token == processor.image_token_id for token in sample["input_ids"])
+    assert image_tokens == data.num_frames * processor.image_seq_length
+    assert budget["prompt_tokens"] + budget["video_tokens"] + budget["answer_tokens"] == budget["total"]
+    assert budget_problem(budget, budget["total"]) is None
+    assert "train.max_length" in budget_problem(budget, budget["total"] - 1)
+
+
+def test_train_refuses_to_launch_when_a_sample_exceeds_max_length(dataset_root, tmp_path, capsys):
+    from video_vlm import train
+
+    run_dir = tmp_path / "runs" / "too-long"
+    code = train.main(
+        ["--config", TINY_CONFIG, "--run-dir", str(run_dir), f"data.root={dataset_root}", "train.max_length=128"]
+    )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "train.max_length is 128" in captured.err and "never truncated" in captured.err
+    assert "token budget per sample" in captured.out  # the preview is printed before the refusal
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "adapter").exists()
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"

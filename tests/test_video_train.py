@@ -1,0 +1,351 @@
+"""Video SFT on the tiny InternVL: metrics, LoRA updates, resume after SIGTERM, a two-stage curriculum,
+bad input counted and skipped, the make-equivalent CLI round trip, and learnability on synthetic clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from core.runs import RunDir
+from conftest import ROOT, run_cli
+
+TINY_CONFIG = "video_vlm/configs/tiny.yaml"
+# One intra-op thread: tiny models gain nothing from more, and on a busy 2-core runner two threads spin.
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory) -> Path:
+    from video_vlm.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("dashcam") / "data", n=12, seed=0)
+
+
+def train_in_process(run_dir: Path, *overrides: str, config: str | Path = TINY_CONFIG) -> int:
+    from video_vlm import train
+
+    return train.main(["--config", str(config), "--run-dir", str(run_dir), *overrides])
+
+
+def lora_tensors(adapter_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(adapter_dir / "adapter_model.safetensors"))
+
+
+def metric_lines(run_dir: Path) -> list[dict]:
+    return [line for line in RunDir(run_dir).read_metrics() if "loss" in line]
+
+
+# ------------------------------------------------------------------------------------------- few steps
+
+
+def test_tiny_sft_writes_metrics_and_trains_the_lora_weights(dataset_root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    started = time.perf_counter()
+    code = train_in_process(run_dir, f"data.root={dataset_root}", "train.max_steps=4", "logging.save_steps=2")
+    seconds = time.perf_counter() - started
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run = RunDir(run_dir)
+    status = run.read_status()
+    assert status["state"] == "finished" and status["step"] == status["total"] == 4
+    assert status["data"]["train"]["skipped"] == 0
+    lines = metric_lines(run_dir)
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert all(np.isfinite(line["loss"]) and line["skipped_clips"] == 0 for line in lines)
+    assert "token budget per sample: 4 frames" in out
+    # LoRA initialises B to zeros: any non-zero B was written by the optimizer.
+    weights = lora_tensors(run.adapter_dir)
+    b_matrices = {name: t for name, t in weights.items() if "lora_B" in name}
+    assert b_matrices and all(t.abs().sum() > 0 for t in b_matrices.values())
+    assert any("vision_tower" in name for name in b_matrices)  # the tiny preset adapts the vision tower too
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-2", "checkpoint-4"]
+    print(f"tiny SFT: 4 steps of 4 clips in {seconds:.1f}s including model load")
+
+
+def test_sigterm_saves_a_checkpoint_and_a_relaunch_resumes_the_step_count(dataset_root, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        "--config", TINY_CONFIG, "--run-dir", str(run_dir), f"data.root={dataset_root}",
+        "train.max_steps=30", "train.per_device_train_batch_size=1", "logging.save_steps=2",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "video_vlm.train", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **SINGLE_THREAD},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = RunDir(run_dir)
+    deadline = time.monotonic() + 240
+    while not run.checkpoints() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert run.checkpoints(), "no checkpoint appeared"
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=240)
+    assert process.returncode == 0, output
+    assert run.read_status()["state"] == "stopped", output
+    stopped_at = int(run.latest_checkpoint().name.split("-")[1])
+    assert 2 <= stopped_at < 30
+    assert not run.adapter_dir.exists()
+
+    from video_vlm import train
+
+    assert train.main(args) == 0
+    assert run.read_status()["state"] == "finished"
+    state = json.loads((run.latest_checkpoint() / "trainer_state.json").read_text())
+    assert state["global_step"] == 30
+    steps = [line["step"] for line in metric_lines(run_dir)]
+    assert steps == list(range(1, 31))  # 1..k before the stop, k+1..30 after the relaunch: no step twice
+    assert run.adapter_dir.is_dir()
+
+
+def test_a_two_stage_curriculum_starts_stage_two_from_stage_one(dataset_root, tmp_path, capsys):
+    config = yaml.safe_load((ROOT / TINY_CONFIG).read_text())
+    config["data"]["root"] = str(dataset_root)
+    config["logging"]["save_steps"] = 1
+    config["stages"] = [
+        {"name": "warmup", "data": {"num_frames": 2}, "train": {"max_steps": 3}},
+        # A learning rate of ~0 keeps stage two's result equal to its starting point: stage one's adapter.
+        {"name": "main", "train": {"max_steps": 2, "learning_rate": 1.0e-9}},
+    ]
+    config_path = tmp_path / "curriculum.yaml"
+    config_path.write_text("# python -m video_vlm.train --config curriculum.yaml\n" + yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert train_in_process(run_dir, config=config_path) == 0
+    out = capsys.readouterr().out
+    run = RunDir(run_dir)
+    warmup, main = run_dir / "stages" / "warmup" / "adapter", run_dir / "stages" / "main" / "adapter"
+    assert "[warmup] token budget per sample: 2 frames" in out and "[main] token budget per sample: 4 frames" in out
+    assert f"[main] starting from {warmup}" in out
+
+    first, second, final = lora_tensors(warmup), lora_tensors(main), lora_tensors(run.adapter_dir)
+    assert any(t.abs().sum() > 0 for name, t in first.items() if "lora_B" in name)
+    assert first.keys() == second.keys() == final.keys()
+    assert all(torch.allclose(first[name], second[name], atol=1e-6) for name in first)
+    assert all(torch.equal(second[name], final[name]) for name in second)
+
+    # Fresh optimizer and schedule per stage: each stage counts its own steps in its own folder.
+    for stage, steps in (("warmup", 3), ("main", 2)):
+        latest = run_dir / "checkpoints" / stage / f"checkpoint-{steps}"
+        assert json.loads((latest / "trainer_state.json").read_text())["global_step"] == steps
+    lines = metric_lines(run_dir)
+    assert [(line["stage"], line["step"]) for line in lines] == [("warmup", 1), ("warmup", 2), ("warmup", 3), ("main", 1), ("main", 2)]
+    assert run.read_status()["state"] == "finished"
+
+    # A relaunch after an interruption in stage two skips the finished stage and redoes only the second.
+    shutil.rmtree(run_dir / "stages" / "main")
+    shutil.rmtree(run_dir / "checkpoints" / "main")
+    shutil.rmtree(run.adapter_dir)
+    run.write_status("stopped")
+    assert train_in_process(run_dir, config=config_path) == 0
+    out = capsys.readouterr().out
+    assert f"[warmup] finished earlier: {warmup}" in out and f"[main] starting from {warmup}" in out
+    assert [line["stage"] for line in metric_lines(run_dir)].count("warmup") == 3
+    assert all(torch.allclose(first[name], t, atol=1e-6) for name, t in lora_tensors(run.adapter_dir).items())
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def write_audio_only(path: Path) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for index in range(3):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+@pytest.fixture
+def messy_dataset(tmp_path) -> Path:
+    """Six good synthetic clips plus one line per kind of bad input (and two odd but usable clips)."""
+    from core.media.video import write_clip
+    from video_vlm.synthetic import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "messy", n=6, seed=3)
+    videos = root / "videos"
+    good = json.loads((root / "metadata.jsonl").read_text().splitlines()[0])
+    label = {key: value for key, value in good.items() if key != "video"}
+    (videos / "empty.mp4").write_bytes(b"")
+    write_audio_only(videos / "audio.mp4")
+    frames = np.full((8, 64, 64, 3), 90, np.uint8)
+    write_clip(videos / "one_frame.mp4", frames[:1], fps=8)
+    write_clip(videos / "vp9.webm", frames, fps=8, codec="libvpx-vp9")
+    lines = [
+        json.dumps({"video": "videos/empty.mp4", **label}),  # zero-byte file
+        json.dumps({"video": "videos/audio.mp4", **label}),  # audio only
+        json.dumps({"video": "videos/one_frame.mp4", **label}),  # usable: the frame repeats
+        json.dumps({"video": "videos/vp9.webm", **label}),  # usable: webm / VP9
+        json.dumps({"video": "videos/synth_0000.mp4", "start": 0.5, "end": 30.0, **label}),  # window past the end
+        '{"video": "videos/synth_0001.mp4", "caption": ',  # malformed JSONL
+        json.dumps({"video": "../../etc/passwd", **label}),  # escapes the folder
+        json.dumps({"video": "videos/synth_0002.mp4", **label, "event_type": "explosion"}),  # enum outside schema
+    ]
+    with (root / "metadata.jsonl").open("a") as metadata:
+        metadata.write("\n".join(lines) + "\n")
+    return root
+
+
+def test_training_uses_the_verified_clips_and_reports_what_it_skipped(messy_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code = train_in_process(run_dir, f"data.root={messy_dataset}", "train.max_steps=3", "data.val_fraction=0.0")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    run = RunDir(run_dir)
+    assert run.read_status()["state"] == "finished"
+    counts = run.read_status()["data"]["train"]
+    expected = {"empty_file": 1, "no_video_stream": 1, "window_past_end": 1, "malformed_json": 1,
+                "unsafe_path": 1, "bad_value": 1}
+    assert counts["problems"] == expected and counts["skipped"] == 6
+    assert counts["train"] == 8  # six synthetic clips, the one-frame clip and the VP9 clip
+    for kind, count in expected.items():
+        assert f"  {kind}: {count}" in out
+    assert all(line["skipped_clips"] == 0 for line in metric_lines(run_dir))  # bad lines never reach a batch
+    assert run.adapter_dir.is_dir()
+
+
+# ---------------------------------------------------------------------------------- make train/eval-video
+
+
+def test_make_train_then_eval_video_round_trip(tmp_path):
+    """`make train-video CONFIG=video_vlm/configs/tiny.yaml` then `make eval-video RUN=...`, as the CLI runs them."""
+    runs = tmp_path / "runs"
+    env = {"VLM_RUNS_DIR": str(runs), **SINGLE_THREAD}
+    data_root = tmp_path / "synthetic-dashcam"  # empty: the tiny preset generates its synthetic clips
+    trained = run_cli("video_vlm.train", "--config", TINY_CONFIG, f"data.root={data_root}", env=env)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    assert "generating synthetic moving-square clips" in trained.stdout
+    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
+    assert run_dir.name.startswith("video-") and RunDir(run_dir).read_status()["state"] == "finished"
+
+    evaluated = run_cli("video_vlm.evaluate", "--run", str(run_dir), env=env)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert "json_rate" in evaluated.stdout and "caption_similarity" in evaluated.stdout
+    report = json.loads((run_dir / "eval" / "val.json").read_text())
+    assert {"run", "split", "artifact", "created", "models", "examples"} <= set(report)
+    assert report["split"] == "val" and set(report["models"]) == {"base", "tuned"}
+    for metrics in report["models"].values():
+        assert {"json_rate", "valid_rate", "unparseable", "field_accuracy", "caption_similarity"} <= set(metrics)
+        assert metrics["n"] == len(report["examples"]) > 0
+    assert {"video", "label", "base", "tuned"} <= set(report["examples"][0])
+
+    from video_vlm import export
+
+    assert export.main(["--run", str(run_dir)]) == 0
+    assert (run_dir / "merged" / "config.json").is_file()
+
+
+def test_inference_validates_a_clip_and_rolls_over_a_video(dataset_root, tmp_path):
+    from core.config import validate_config
+    from core.models import load_model, load_processor
+    from video_vlm.config import VideoConfig
+    from video_vlm.inference import ClipResult, analyze_clip, analyze_rolling
+
+    cfg = validate_config(VideoConfig, yaml.safe_load((ROOT / TINY_CONFIG).read_text()))
+    cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"max_new_tokens": 8})})
+    model, processor = load_model(cfg.model).eval(), load_processor(cfg.model)
+    clip = dataset_root / "videos" / "synth_0000.mp4"  # 12 frames at 8 fps: 1.5 s
+    result = analyze_clip(model, processor, cfg, clip, 0.0, 1.0)
+    assert isinstance(result, ClipResult) and result.text
+    assert not result.valid and result.value is None and result.error  # random weights: no valid JSON
+    windows = analyze_rolling(model, processor, cfg, clip, window_s=0.5, stride_s=0.5)
+    assert [(w.start_s, w.end_s) for w in windows] == [(0.0, 0.5), (0.5, 1.0), (1.0, 1.5)]
+
+
+# ------------------------------------------------------------------------------------------ learnability
+
+
+def balanced_synthetic(root: Path, n: int, every: int = 5, val_fraction: float = 0.2, seed: int = 1) -> Path:
+    """Synthetic clips with every `every`-th clip held out, so all three actions and both events are in val.
+
+    The split is a hash of the path (`video_vlm.data.split_for`), so each clip is named until its hash lands
+    on the side we want; nothing else about the clips or their labels changes.
+    """
+    from video_vlm.data import split_for
+    from video_vlm.synthetic import make_synthetic_dataset
+
+    make_synthetic_dataset(root, n=n, seed=seed)
+    lines = []
+    for index, line in enumerate((root / "metadata.jsonl").read_text().splitlines()):
+        record = json.loads(line)
+        wanted = "val" if index % every == 0 else "train"
+        attempt = 0
+        while split_for(f"videos/clip_{index:04d}_{attempt}.mp4", val_fraction) != wanted:
+            attempt += 1
+        name = f"videos/clip_{index:04d}_{attempt}.mp4"
+        (root / record["video"]).rename(root / name)
+        lines.append(json.dumps({**record, "video": name}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_learnability_on_synthetic_clips(tmp_path):
+    """Full fine-tuning of the tiny InternVL learns the synthetic task's frame-level cues; scored by the real
+    evaluation on held-out clips, base against tuned.
+
+    What a 2-layer, 64-wide random-weight model learns on CPU in this budget: the JSON format and the cues
+    visible in every frame (the red flash -> event_type, the background brightness -> visibility). Motion
+    direction and speed (intended_action, rule_violations) and the small grey squares (traffic_density) need
+    cross-frame positional reasoning it does not pick up: it memorises the training clips instead (checked to
+    2,800 steps on 104 clips and 1,500 steps on 600 clips: direction stays at chance). Those fields are printed,
+    not asserted.
+    """
+    from video_vlm import evaluate
+
+    from video_vlm.schema import DEFAULT_SCHEMA
+
+    root = balanced_synthetic(tmp_path / "synthetic", n=120)
+    # The dashcam schema without its field descriptions: same fields and values, half the prompt tokens,
+    # so the CPU budget buys more steps. The model has random weights: the prose teaches it nothing.
+    compact = {"name": "dashcam", "fields": [{k: v for k, v in f.items() if k != "description"} for f in DEFAULT_SCHEMA["fields"]]}
+    schema_file = tmp_path / "schema.yaml"
+    schema_file.write_text(yaml.safe_dump(compact))
+    run_dir = tmp_path / "run"
+    started = time.perf_counter()
+    code = train_in_process(
+        run_dir, f"data.root={root}", f"data.schema_file={schema_file}", "data.system_prompt=Dashcam analyst.",
+        "finetune.method=full", "train.max_steps=200", "train.per_device_train_batch_size=8",
+        "train.learning_rate=2e-3", "train.lr_scheduler_type=constant", "logging.save_steps=1000", "eval.limit=100",
+    )
+    trained = time.perf_counter() - started
+    assert code == 0
+    report = evaluate.evaluate(RunDir(run_dir))
+    base, tuned = report["models"]["base"], report["models"]["tuned"]
+    print(f"learnability: trained in {trained:.0f}s; {tuned['n']} held-out clips")
+    print(evaluate.format_table(report))
+    assert tuned["n"] == 24
+    assert tuned["json_rate"] >= 0.9 and tuned["valid_rate"] >= 0.9
+    for field in ("event_type", "visibility", "scene"):
+        assert tuned["field_accuracy"][field] >= 0.9, (field, tuned["field_accuracy"])
+        assert base["field_accuracy"][field] <= 0.5
+    assert tuned["event_type_macro_f1"] >= 0.9
+    assert tuned["field_accuracy_mean"] > base["field_accuracy_mean"] + 0.4
+    assert base["valid_rate"] == 0.0
+    losses = [line["loss"] for line in metric_lines(run_dir)]
+    assert losses[-1] < losses[0] / 20

@@ -1,0 +1,276 @@
+"""Batches for supervised fine-tuning on clips: decode, template, mask, pad.
+
+Each sample is the prompt exactly as inference builds it (`core.inference.build_inputs` with the generation
+prompt) followed by the answer tokenised on its own: the canonical label JSON and the end-of-turn token.
+So the model learns the very tokens it has to generate, and the labels are -100 everywhere else:
+
+* the prompt (system, instruction, video tokens) and the padding carry no loss;
+* fields whose label is "unknown" (Nexar has no captions) are masked too: every answer token overlapping
+  such a value's characters (`SchemaSpec.render_label_spans`, tokenizer offsets) gets -100, so the model is
+  never taught to write the placeholder, while keys and the other values stay supervised;
+* batches are padded to their longest sample, never to `max_length`; a sample longer than `max_length`
+  is skipped, never truncated (cutting video tokens breaks the model's input);
+* a clip that fails to decode is skipped and counted; when a whole batch fails, a replacement clip is
+  drawn from the dataset, so one bad file never ends an epoch.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from core.inference import build_inputs
+from core.media.errors import MediaError
+from video_vlm.config import VideoDataSection
+from video_vlm.schema import UNKNOWN, SchemaSpec
+from video_vlm.task import prompt_messages, row_item, sample_clip
+
+IGNORE_INDEX = -100
+_REPLACEMENT_TRIES = 16
+
+
+class SampleTooLong(ValueError):
+    """A sample needs more tokens than `train.max_length`."""
+
+
+def end_of_turn(processor) -> str:
+    """The text the chat template puts after an assistant answer, minus trailing whitespace ("<|im_end|>").
+
+    Read from the template itself, so another model family gets its own end token; the tokenizer's EOS
+    token is the fallback when the template does not render an answer verbatim.
+    """
+    marker = "ANSWER_MARKER"
+    conversation = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    answer = [{"role": "assistant", "content": [{"type": "text", "text": marker}]}]
+    prompt = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    full = processor.apply_chat_template(conversation + answer, tokenize=False)
+    if full.startswith(prompt + marker):
+        suffix = full[len(prompt) + len(marker) :].rstrip()
+        if suffix:
+            return suffix
+    return processor.tokenizer.eos_token or ""
+
+
+def answer_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of `text` and each token's character span, from the fast tokenizer's offsets when it has them."""
+    try:
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+    except (NotImplementedError, TypeError, KeyError):  # a slow tokenizer: measure decoded prefixes instead
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        spans, previous = [], 0
+        for index in range(len(ids)):
+            end = len(tokenizer.decode(ids[: index + 1]))
+            spans.append((previous, end))
+            previous = end
+        return list(ids), spans
+
+
+def answer_labels(
+    tokenizer, schema: SchemaSpec, label: dict, end_token: str
+) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of the answer: the canonical label JSON plus `end_token`, unknown values masked.
+
+    A token that overlaps an unknown value at all is masked, so a boundary token such as `"}` that the
+    placeholder shares with the punctuation is not taught either.
+    """
+    text = schema.render_label(label)
+    masked = [(start, end) for name, start, end in schema.render_label_spans(label) if label.get(name) == UNKNOWN]
+    ids, spans = answer_offsets(tokenizer, text + end_token)
+    labels = []
+    for token, (start, end) in zip(ids, spans):
+        hidden = any(start < span_end and end > span_start for span_start, span_end in masked)
+        labels.append(IGNORE_INDEX if hidden else token)
+    return ids, labels
+
+
+class VideoSFTCollator:
+    """Turns dataset rows (`video_vlm.task.item_row`) into a padded, labelled training batch.
+
+    Attributes:
+        skipped: Samples skipped so far (undecodable clips and over-long samples).
+        skipped_kinds: Those skips per kind (the VideoError kind, or "too_long").
+    """
+
+    def __init__(
+        self,
+        processor,
+        data: VideoDataSection,
+        schema: SchemaSpec,
+        max_length: int | None = None,
+        replacements: list[dict] | None = None,
+        seed: int = 0,
+    ):
+        self.processor = processor
+        self.data = data
+        self.schema = schema
+        self.max_length = max_length
+        self.replacements = replacements or []
+        self.rng = random.Random(seed)
+        self.end_token = end_of_turn(processor)
+        self.pad_id = processor.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = processor.tokenizer.eos_token_id
+        self.skipped = 0
+        self.skipped_kinds: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------------------------------ one sample
+    def encode(self, row: dict[str, Any], frames: np.ndarray | None = None) -> dict[str, Any]:
+        """One sample: prompt ids (video expanded), answer ids, labels and the processor's media tensors.
+
+        Raises:
+            MediaError: The clip cannot be decoded.
+            SampleTooLong: The sample needs more than `max_length` tokens.
+        """
+        item = row_item(row)
+        if frames is None:
+            frames = sample_clip(item.video_path(row["root"]), self.data, item.start_s, item.end_s)
+        prompt = build_inputs(self.processor, [prompt_messages(self.data, self.schema, video=frames)])
+        prompt_ids = prompt["input_ids"][0].tolist()
+        answer_ids, answer_targets = answer_labels(self.processor.tokenizer, self.schema, item.label, self.end_token)
+        length = len(prompt_ids) + len(answer_ids)
+        if self.max_length is not None and length > self.max_length:
+            raise SampleTooLong(
+                f"{item.video}: {length} tokens > train.max_length {self.max_length} (skipped, never truncated)"
+            )
+        media = {
+            key: value
+            for key, value in prompt.items()
+            if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor)
+        }
+        sequence_keys = {key for key, value in media.items() if tuple(value.shape) == tuple(prompt["input_ids"].shape)}
+        return {
+            "input_ids": prompt_ids + answer_ids,
+            "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_targets,
+            "media": media,
+            "sequence_keys": sequence_keys,
+            "prompt_length": len(prompt_ids),
+        }
+
+    def skip(self, row: dict[str, Any], error: Exception) -> None:
+        kind = "too_long" if isinstance(error, SampleTooLong) else getattr(error, "kind", type(error).__name__)
+        self.skipped += 1
+        self.skipped_kinds[kind] += 1
+        print(f"skipped clip {row.get('video')} [{kind}]: {error} ({self.skipped} skipped so far)", file=sys.stderr, flush=True)
+
+    def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self.encode(row)
+        except (MediaError, OSError, SampleTooLong) as error:
+            self.skip(row, error)
+            return None
+
+    # ------------------------------------------------------------------------------------------ the batch
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        samples = [sample for sample in map(self.try_encode, rows) if sample is not None]
+        tries = 0
+        while not samples and self.replacements and tries < _REPLACEMENT_TRIES:
+            tries += 1
+            sample = self.try_encode(self.rng.choice(self.replacements))
+            if sample is not None:
+                samples.append(sample)
+        if not samples:
+            raise RuntimeError(
+                f"no clip of the batch could be used ({dict(self.skipped_kinds)} skipped so far); "
+                f"check the dataset with: python -m video_vlm.data verify --root {rows[0].get('root')} --deep"
+            )
+        return self.pad(samples)
+
+    def pad(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Right-pad to the longest sample of the batch and concatenate the media tensors."""
+        width = max(len(sample["input_ids"]) for sample in samples)
+        input_ids = torch.full((len(samples), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for index, sample in enumerate(samples):
+            length = len(sample["input_ids"])
+            input_ids[index, :length] = torch.tensor(sample["input_ids"])
+            labels[index, :length] = torch.tensor(sample["labels"])
+            attention_mask[index, :length] = 1
+        batch: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        for key in samples[0]["media"]:
+            values = [sample["media"][key] for sample in samples]
+            if key in samples[0]["sequence_keys"]:  # per-token tensors (e.g. token types) pad like input_ids
+                padded = torch.zeros((len(samples), width), dtype=values[0].dtype)
+                for index, value in enumerate(values):
+                    padded[index, : value.shape[1]] = value[0]
+                batch[key] = padded
+            else:  # pixel values and grids are stacked frame by frame across the batch
+                batch[key] = torch.cat(values, dim=0)
+        return batch
+
+
+class SkippedClipsCallback(TrainerCallback):
+    """Adds the collator's skip count to every log line, so `metrics.jsonl` shows bad clips as they happen.
+
+    Put it before `RunMetricsCallback`: callbacks share one `logs` dict, in order.
+    """
+
+    def __init__(self, collator: VideoSFTCollator):
+        self.collator = collator
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:
+            logs["skipped_clips"] = self.collator.skipped
+
+
+# ---------------------------------------------------------------------------------------------- budget
+
+
+def token_budget(processor, data: VideoDataSection, schema: SchemaSpec, sample_label: dict) -> dict[str, Any]:
+    """Tokens one training sample needs: measured with the real processor on blank frames of the configured size.
+
+    Frames are `frame_max_side` pixels square, the largest a clip can give, so the estimate is an upper bound
+    for processors whose token count grows with the picture (Qwen2.5-VL); InternVL gives every frame the same.
+
+    Returns:
+        frames, tokens_per_frame, video_tokens, prompt_tokens (text and template), answer_tokens (label JSON
+        and end token), total.
+    """
+    side = data.frame_max_side
+    frames = np.zeros((data.num_frames, side, side, 3), dtype=np.uint8)
+    with_video = build_inputs(processor, [prompt_messages(data, schema, video=frames)])["input_ids"].shape[1]
+    text_only = processor.apply_chat_template(prompt_messages(data, schema), tokenize=False, add_generation_prompt=True)
+    prompt_tokens = len(processor.tokenizer(text_only, add_special_tokens=False)["input_ids"])
+    answer_tokens = len(answer_labels(processor.tokenizer, schema, sample_label, end_of_turn(processor))[0])
+    video_tokens = with_video - prompt_tokens
+    return {
+        "frames": data.num_frames,
+        "tokens_per_frame": round(video_tokens / data.num_frames, 1),
+        "video_tokens": video_tokens,
+        "prompt_tokens": prompt_tokens,
+        "answer_tokens": answer_tokens,
+        "total": with_video + answer_tokens,
+    }
+
+
+def format_budget(budget: dict[str, Any], max_length: int) -> str:
+    """One line for the launch log.
+
+    >>> format_budget({"frames": 4, "tokens_per_frame": 10.0, "video_tokens": 40, "prompt_tokens": 300,
+    ...                "answer_tokens": 60, "total": 400}, 512)
+    'token budget per sample: 4 frames x 10.0 tokens = 40 video + 300 prompt + 60 answer = 400 of train.max_length 512'
+    """
+    return (
+        f"token budget per sample: {budget['frames']} frames x {budget['tokens_per_frame']} tokens = "
+        f"{budget['video_tokens']} video + {budget['prompt_tokens']} prompt + {budget['answer_tokens']} answer = "
+        f"{budget['total']} of train.max_length {max_length}"
+    )
+
+
+def budget_problem(budget: dict[str, Any], max_length: int) -> str | None:
+    """Why a sample would not fit, with what to change; None when it fits."""
+    if budget["total"] <= max_length:
+        return None
+    return (
+        f"one sample needs {budget['total']} tokens ({budget['video_tokens']} for {budget['frames']} frames, "
+        f"{budget['prompt_tokens']} prompt, {budget['answer_tokens']} answer) but train.max_length is {max_length}. "
+        f"Raise train.max_length to at least {budget['total']}, or lower data.num_frames or data.frame_max_side. "
+        "Samples are never truncated: cutting video tokens would break the model's input."
+    )

@@ -1,0 +1,229 @@
+"""Base against tuned on the held-out clips, with the run's own config.
+
+    python -m video_vlm.evaluate --run runs/video-... [--limit N] [--batch-size B]
+
+Writes `eval/val.json` in the run folder and prints a table: JSON validity, schema validity, per-field
+accuracy, macro-F1 of event_type, caption similarity and the unparseable count. Base and tuned answers come
+from one copy of the weights (the adapter switched off for base), on the same frames, sampled the way
+training sampled them (`video_vlm.task.sample_clip`). Scoring is the schema's own (`SchemaSpec.field_scores`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from core.config import ConfigError, validate_config
+from core.runs import RunDir, write_json_atomic
+from video_vlm.config import VideoConfig, VideoDataSection
+from video_vlm.schema import SchemaSpec
+from video_vlm.task import clip_frames, load_task_schema, prompt_messages, split_items, verified_items
+
+SPLIT = "val"
+MODELS = ("base", "tuned")
+
+
+def eval_data(cfg: VideoConfig) -> VideoDataSection:
+    """The data section the final weights were trained with: the last curriculum stage's, else the run's."""
+    return cfg.stage_sections(cfg.stages[-1])[0] if cfg.stages else cfg.data
+
+
+def score_outputs(schema: SchemaSpec, texts: list[str], labels: list[dict]) -> dict[str, Any]:
+    """Validity rates, per-field accuracy, macro-F1 and caption similarity of model outputs against labels.
+
+    Fields are scored on the JSON the model wrote even when another field breaks the schema (validity is
+    its own number); a field whose label is "unknown" is left out. Enum fields score exact matches, list
+    fields the Jaccard index of the two sets.
+
+    >>> from video_vlm.schema import load_schema
+    >>> schema = load_schema(None)
+    >>> label = {"caption": "A white square moves left.", "event_type": "collision", "rule_violations": [],
+    ...          "intended_action": "turn_left", "traffic_density": "low", "visibility": "good", "scene": "Urban"}
+    >>> good = schema.render_label(label)
+    >>> m = score_outputs(schema, [good, "no json", good.replace("turn_left", "turn_right")], [label] * 3)
+    >>> m["json_rate"], m["valid_rate"], m["unparseable"], m["field_accuracy"]["intended_action"]
+    (0.667, 0.667, 1, 0.333)
+    """
+    parsed = [schema.parse_output(text) for text in texts]
+    predictions = [p.parsed if isinstance(p.parsed, dict) else None for p in parsed]
+    n = len(texts)
+    scores = [schema.field_scores(pred, label) for pred, label in zip(predictions, labels)]
+    scored_fields = schema.enum_fields + schema.list_fields
+    field_accuracy = {}
+    for field in scored_fields:
+        known = [s[field] for s in scores if s[field] is not None]
+        if known:
+            field_accuracy[field] = round(sum(known) / len(known), 3)
+    similarities = [s[field] for s in scores for field in schema.text_fields if s[field] is not None]
+    macro = {field: schema.macro_f1(predictions, labels, field) for field in scored_fields}
+    metrics: dict[str, Any] = {
+        "n": n,
+        "json_rate": round(sum(p.ok_json for p in parsed) / n, 3) if n else 0.0,
+        "valid_rate": round(sum(p.valid for p in parsed) / n, 3) if n else 0.0,
+        "unparseable": sum(not p.ok_json for p in parsed),
+        "field_accuracy": field_accuracy,
+        "field_accuracy_mean": round(sum(field_accuracy.values()) / len(field_accuracy), 3) if field_accuracy else None,
+        "macro_f1": {field: round(value, 3) for field, value in macro.items() if value is not None},
+        "caption_similarity": round(sum(similarities) / len(similarities), 3) if similarities else None,
+        "errors": [p.error for p in parsed if not p.valid][:10],
+    }
+    if "event_type" in metrics["macro_f1"]:
+        metrics["event_type_macro_f1"] = metrics["macro_f1"]["event_type"]
+    return metrics
+
+
+def find_artifact(run: RunDir) -> Path | None:
+    """What to evaluate: `adapter/`/`model/`, else the last finished stage, else the newest checkpoint anywhere."""
+    from video_vlm.train import latest_checkpoint
+
+    final = run.final_artifact()
+    if final:
+        return final
+    stages = sorted((run.path / "stages").glob("*/*"), key=lambda p: p.stat().st_mtime)
+    finished = [p for p in stages if (p / "adapter_config.json").exists() or (p / "config.json").exists()]
+    if finished:
+        return finished[-1]
+    folders = [run.checkpoints_dir, *sorted(p for p in run.checkpoints_dir.glob("*") if p.is_dir())]
+    checkpoints = [c for c in map(latest_checkpoint, folders) if c is not None]
+    return max(checkpoints, key=lambda p: p.stat().st_mtime) if checkpoints else None
+
+
+def load_run_model(run: RunDir, cfg: VideoConfig):
+    """(tuned model, base model, processor, artifact). For LoRA the base is the same model with the adapter off."""
+    import torch
+
+    from core.models import is_adapter_dir, load_model, load_processor, load_tuned
+
+    artifact = find_artifact(run)
+    if artifact is None:
+        raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
+    if artifact != run.final_artifact():
+        print(f"note: {run.id} has not finished; evaluating {artifact.relative_to(run.path)}", flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_tuned(cfg.model, artifact, cfg.finetune)
+    if not getattr(model, "is_loaded_in_4bit", False):
+        model = model.to(device)
+    model.eval()
+    base = model
+    if not is_adapter_dir(artifact):  # full fine-tuning: the base answers need their own copy of the weights
+        base = load_model(cfg.model).to(device).eval()
+    return model, base, load_processor(cfg.model), artifact
+
+
+def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = None) -> dict:
+    from tqdm import tqdm
+
+    from core.inference import generate
+    from core.media.errors import MediaError
+
+    cfg = validate_config(VideoConfig, run.read_config(), source=str(run.config_path))
+    data = eval_data(cfg)
+    schema = load_task_schema(data)
+    report_items = verified_items(data, schema)
+    items = split_items(report_items, SPLIT, limit or cfg.eval.limit, data.seed)
+    if not items:
+        raise ValueError(f"{data.root}: no clip in the '{SPLIT}' split (data.val_fraction is {data.val_fraction})")
+    tuned_model, base_model, processor, artifact = load_run_model(run, cfg)
+    batch_size = batch_size or cfg.eval.batch_size
+    outputs: dict[str, list[str]] = {name: [] for name in MODELS}
+    seconds = {name: 0.0 for name in MODELS}
+    scored, skipped = [], []
+    with tqdm(total=len(items), desc="val", unit="clip") as bar:
+        for start in range(0, len(items), batch_size):
+            batch, conversations = [], []
+            for item in items[start : start + batch_size]:
+                try:
+                    frames = clip_frames(item, report_items.root, data)
+                except MediaError as error:  # verified, but damaged past the probe: count it, keep going
+                    skipped.append(f"{item.video}: {error}")
+                    continue
+                batch.append(item)
+                conversations.append(prompt_messages(data, schema, video=frames))
+            for name, model in (("base", base_model), ("tuned", tuned_model)):
+                if not conversations:
+                    continue
+                started = time.perf_counter()
+                outputs[name] += generate(
+                    model, processor, conversations, max_new_tokens=cfg.eval.max_new_tokens,
+                    use_adapter=name == "tuned", batch_size=batch_size,
+                )
+                seconds[name] += time.perf_counter() - started
+            scored += batch
+            bar.update(len(items[start : start + batch_size]))
+    labels = [item.label for item in scored]
+    report: dict[str, Any] = {
+        "run": run.id,
+        "split": SPLIT,
+        "artifact": str(artifact),
+        "created": time.time(),
+        "skipped": skipped,
+        "models": {},
+    }
+    for name in MODELS:
+        metrics = score_outputs(schema, outputs[name], labels)
+        metrics["seconds"] = round(seconds[name], 2)
+        report["models"][name] = metrics
+    report["examples"] = [
+        {
+            "video": item.video,
+            "start_s": item.start_s,
+            "end_s": item.end_s,
+            "label": item.label,
+            "base": outputs["base"][i],
+            "tuned": outputs["tuned"][i],
+        }
+        for i, item in enumerate(scored[:50])
+    ]
+    write_json_atomic(run.eval_dir / f"{SPLIT}.json", report)
+    return report
+
+
+def format_table(report: dict) -> str:
+    base, tuned = report["models"]["base"], report["models"]["tuned"]
+
+    def fmt(value) -> str:
+        if value is None:
+            return f"{'-':>8}"
+        return f"{value:>8d}" if isinstance(value, int) else f"{value:>8.3f}"
+
+    rows = [("json_rate", "json_rate"), ("valid_rate", "valid_rate"), ("unparseable", "unparseable")]
+    lines = [f"{'metric':<28} {'base':>8} {'tuned':>8}"]
+    for label, key in rows:
+        lines.append(f"{label:<28} {fmt(base[key])} {fmt(tuned[key])}")
+    for field in tuned["field_accuracy"]:
+        lines.append(f"{'accuracy ' + field:<28} {fmt(base['field_accuracy'].get(field))} {fmt(tuned['field_accuracy'][field])}")
+    lines.append(f"{'accuracy (mean)':<28} {fmt(base['field_accuracy_mean'])} {fmt(tuned['field_accuracy_mean'])}")
+    if "event_type_macro_f1" in tuned:
+        lines.append(f"{'event_type macro-F1':<28} {fmt(base.get('event_type_macro_f1'))} {fmt(tuned['event_type_macro_f1'])}")
+    lines.append(f"{'caption_similarity':<28} {fmt(base['caption_similarity'])} {fmt(tuned['caption_similarity'])}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True, help="Run folder to evaluate")
+    parser.add_argument("--limit", type=int, default=None, help="Score at most N validation clips")
+    parser.add_argument("--batch-size", type=int, default=None)
+    args = parser.parse_args(argv)
+    run = RunDir(args.run)
+    if not run.config_path.exists():
+        print(f"error: {run.path} is not a run folder (no config.yaml)", file=sys.stderr)
+        return 2
+    try:
+        report = evaluate(run, args.limit, args.batch_size)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{report['split']}: {report['models']['tuned']['n']} clips, artifact {Path(report['artifact']).name}")
+    if report["skipped"]:
+        print(f"skipped {len(report['skipped'])} clip(s) that failed to decode, e.g. {report['skipped'][0]}")
+    print(format_table(report))
+    print(f"wrote {run.eval_dir / (SPLIT + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

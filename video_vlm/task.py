@@ -1,0 +1,118 @@
+"""The dashcam task as training, evaluation, inference and the UI all see it: the prompt, the clips, the frames.
+
+Frames come from ONE function, `sample_clip`: the same number of frames, sampled the same way (uniformly
+over the window, `core.media.video.read_frames`), at the same size, in training and at inference. The
+reference notebook drew 8-32 random frames per training clip and 12 at inference; a model trained on one
+frame rate and asked about another sees a different task.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from video_vlm.config import VideoDataSection
+from video_vlm.schema import SchemaSpec, load_schema
+
+
+def load_task_schema(data: VideoDataSection) -> SchemaSpec:
+    """The output schema of the task: `data.schema_file`, or the dashcam schema when it is empty."""
+    return load_schema(data.schema_file)
+
+
+def prompt_messages(data: VideoDataSection, schema: SchemaSpec, video: Any = None) -> list[dict[str, Any]]:
+    """System + user turn. With `video` (frames [N, H, W, 3]) the user turn carries the clip before the instruction.
+
+    >>> from video_vlm.config import VideoDataSection
+    >>> messages = prompt_messages(VideoDataSection(), load_schema(None), video=np.zeros((2, 8, 8, 3), np.uint8))
+    >>> [m["role"] for m in messages], [part["type"] for part in messages[1]["content"]]
+    (['system', 'user'], ['video', 'text'])
+    """
+    instruction = schema.prompt()
+    user: Any = instruction
+    if video is not None:
+        user = [{"type": "video", "video": video}, {"type": "text", "text": instruction}]
+    return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
+
+
+def sample_clip(path: str | Path, data: VideoDataSection, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
+    """Frames [num_frames, H, W, 3] uint8 of one clip window: the only frame sampler of the recipe.
+
+    Raises:
+        VideoError: The clip cannot be read or the window is outside it (a `MediaError`).
+    """
+    from core.media.video import read_frames
+
+    return read_frames(path, data.num_frames, start_s, end_s, max_side=data.frame_max_side).array
+
+
+def clip_frames(item, root: str | Path, data: VideoDataSection) -> np.ndarray:
+    """Frames of a dataset item (`video_vlm.data.Item`) in dataset folder `root`."""
+    return sample_clip(item.video_path(root), data, item.start_s, item.end_s)
+
+
+def ensure_dataset(data: VideoDataSection) -> Path:
+    """The dataset root, generating the synthetic moving-square clips first when the config asks and it is missing."""
+    root = Path(data.root)
+    if data.synthetic and not (root / "metadata.jsonl").is_file():
+        from video_vlm.synthetic import make_synthetic_dataset
+
+        print(f"generating synthetic moving-square clips in {root}", flush=True)
+        make_synthetic_dataset(root, n=48, seed=data.seed)
+    return root
+
+
+def verified_items(data: VideoDataSection, schema: SchemaSpec, progress: bool = False, write_manifest: bool = True):
+    """Check every line of the dataset (`video_vlm.data.verify_dataset`) and return its report.
+
+    Training and evaluation both call this, so they agree on the split; bad lines are counted, never fatal.
+    Under several processes only one should write the manifest (`write_manifest`).
+
+    Raises:
+        ValueError: No valid item at all (the message lists the problem counts).
+    """
+    from video_vlm.data import verify_dataset
+
+    root = ensure_dataset(data)
+    report = verify_dataset(root, data.val_fraction, data.num_frames, schema, write_manifest=write_manifest, progress=progress)
+    if not report.ok:
+        raise ValueError(f"{root}: no valid clip. {report.summary()}\n(check with: python -m video_vlm.data verify --root {root})")
+    return report
+
+
+def split_items(report, split: str, limit: int | None = None, seed: int = 0) -> list:
+    """Items of one split, at most `limit` of them (a seeded sample, in manifest order)."""
+    import random
+
+    items = [item for item in report.items if item.split == split]
+    if limit is not None and len(items) > limit:
+        keep = set(random.Random(seed).sample(range(len(items)), limit))
+        items = [item for index, item in enumerate(items) if index in keep]
+    return items
+
+
+def item_row(item, root: str | Path) -> dict[str, Any]:
+    """A dataset row for the trainer: the item's fields, the label as JSON text (mixed types stay Arrow-safe)."""
+    row = asdict(item)
+    row["label"] = json.dumps(item.label, ensure_ascii=False)
+    row["root"] = str(root)
+    return row
+
+
+def row_item(row: dict[str, Any]):
+    """The `Item` back from `item_row`'s dict."""
+    from video_vlm.data import Item
+
+    fields = {key: row[key] for key in ("video", "start_s", "end_s", "split", "line_no", "duration_s")}
+    return Item(label=json.loads(row["label"]), **fields)
+
+
+def training_dataset(items: list, root: str | Path):
+    """A `datasets.Dataset` of clip references; frames are decoded in the collator, batch by batch."""
+    from datasets import Dataset
+
+    return Dataset.from_list([item_row(item, root) for item in items])

@@ -1,0 +1,282 @@
+"""Supervised fine-tuning of InternVL3 on dashcam clips: JSON answers, one stage or a curriculum.
+
+    python -m video_vlm.train --config video_vlm/configs/internvl3_8b_sft.yaml [--run-dir D] [key=value ...]
+
+The run folder (see core/runs.py) is created or resumed: a folder holding a checkpoint continues from it.
+SIGTERM saves a checkpoint and ends with state `stopped`; a finished run leaves `adapter/` (`model/` for
+full fine-tuning).
+
+Curriculum: with `stages:` in the config, the stages run in order, each with its own data and train
+overrides, a fresh optimizer and schedule, and the previous stage's weights as its start. Stage `s`
+checkpoints under `checkpoints/s/` and leaves `stages/s/adapter`; a relaunch skips finished stages and
+resumes the interrupted one from its latest checkpoint. The run's `adapter/` is the last stage's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from core.config import ConfigError, load_config, to_yaml
+from core.metrics import RunMetricsCallback, configure_wandb, is_main_process, run_lifecycle
+from core.models import (
+    apply_finetune,
+    apply_memory_cap,
+    checkpointing_arguments,
+    is_adapter_dir,
+    load_model,
+    load_processor,
+    memory_hint,
+    save_final,
+    trainable_summary,
+)
+from core.runs import RunDir, RunError, open_run_for_training
+from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, budget_problem, format_budget, token_budget
+from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
+from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
+
+DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (defaults come from video_vlm/config.py)")
+    parser.add_argument("--run-dir", default=None, help="Run folder to create or resume (default: runs/video-<time>)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
+    return parser.parse_args(argv)
+
+
+def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: Path):
+    """TRL's SFTConfig for one stage; `train.trainer` passes through verbatim and TRL validates it."""
+    from trl import SFTConfig
+
+    arguments = dict(
+        output_dir=str(output_dir),
+        max_steps=train.max_steps,
+        num_train_epochs=train.num_train_epochs,
+        per_device_train_batch_size=train.per_device_train_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type=train.lr_scheduler_type,
+        warmup_steps=train.warmup_steps,
+        optim=train.optim,
+        seed=train.seed,
+        # Our collator builds input_ids and labels; TRL must neither tokenise nor truncate (max_length is
+        # enforced before launch and per sample in the collator, by refusing, never by cutting).
+        max_length=None,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        **checkpointing_arguments(SFTConfig, cfg.finetune.gradient_checkpointing),
+        bf16=torch.cuda.is_available(),
+        logging_steps=cfg.logging.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.logging.save_steps,
+        save_total_limit=cfg.logging.save_total_limit,
+        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
+        run_name=run.id,
+        dataloader_num_workers=0,
+    )
+    arguments.update(train.trainer)
+    try:
+        return SFTConfig(**arguments)
+    except TypeError as err:
+        raise ConfigError(f"train.trainer: {err} (see trl.SFTConfig for the accepted arguments)") from None
+    except ValueError as err:
+        raise ConfigError(f"train: {err}") from None
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete `checkpoint-N` in `folder` (RunDir.latest_checkpoint, for a stage's own folder)."""
+    found = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+            if match and (child / "trainer_state.json").exists():
+                found.append((int(match.group(1)), child))
+    return max(found)[1] if found else None
+
+
+def stage_artifact(run: RunDir, name: str) -> Path | None:
+    """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
+    for kind in ("adapter", "model"):
+        path = run.path / "stages" / name / kind
+        if is_adapter_dir(path) or (path / "config.json").exists():
+            return path
+    return None
+
+
+def save_atomic(model, processor, out: Path) -> Path:
+    """Save into a temporary sibling, then rename: a half-written folder never reads as a finished stage."""
+    staging = out.with_name(f".{out.name}.saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_final(model, processor, staging)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return out
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Copy a folder by hard links where the filesystem allows (a full model is not duplicated on disk)."""
+
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def stage_model(cfg: VideoConfig, previous: Path | None):
+    """The model a stage starts from: fresh LoRA (or base weights), or the previous stage's result, trainable."""
+    if previous is None:
+        return apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
+    if not is_adapter_dir(previous):  # full fine-tuning: the previous stage saved whole weights
+        return load_model(cfg.model.model_copy(update={"name": str(previous), "revision": None}), cfg.finetune)
+    from peft import PeftModel, prepare_model_for_kbit_training
+
+    base = load_model(cfg.model, cfg.finetune)
+    if cfg.finetune.method == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.finetune.gradient_checkpointing)
+    return PeftModel.from_pretrained(base, str(previous), is_trainable=True)
+
+
+def release_memory() -> None:
+    """Free the finished stage's model before the next one loads (two 8B copies do not fit)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def stage_plan(cfg: VideoConfig) -> list[tuple[StageSection | None, VideoDataSection, SFTSection]]:
+    """(stage, data, train) in order; one unnamed stage when the config has no curriculum."""
+    if not cfg.stages:
+        return [(None, cfg.data, cfg.train)]
+    try:
+        return [(stage, *cfg.stage_sections(stage)) for stage in cfg.stages]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: str):
+    """Verified training rows of one stage, after checking that one sample fits `train.max_length`."""
+    schema = load_task_schema(data)
+    report = verified_items(data, schema, write_manifest=is_main_process())
+    print(f"{label}{report.summary()}", flush=True)
+    for problem in report.problems[:10]:
+        print(f"  skipped [{problem.kind}] {problem.message}", flush=True)
+    items = split_items(report, "train", data.max_train_samples, data.seed)
+    if not items:
+        raise ConfigError(f"data.root: {data.root} has no training clip (all {len(report.items)} valid clips are in val)")
+    longest = max(items, key=lambda item: len(schema.render_label(item.label)))
+    budget = token_budget(processor, data, schema, longest.label)
+    print(label + format_budget(budget, train.max_length), flush=True)
+    problem = budget_problem(budget, train.max_length)
+    if problem:
+        raise ConfigError(problem)
+    counts = {"train": len(items), "skipped": len(report.problems), "problems": report.counts}
+    return schema, training_dataset(items, report.root), counts
+
+
+def train(cfg: VideoConfig, run: RunDir, stopper) -> None:
+    from trl import SFTTrainer
+
+    # Model: the processor first, so the token budget is checked before loading any weights
+    cap = apply_memory_cap(cfg.model.max_memory_gb)
+    if cap:
+        print(cap, flush=True)
+    processor = load_processor(cfg.model)
+
+    # Dataset: verified items per stage; bad lines are counted and left out, an over-long sample refuses the launch
+    plan = []
+    for stage, data, train_section in stage_plan(cfg):
+        label = f"[{stage.name}] " if stage else ""
+        schema, dataset, counts = prepare_data(processor, data, train_section, label)
+        plan.append((stage, data, train_section, schema, dataset, counts))
+    if is_main_process():
+        run.write_status("starting", data={(s.name if s else "train"): c for s, *_, c in plan})
+
+    # Training: stage by stage, each from the previous stage's weights with a fresh optimizer and schedule
+    previous: Path | None = None
+    result: Path | None = None
+    for stage, data, train_section, schema, dataset, _ in plan:
+        name = stage.name if stage else None
+        done = stage_artifact(run, name) if name else None
+        if done:
+            print(f"[{name}] finished earlier: {done}", flush=True)
+            previous = result = done
+            continue
+        model = stage_model(cfg, previous)
+        print(f"[{name or 'train'}] starting from {previous or cfg.model.name}; {trainable_summary(model)}", flush=True)
+        collator = VideoSFTCollator(
+            processor, data, schema, train_section.max_length, replacements=list(dataset), seed=train_section.seed
+        )
+        output_dir = run.checkpoints_dir / name if name else run.checkpoints_dir
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_arguments(cfg, train_section, run, output_dir),
+            data_collator=collator,
+            train_dataset=dataset,
+            processing_class=processor,
+            callbacks=[SkippedClipsCallback(collator), RunMetricsCallback(run, stage=name), stopper],
+        )
+        if is_main_process() and name:
+            run.write_status("running", pid=os.getpid(), stage=name, stages=[s.name for s, *_ in plan])
+        if stopper.requested:
+            return
+        checkpoint = latest_checkpoint(output_dir)
+        if checkpoint:
+            print(f"resuming from {checkpoint}", flush=True)
+        try:
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except torch.OutOfMemoryError as err:
+            raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
+        if collator.skipped:
+            print(f"[{name or 'train'}] skipped {collator.skipped} clip(s): {dict(collator.skipped_kinds)}", flush=True)
+        if stopper.requested:
+            return
+        kind = "model" if cfg.finetune.method == "full" else "adapter"
+        result = run.path / "stages" / name / kind if name else run.path / kind
+        if trainer.is_world_process_zero():
+            save_atomic(trainer.model, processor, result)
+            print(f"saved {result}", flush=True)
+        trainer.accelerator.wait_for_everyone()  # the next stage loads what rank 0 just saved
+        previous = result
+        del trainer, model, collator
+        release_memory()
+    if cfg.stages and result is not None and is_main_process():
+        final = run.adapter_dir if is_adapter_dir(result) else run.model_dir
+        link_tree(result, final)
+        print(f"saved {final} (stage {cfg.stages[-1].name})", flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(VideoConfig, args.config, args.overrides)
+        run = open_run_for_training(args.run_dir, "video", cfg.model_dump(mode="json"), to_yaml(cfg))
+    except (ConfigError, RunError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"run folder: {run.path}", flush=True)
+    try:
+        with run_lifecycle(run) as stopper:
+            train(cfg, run, stopper)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"state: {run.read_status()['state']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
