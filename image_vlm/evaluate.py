@@ -69,17 +69,23 @@ def canonical_answer(parsed: str | None, answers: list[str]) -> str | None:
 
 
 def load_run_model(run: RunDir, cfg: ImageConfig):
-    """The base model with the run's adapter (or its latest checkpoint's) attached, and the processor."""
-    from core.models import load_processor, load_tuned
+    """The tuned model, the model that gives base answers, the processor and the artifact's path.
+
+    With an adapter both are the same object (the adapter is switched off for base answers); a fully
+    fine-tuned run needs a second copy of the base weights.
+    """
+    from core.models import is_adapter_dir, load_model, load_processor, load_tuned
 
     artifact = run.final_artifact() or run.latest_checkpoint()
     if artifact is None:
         raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
     if artifact != run.final_artifact():
         print(f"note: {run.id} has not finished; evaluating its latest checkpoint {artifact.name}", flush=True)
-    model = load_tuned(cfg.model, artifact, cfg.finetune)
-    model.eval()
-    return model, load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels)), artifact
+    model = load_tuned(cfg.model, artifact, cfg.finetune).eval()
+    base = model
+    if not is_adapter_dir(artifact):
+        base = load_model(cfg.model).to(next(model.parameters()).device).eval()
+    return model, base, load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels)), artifact
 
 
 def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, batch_size: int | None = None) -> dict:
@@ -91,7 +97,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
     cfg = validate_config(ImageConfig, run.read_config(), source=str(run.config_path))
     split = split or cfg.data.eval_split
     rows = task_rows(cfg.data, split, limit or cfg.eval.limit)
-    model, processor, artifact = load_run_model(run, cfg)
+    model, base_model, processor, artifact = load_run_model(run, cfg)
     answers = list(dict.fromkeys(cfg.data.labels.values()))
     positive = cfg.data.labels.get("wildfire", answers[0])
     batch_size = batch_size or cfg.eval.batch_size
@@ -105,7 +111,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
                 batch = rows[start : start + batch_size]
                 conversations = [prompt_messages(cfg.data, open_image(r["image_path"])) for r in batch]
                 texts += generate(
-                    model, processor, conversations, max_new_tokens=cfg.eval.max_new_tokens,
+                    model if use_adapter else base_model, processor, conversations, max_new_tokens=cfg.eval.max_new_tokens,
                     use_adapter=use_adapter, batch_size=batch_size,
                 )
                 bar.update(len(batch))

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, run_cli
 from core.jobs import stop_training
-from core.runs import RunDir, wait_for_state
+from core.runs import RunDir
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export
 from image_vlm import train as image_train

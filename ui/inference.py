@@ -83,12 +83,11 @@ def image_messages(cfg, image_path: Path):
 
 
 def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: float | None = None):
-    from core.media.video import read_frames
     from video_vlm.schema import load_schema
-    from video_vlm.task import prompt_messages
+    from video_vlm.task import prompt_messages, sample_clip
 
     data = compare_data(cfg)
-    frames = read_frames(video_path, data.num_frames, start_s, end_s, max_side=data.frame_max_side).array
+    frames = sample_clip(video_path, data, start_s, end_s)  # the recipe's one frame sampler
     return prompt_messages(data, load_schema(data.schema_file), video=frames)
 
 

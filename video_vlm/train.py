@@ -14,7 +14,6 @@ resumes the interrupted one from its latest checkpoint. The run's `adapter/` is 
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -23,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from core.config import ConfigError, load_config, to_yaml
-from core.metrics import RunMetricsCallback, configure_wandb, is_main_process, run_lifecycle
+from core.cli import run_training_main
+from core.config import ConfigError
+from core.metrics import RunMetricsCallback, configure_wandb, is_main_process
 from core.models import (
     apply_finetune,
     apply_memory_cap,
@@ -36,20 +36,12 @@ from core.models import (
     save_final,
     trainable_summary,
 )
-from core.runs import RunDir, RunError, open_run_for_training
+from core.runs import RunDir
 from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, budget_problem, format_budget, token_budget
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (defaults come from video_vlm/config.py)")
-    parser.add_argument("--run-dir", default=None, help="Run folder to create or resume (default: runs/video-<time>)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
-    return parser.parse_args(argv)
 
 
 def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: Path):
@@ -260,22 +252,9 @@ def train(cfg: VideoConfig, run: RunDir, stopper) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        cfg = load_config(VideoConfig, args.config, args.overrides)
-        run = open_run_for_training(args.run_dir, "video", cfg.model_dump(mode="json"), to_yaml(cfg))
-    except (ConfigError, RunError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"run folder: {run.path}", flush=True)
-    try:
-        with run_lifecycle(run) as stopper:
-            train(cfg, run, stopper)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"state: {run.read_status()['state']}", flush=True)
-    return 0
+    return run_training_main(
+        argv, config_cls=VideoConfig, prefix="video", default_config=DEFAULT_CONFIG, description=__doc__, train=train
+    )
 
 
 if __name__ == "__main__":
