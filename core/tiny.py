@@ -386,7 +386,8 @@ def _build_qwen2_5_vl(tokenizer):
     )
     model = Qwen2_5_VLForConditionalGeneration(config)
 
-    image_processor = Qwen2VLImageProcessor(
+    # Images and video frames go through the same patching, so both processors share one geometry.
+    vision_geometry = dict(
         size={"shortest_edge": _QWEN_MIN_PIXELS, "longest_edge": _QWEN_MAX_PIXELS},
         patch_size=_QWEN_PATCH,
         temporal_patch_size=2,
@@ -394,14 +395,8 @@ def _build_qwen2_5_vl(tokenizer):
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
     )
-    video_processor = Qwen2VLVideoProcessor(
-        size={"shortest_edge": _QWEN_MIN_PIXELS, "longest_edge": _QWEN_MAX_PIXELS},
-        patch_size=_QWEN_PATCH,
-        temporal_patch_size=2,
-        merge_size=_QWEN_MERGE,
-        image_mean=_CLIP_MEAN,
-        image_std=_CLIP_STD,
-    )
+    image_processor = Qwen2VLImageProcessor(**vision_geometry)
+    video_processor = Qwen2VLVideoProcessor(**vision_geometry)
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
