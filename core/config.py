@@ -272,14 +272,3 @@ def field_specs(cls: type[BaseModel], prefix: str = "") -> list[dict[str, Any]]:
         )
     return rows
 
-
-def get_dotted(cfg: BaseModel | dict, key: str) -> Any:
-    """Read `a.b.c` from a config or dict.
-
-    >>> get_dotted({"a": {"b": 3}}, "a.b")
-    3
-    """
-    node: Any = cfg
-    for part in key.split("."):
-        node = node[part] if isinstance(node, dict) else getattr(node, part)
-    return node

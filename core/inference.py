@@ -147,10 +147,3 @@ def stream_generate(
     if error:
         raise error[0]
 
-
-def compare(model, processor, messages: Messages, **kwargs) -> dict[str, str]:
-    """Base and tuned answers to one conversation from the same weights."""
-    return {
-        "base": generate(model, processor, [messages], use_adapter=False, **kwargs)[0],
-        "tuned": generate(model, processor, [messages], use_adapter=True, **kwargs)[0],
-    }

@@ -166,8 +166,16 @@ class RolloutRecorder:
     and only every `every`-th step, to keep the file small on long runs.
     """
 
-    def __init__(self, run: RunDir, reward_funcs, columns: tuple[str, ...] = ("answer", "label", "image_path"), every: int = 1):
+    def __init__(
+        self,
+        run: RunDir,
+        reward_funcs,
+        text_of,
+        columns: tuple[str, ...] = ("answer", "label", "image_path"),
+        every: int = 1,
+    ):
         self.run = run
+        self.text_of = text_of  # the recipe's own completion -> text, the same one its rewards read
         self.reward_funcs = list(reward_funcs)
         self.columns = columns
         self.every = every
@@ -196,8 +204,7 @@ class RolloutRecorder:
         if not is_main_process() or step % self.every:
             return
         for i, completion in enumerate(completions):
-            text = completion if isinstance(completion, str) else completion_text(completion)
-            row = {"step": step, "completion": text}
+            row = {"step": step, "completion": self.text_of(completion)}
             for column in self.columns:
                 values = kwargs.get(column)
                 if isinstance(values, list) and i < len(values) and isinstance(values[i], (str, int, float)):
@@ -205,13 +212,3 @@ class RolloutRecorder:
             row["rewards"] = {name: clean_number(float(s[i])) if s[i] is not None else None for name, s in self.scores.items()}
             self.run.append_jsonl(self.run.rollouts_path, row)
 
-
-def completion_text(completion) -> str:
-    """Text of a conversational completion (`[{"role": "assistant", "content": ...}]`)."""
-    parts = []
-    for message in completion:
-        content = message.get("content", "")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        parts.append(content)
-    return "".join(parts)

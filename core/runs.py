@@ -17,7 +17,6 @@ import json
 import os
 import re
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -253,16 +252,6 @@ def list_runs(root: str | Path | None = None) -> list[RunDir]:
         return []
     runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
     return sorted(runs, key=lambda r: r.status_path.stat().st_mtime if r.status_path.exists() else 0, reverse=True)
-
-
-def wait_for_state(run: RunDir, states: tuple[str, ...], timeout_s: float = 60.0, poll_s: float = 0.2) -> dict:
-    """Poll until the run reaches one of `states`; returns the last status read."""
-    deadline = time.monotonic() + timeout_s
-    status = run.read_status()
-    while status.get("state") not in states and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        status = run.read_status()
-    return status
 
 
 class RunError(RuntimeError):

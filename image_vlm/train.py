@@ -27,7 +27,7 @@ from core.models import (
 )
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
-from image_vlm.rewards import get_reward
+from image_vlm.rewards import completion_text, get_reward
 from image_vlm.task import image_size_arguments, training_dataset
 
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
@@ -94,7 +94,7 @@ def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
     print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
 
     # Rewards: pure functions, weighted by the trainer; the recorder copies each scored batch to the run folder.
-    rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights])
+    rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights], completion_text)
 
     # Training
     trainer = GRPOTrainer(

@@ -98,3 +98,17 @@ def warm_qwen(tmp_path_factory, wildfire_synthetic) -> Path:
     from core.tiny import tiny_model_path
 
     return warm_start_format(tiny_model_path("qwen2_5_vl"), tmp_path_factory.mktemp("warm-qwen"), wildfire_synthetic)
+
+
+def write_audio_only(path) -> None:
+    """An mp4 holding only an AAC audio stream: a "video" the data checks must reject."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for index in range(3):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-import av
 import numpy as np
 import pytest
 
+from conftest import write_audio_only
 from core.media.video import read_frames, write_clip
 from video_vlm.data import (
     Problem,
@@ -38,15 +38,6 @@ def small_clip(path, seconds: float = 2.0, fps: int = 10):
         frames[index, :, : index + 1] = 200
     return write_clip(path, frames, fps=fps)
 
-
-def write_audio_only(path) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for index in range(3):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, index * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 @pytest.fixture

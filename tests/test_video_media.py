@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 
+from conftest import write_audio_only
 from core.media.errors import MediaError
 from core.media.video import (
     available_video_backends,
@@ -27,16 +28,6 @@ def moving_square_frames(num_frames: int, height: int = 48, width: int = 64) -> 
         frames[index, 10:20, left : left + 10] = 255
     return frames
 
-
-def write_audio_only(path) -> None:
-    """An .mp4 holding one AAC audio stream and no video."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for index in range(5):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, index * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from core.runs import RunDir
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, write_audio_only
 
 TINY_CONFIG = "video_vlm/configs/tiny.yaml"
 # One intra-op thread: tiny models gain nothing from more, and on a busy 2-core runner two threads spin.
@@ -168,17 +168,6 @@ def test_a_two_stage_curriculum_starts_stage_two_from_stage_one(dataset_root, tm
 
 # ------------------------------------------------------------------------------------------- bad input
 
-
-def write_audio_only(path: Path) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for index in range(3):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = 16000, index * 1024
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
 
 
 @pytest.fixture
