@@ -268,7 +268,7 @@ def run_variant(variant: Variant, args, processor, data_root: Path, work: Path) 
 
     from core.metrics import RolloutRecorder, RunMetricsCallback
     from core.runs import RunDir
-    from image_vlm.rewards import get_reward
+    from image_vlm.rewards import completion_text, get_reward
     from image_vlm.task import training_dataset
     from image_vlm.train import grpo_arguments
 
@@ -276,7 +276,7 @@ def run_variant(variant: Variant, args, processor, data_root: Path, work: Path) 
     run = RunDir(work / variant.name.replace("/", "-"))
     model = build_model(cfg, args)
     dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)
-    rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights])
+    rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights], completion_text)
 
     marks: list[float] = []  # [start of the first step, end of step 1, end of step 2, ...]
 
