@@ -298,21 +298,26 @@ def test_learnability_on_synthetic_clips(tmp_path):
     """Full fine-tuning of the tiny InternVL learns the synthetic task's frame-level cues; scored by the real
     evaluation on held-out clips, base against tuned.
 
-    What a 2-layer, 64-wide random-weight model learns on CPU in this budget: the JSON format and the cues
-    visible in every frame (the red flash -> event_type, the background brightness -> visibility). Motion
-    direction and speed (intended_action, rule_violations) and the small grey squares (traffic_density) need
-    cross-frame positional reasoning it does not pick up: it memorises the training clips instead (checked to
-    2,800 steps on 104 clips and 1,500 steps on 600 clips: direction stays at chance). Those fields are printed,
-    not asserted.
+    What a 2-layer, 64-wide random-weight model learns on CPU in this budget: the JSON format and the
+    whole-frame cues (the red flash -> event_type, the background brightness -> visibility). Motion direction
+    and speed (intended_action, rule_violations) need comparing the square's position across frames; the
+    model does not learn them here (checked: 1,300 steps on 480 clips, training loss flat at the marginal),
+    though a ridge probe on the frozen random frame features reads it at 0.96 (24-pixel square): the information
+    reaches the model, its 2-layer attention does not learn to route it. traffic_density (three blue squares)
+    is learned with 480 clips and 600 steps, not in this budget. Those fields are printed, not asserted.
     """
     from video_vlm import evaluate
 
     from video_vlm.schema import DEFAULT_SCHEMA
 
     root = balanced_synthetic(tmp_path / "synthetic", n=120)
-    # The dashcam schema without its field descriptions: same fields and values, half the prompt tokens,
-    # so the CPU budget buys more steps. The model has random weights: the prose teaches it nothing.
-    compact = {"name": "dashcam", "fields": [{k: v for k, v in f.items() if k != "description"} for f in DEFAULT_SCHEMA["fields"]]}
+    # The dashcam schema with a fixed short instruction instead of the generated field list: the model has
+    # random weights, so the prose teaches it nothing, and ~250 prompt tokens would drown the 16 video tokens.
+    compact = {
+        "name": "dashcam",
+        "instruction": "Describe the clip as JSON.",
+        "fields": [{k: v for k, v in f.items() if k != "description"} for f in DEFAULT_SCHEMA["fields"]],
+    }
     schema_file = tmp_path / "schema.yaml"
     schema_file.write_text(yaml.safe_dump(compact))
     run_dir = tmp_path / "run"

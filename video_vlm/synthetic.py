@@ -4,14 +4,16 @@ For tiny training runs and learnability tests: a model that learns anything shou
 Every clip is a small grey "road" scene with a white square (the ego vehicle's heading cue):
 
     intended_action   the square moves left -> turn_left, right -> turn_right, up -> change_lanes
-    rule_violations   ["speeding"] when the square moves fast, else []
+    rule_violations   ["speeding"] when the square crosses the frame, else [] (it creeps a quarter of the way)
     event_type        collision when the frame flashes red for a few frames, else no_incident
-    traffic_density   high with three extra grey squares (other traffic), low with none
+    traffic_density   high with three blue squares (other traffic), low with none
     visibility        good on a bright background, bad on a dark one
     scene             always "Urban"
     caption           a sentence built from the attributes above
 
 The red flash lasts 4 frames, so any uniform sampling of at least 4 frames of a 12-frame clip sees it.
+The objects are large for a 64-pixel frame on purpose: the tiny test model sees each frame as 2x2 tokens of
+28x28 pixels, and the learnability test needs direction and speed to be visible at that grain.
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from core.media.video import write_clip
 ACTIONS = ("turn_left", "turn_right", "change_lanes")
 _DIRECTION_WORDS = {"turn_left": "left", "turn_right": "right", "change_lanes": "up"}
 _FLASH_FRAMES = 4
-_SQUARE = 12  # side of the white square, pixels
-_TRAFFIC_SQUARE = 8
+_SQUARE = 16  # side of the white square, pixels
+_TRAFFIC_SQUARE = 12
+_TRAFFIC_COLOUR = (40, 70, 210)
+_SLOW = 0.25  # a slow square covers this fraction of the distance a fast one does
 
 
 def synthetic_label(action: str, fast: bool, collision: bool, busy: bool, bright: bool) -> dict:
     """The label of a synthetic clip with these attributes (dashcam schema, every field known)."""
     speed = "quickly" if fast else "slowly"
-    traffic = "past three grey squares" if busy else "on an empty road"
+    traffic = "past three blue squares" if busy else "on an empty road"
     light = "bright" if bright else "dark"
     flash = ", and the screen flashes red" if collision else ""
     return {
@@ -63,7 +67,7 @@ def render_clip(
     frames[:, size * 2 // 3 :, :, :] = background // 2  # darker road surface at the bottom
     # Keep the full path on screen: the square travels `step` pixels per frame from one side.
     travel = size - _SQUARE - 4
-    step = travel / max(num_frames - 1, 1) * (1.0 if fast else 0.4)
+    step = travel / max(num_frames - 1, 1) * (1.0 if fast else _SLOW)
     start = 2 + int(rng.integers(0, max(1, travel - int(step * (num_frames - 1)))))
     fixed = int(rng.integers(2, size - _SQUARE - 2))
     traffic = [tuple(rng.integers(0, size - _TRAFFIC_SQUARE, 2)) for _ in range(3 if busy else 0)]
@@ -71,7 +75,7 @@ def render_clip(
     for index in range(num_frames):
         frame = frames[index]
         for top, left in traffic:
-            frame[top : top + _TRAFFIC_SQUARE, left : left + _TRAFFIC_SQUARE] = 100
+            frame[top : top + _TRAFFIC_SQUARE, left : left + _TRAFFIC_SQUARE] = _TRAFFIC_COLOUR
         offset = int(round(step * index))
         if action == "turn_left":
             top, left = fixed, size - _SQUARE - start - offset
