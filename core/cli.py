@@ -1,4 +1,4 @@
-"""The command-line entry both recipes' `train.py` share: config, run folder, lifecycle, exit codes.
+"""The command-line entries both recipes share (`train.py`, `evaluate.py`): config, run folder, lifecycle, exit codes.
 
 Exit codes: 0 when the job ends `finished` or `stopped`; 2 for a problem the user can fix (a bad config
 value, a run folder that cannot be used, a GPU held by another run), with one line saying what and where.
@@ -51,4 +51,24 @@ def run_training_main(
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"state: {run.read_status()['state']}", flush=True)
+    return 0
+
+
+def run_evaluation_main(
+    run_path: str, evaluate: Callable[[RunDir], dict], summarise: Callable[[RunDir, dict], None]
+) -> int:
+    """Check that `run_path` is a run folder, call `evaluate(run)`, then `summarise(run, report)`.
+
+    A folder without `config.yaml`, a bad config value or unusable data exits 2 with one line saying why.
+    """
+    run = RunDir(run_path)
+    if not run.config_path.exists():
+        print(f"error: {run.path} is not a run folder (no config.yaml)", file=sys.stderr)
+        return 2
+    try:
+        report = evaluate(run)
+    except (ConfigError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summarise(run, report)
     return 0

@@ -175,9 +175,12 @@ class RunDir:
             os.replace(tmp, self.config_path)
 
     def read_config(self) -> dict[str, Any]:
-        import yaml
+        """The run's resolved config as a mapping; FileNotFoundError when it is gone, ConfigError when unreadable."""
+        from core.config import read_yaml
 
-        return yaml.safe_load(self.config_path.read_text()) or {}
+        if not self.config_path.is_file():
+            raise FileNotFoundError(f"{self.config_path}: no config.yaml")
+        return read_yaml(self.config_path)
 
     # ------------------------------------------------------------------------------------------ metrics
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.cli import run_evaluation_main
 from core.config import ConfigError, validate_config
 from core.runs import RunDir, write_json_atomic
 from image_vlm.config import ImageConfig
@@ -148,20 +149,13 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="Score at most N images, class-balanced")
     parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
-    run = RunDir(args.run)
-    if not run.config_path.exists():
-        print(f"error: {run.path} is not a run folder (no config.yaml)", file=sys.stderr)
-        return 2
-    try:
-        report = evaluate(run, args.split, args.limit, args.batch_size)
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_evaluation_main(args.run, lambda run: evaluate(run, args.split, args.limit, args.batch_size), _summarise)
+
+
+def _summarise(run: RunDir, report: dict) -> None:
     print(f"{report['split']}: {report['models']['base']['n']} images, artifact {Path(report['artifact']).name}")
     print(format_table(report))
     print(f"wrote {run.eval_dir / (report['split'] + '.json')}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -115,3 +115,15 @@ def test_stop_with_nothing_running_says_so(tmp_path):
     run.write_status("finished")
     assert "Nothing to stop" in stop_training(run)
     assert "Nothing to stop" in stop_training(RunDir(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("recipe", ["image_vlm", "video_vlm"])
+def test_evaluate_refuses_a_folder_that_is_not_a_run(recipe, tmp_path, capsys):
+    import importlib
+
+    evaluate = importlib.import_module(f"{recipe}.evaluate")
+    assert evaluate.main(["--run", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a run folder (no config.yaml)" in capsys.readouterr().err
+    (tmp_path / "config.yaml").write_text("model: [unclosed\n")
+    assert evaluate.main(["--run", str(tmp_path)]) == 2
+    assert "config.yaml" in capsys.readouterr().err

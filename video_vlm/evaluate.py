@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.cli import run_evaluation_main
 from core.config import ConfigError, validate_config
 from core.runs import RunDir, write_json_atomic
 from video_vlm.config import VideoConfig, VideoDataSection
@@ -208,22 +209,15 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="Score at most N validation clips")
     parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
-    run = RunDir(args.run)
-    if not run.config_path.exists():
-        print(f"error: {run.path} is not a run folder (no config.yaml)", file=sys.stderr)
-        return 2
-    try:
-        report = evaluate(run, args.limit, args.batch_size)
-    except (ConfigError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_evaluation_main(args.run, lambda run: evaluate(run, args.limit, args.batch_size), _summarise)
+
+
+def _summarise(run: RunDir, report: dict) -> None:
     print(f"{report['split']}: {report['models']['tuned']['n']} clips, artifact {Path(report['artifact']).name}")
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} clip(s) that failed to decode, e.g. {report['skipped'][0]}")
     print(format_table(report))
     print(f"wrote {run.eval_dir / (SPLIT + '.json')}")
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
