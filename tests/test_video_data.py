@@ -278,3 +278,20 @@ def test_make_synthetic_produces_a_dataset_that_verifies(tmp_path, capsys):
     again = tmp_path / "again"
     main(["make-synthetic", "--out", str(again), "--n", "12", "--seed", "3"])
     assert [item.label for item in load_manifest(again)] == labels
+
+
+@pytest.mark.parametrize("action,heading", [("turn_left", (0, -1)), ("turn_right", (0, 1)), ("change_lanes", (-1, 0))])
+def test_synthetic_square_heads_the_way_its_label_says_and_fast_goes_further(action, heading):
+    from video_vlm.synthetic import render_clip
+
+    def travel(fast: bool) -> np.ndarray:
+        frames = render_clip(action, fast, collision=False, busy=True, bright=False, rng=np.random.default_rng(5))
+        solid = frames.min(axis=-1) == 255  # the square itself; its streak and the blue traffic are dimmer
+        centres = np.array([np.argwhere(mask).mean(axis=0) for mask in solid])
+        return centres[-1] - centres[0]  # (rows, columns) moved over the clip
+
+    fast, slow = travel(True), travel(False)
+    for moved in (fast, slow):
+        along = float(moved @ np.array(heading))
+        assert along > 4 and abs(float(moved @ np.array(heading[::-1]))) < 1, (action, moved)
+    assert float(fast @ np.array(heading)) > 1.5 * float(slow @ np.array(heading))

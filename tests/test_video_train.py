@@ -295,22 +295,19 @@ def balanced_synthetic(root: Path, n: int, every: int = 5, val_fraction: float =
 
 @pytest.mark.slow
 def test_learnability_on_synthetic_clips(tmp_path):
-    """Full fine-tuning of the tiny InternVL learns the synthetic task's frame-level cues; scored by the real
-    evaluation on held-out clips, base against tuned.
+    """Full fine-tuning of the tiny InternVL learns every field of the synthetic task; scored by the real
+    evaluation (generation, parsing, schema validation) on held-out clips, base against tuned.
 
-    What a 2-layer, 64-wide random-weight model learns on CPU in this budget: the JSON format and the
-    whole-frame cues (the red flash -> event_type, the background brightness -> visibility). Motion direction
-    and speed (intended_action, rule_violations) need comparing the square's position across frames; the
-    model does not learn them here (checked: 1,300 steps on 480 clips, training loss flat at the marginal),
-    though a ridge probe on the frozen random frame features reads it at 0.96 (24-pixel square): the information
-    reaches the model, its 2-layer attention does not learn to route it. traffic_density (three blue squares)
-    is learned with 480 clips and 600 steps, not in this budget. Those fields are printed, not asserted.
+    Each field has its own cue (see video_vlm/synthetic.py): the red flash -> event_type, the background
+    -> visibility, blue squares -> traffic_density, where the white square heads -> intended_action, how far
+    it gets and its blur streak -> rule_violations. The tiny model's text tower is initialised at std 0.06
+    (core/tiny.py) because at the library's 0.02 the motion fields stay at chance for 1,000+ steps.
     """
     from video_vlm import evaluate
 
     from video_vlm.schema import DEFAULT_SCHEMA
 
-    root = balanced_synthetic(tmp_path / "synthetic", n=120)
+    root = balanced_synthetic(tmp_path / "synthetic", n=240)
     # The dashcam schema with a fixed short instruction instead of the generated field list: the model has
     # random weights, so the prose teaches it nothing, and ~250 prompt tokens would drown the 16 video tokens.
     compact = {
@@ -324,8 +321,10 @@ def test_learnability_on_synthetic_clips(tmp_path):
     started = time.perf_counter()
     code = train_in_process(
         run_dir, f"data.root={root}", f"data.schema_file={schema_file}", "data.system_prompt=Dashcam analyst.",
-        "finetune.method=full", "train.max_steps=200", "train.per_device_train_batch_size=8",
-        "train.learning_rate=2e-3", "train.lr_scheduler_type=constant", "logging.save_steps=1000", "eval.limit=100",
+        "finetune.method=full", "train.max_steps=500", "train.per_device_train_batch_size=16",
+        # Cosine decay: at a constant 2e-3 a late loss spike can leave the final weights off on one field.
+        "train.learning_rate=2e-3", "train.lr_scheduler_type=cosine", "train.warmup_steps=20",
+        "logging.save_steps=1000", "eval.limit=100",
     )
     trained = time.perf_counter() - started
     assert code == 0
@@ -333,12 +332,13 @@ def test_learnability_on_synthetic_clips(tmp_path):
     base, tuned = report["models"]["base"], report["models"]["tuned"]
     print(f"learnability: trained in {trained:.0f}s; {tuned['n']} held-out clips")
     print(evaluate.format_table(report))
-    assert tuned["n"] == 24
+    assert tuned["n"] == 48
     assert tuned["json_rate"] >= 0.9 and tuned["valid_rate"] >= 0.9
-    for field in ("event_type", "visibility", "scene"):
-        assert tuned["field_accuracy"][field] >= 0.9, (field, tuned["field_accuracy"])
-        assert base["field_accuracy"][field] <= 0.5
-    assert tuned["event_type_macro_f1"] >= 0.9
+    assert set(tuned["field_accuracy"]) == {f["name"] for f in DEFAULT_SCHEMA["fields"]} - {"caption"}
+    for field, accuracy in tuned["field_accuracy"].items():
+        assert accuracy >= 0.9, (field, tuned["field_accuracy"])
+    assert tuned["field_accuracy_mean"] >= 0.9
+    assert tuned["event_type_macro_f1"] >= 0.9 and tuned["caption_similarity"] >= 0.9
     assert tuned["field_accuracy_mean"] > base["field_accuracy_mean"] + 0.4
     assert base["valid_rate"] == 0.0
     losses = [line["loss"] for line in metric_lines(run_dir)]
