@@ -186,7 +186,8 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | None = None):
-    """Load the base model with a run's adapter attached as `tuned`, ready to toggle for comparison.
+    """Load the base model with a run's adapter attached as `tuned`, ready to toggle for comparison, in eval
+    mode and on the GPU when there is one.
 
     Returns a PeftModel: inside `with model.disable_adapter():` it answers as the base model, so base and
     tuned answers come from one copy of the weights. A full fine-tuned `model/` folder loads as is.
@@ -194,15 +195,25 @@ def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | 
     if not is_adapter_dir(artifact):
         from transformers import AutoModelForImageTextToText
 
-        return AutoModelForImageTextToText.from_pretrained(artifact, dtype=resolve_dtype(model.dtype))
-    from peft import PeftModel
+        tuned = AutoModelForImageTextToText.from_pretrained(artifact, dtype=resolve_dtype(model.dtype))
+    else:
+        from peft import PeftModel
 
-    base = load_model(model, finetune if finetune and finetune.method == "qlora" else None)
-    tuned = PeftModel.from_pretrained(base, str(artifact), adapter_name="tuned")
+        base = load_model(model, finetune if finetune and finetune.method == "qlora" else None)
+        tuned = PeftModel.from_pretrained(base, str(artifact), adapter_name="tuned")
     # 4-bit models are placed by device_map at load; everything else starts on CPU and moves here.
-    if torch.cuda.is_available() and not getattr(base, "is_loaded_in_4bit", False):
+    if torch.cuda.is_available() and not getattr(tuned, "is_loaded_in_4bit", False):
         tuned = tuned.to("cuda")
-    return tuned
+    return tuned.eval()
+
+
+def load_base_and_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | None = None):
+    """(tuned, base) for scoring both: with an adapter they are one object (the adapter switched off for base
+    answers); a fully fine-tuned run needs a second copy of the base weights, on the same device."""
+    tuned = load_tuned(model, artifact, finetune)
+    if is_adapter_dir(artifact):
+        return tuned, tuned
+    return tuned, load_model(model).to(next(tuned.parameters()).device).eval()
 
 
 def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> dict[str, Any]:

@@ -201,14 +201,7 @@ class RunDir:
     # ------------------------------------------------------------------------------------------ artifacts
     def checkpoints(self) -> list[Path]:
         """Checkpoint folders sorted by step (oldest first); half-written ones are skipped."""
-        if not self.checkpoints_dir.is_dir():
-            return []
-        found = []
-        for child in self.checkpoints_dir.iterdir():
-            match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-            if match and (child / "trainer_state.json").exists():
-                found.append((int(match.group(1)), child))
-        return [path for _, path in sorted(found)]
+        return complete_checkpoints(self.checkpoints_dir)
 
     def latest_checkpoint(self) -> Path | None:
         ckpts = self.checkpoints()
@@ -217,9 +210,22 @@ class RunDir:
     def final_artifact(self) -> Path | None:
         """`adapter/` for LoRA runs, `model/` for full fine-tuning, or None before the run finishes."""
         for candidate in (self.adapter_dir, self.model_dir):
-            if (candidate / "config.json").exists() or (candidate / "adapter_config.json").exists():
+            if holds_weights(candidate):
                 return candidate
         return None
+
+    def newest_weights(self) -> Path | None:
+        """The weights to evaluate or compare: the final adapter/model, else the newest finished curriculum
+        stage (`stages/<name>/adapter|model`), else the newest complete checkpoint
+        (`checkpoints/[<stage>/]checkpoint-N`); None when nothing has been saved yet."""
+        final = self.final_artifact()
+        if final:
+            return final
+        candidates = [p for p in self.path.glob("stages/*/*") if holds_weights(p)]
+        if not candidates and self.checkpoints_dir.is_dir():
+            folders = [self.checkpoints_dir, *(p for p in self.checkpoints_dir.iterdir() if p.is_dir())]
+            candidates = [ckpt for folder in folders for ckpt in complete_checkpoints(folder)]
+        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
     def eval_reports(self) -> dict[str, dict[str, Any]]:
         reports = {}
@@ -255,6 +261,22 @@ def list_runs(root: str | Path | None = None) -> list[RunDir]:
         return []
     runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
     return sorted(runs, key=lambda r: r.status_path.stat().st_mtime if r.status_path.exists() else 0, reverse=True)
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The `checkpoint-N` folders in `folder` that have their trainer_state.json, by step (oldest first)."""
+    found = []
+    if folder.is_dir():
+        for child in folder.iterdir():
+            match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+            if match and (child / "trainer_state.json").exists():
+                found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def holds_weights(folder: Path) -> bool:
+    """A saved adapter (adapter_config.json) or full model (config.json) is in `folder`."""
+    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
 
 
 class RunError(RuntimeError):

@@ -156,13 +156,13 @@ _QWEN_MAX_PIXELS = 112 * 112
 
 # InternVL: every image/frame is resized to 56x56 -> 4x4 patches -> pixel shuffle 0.5 -> 4 tokens.
 _INTERNVL_IMAGE_SIZE = 56
+_INTERNVL_PATCH = 14
+_INTERNVL_DOWNSAMPLE = 0.5
+INTERNVL_TOKENS_PER_IMAGE = int((_INTERNVL_IMAGE_SIZE // _INTERNVL_PATCH) ** 2 * _INTERNVL_DOWNSAMPLE**2)
 # Text tower and projector init std (the library default is 0.02). At 0.02 a 2-layer, 64-wide tower attends
 # almost uniformly for hundreds of steps, and the video learnability test's motion fields stay at chance;
 # at 0.06 they are learned in ~500 steps. The vision tower keeps its own 0.02.
 _INTERNVL_INIT_STD = 0.06
-_INTERNVL_PATCH = 14
-_INTERNVL_DOWNSAMPLE = 0.5
-INTERNVL_TOKENS_PER_IMAGE = int((_INTERNVL_IMAGE_SIZE // _INTERNVL_PATCH) ** 2 * _INTERNVL_DOWNSAMPLE**2)
 
 # InternVL normalises with ImageNet statistics; Qwen2.5-VL with OpenAI CLIP statistics.
 _IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -75,17 +75,14 @@ def load_run_model(run: RunDir, cfg: ImageConfig):
     With an adapter both are the same object (the adapter is switched off for base answers); a fully
     fine-tuned run needs a second copy of the base weights.
     """
-    from core.models import is_adapter_dir, load_model, load_processor, load_tuned
+    from core.models import load_base_and_tuned, load_processor
 
-    artifact = run.final_artifact() or run.latest_checkpoint()
+    artifact = run.newest_weights()
     if artifact is None:
         raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
     if artifact != run.final_artifact():
         print(f"note: {run.id} has not finished; evaluating its latest checkpoint {artifact.name}", flush=True)
-    model = load_tuned(cfg.model, artifact, cfg.finetune).eval()
-    base = model
-    if not is_adapter_dir(artifact):
-        base = load_model(cfg.model).to(next(model.parameters()).device).eval()
+    model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
     return model, base, load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels)), artifact
 
 
@@ -156,6 +153,7 @@ def _summarise(run: RunDir, report: dict) -> None:
     print(f"{report['split']}: {report['models']['base']['n']} images, artifact {Path(report['artifact']).name}")
     print(format_table(report))
     print(f"wrote {run.eval_dir / (report['split'] + '.json')}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -40,16 +40,11 @@ def run_config(recipe: Recipe, run: RunDir):
 @st.cache_resource(max_entries=1, show_spinner=False)
 def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: str, stamp: float) -> CompareModel:
     """Load once per (run, artifact); `stamp` (the artifact's mtime) reloads a checkpoint that changed."""
-    import torch
-
     from core.models import load_processor, load_tuned
 
     recipe = RECIPES[recipe_name]
     cfg = run_config(recipe, RunDir(run_path))
     model = load_tuned(cfg.model, Path(artifact), cfg.finetune)
-    if torch.cuda.is_available() and not getattr(model, "is_loaded_in_4bit", False):
-        model = model.to("cuda")
-    model.eval()
     if recipe is IMAGE:
         from image_vlm.task import image_size_arguments
 

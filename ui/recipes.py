@@ -231,23 +231,9 @@ def default_run(runs: list[RunDir]) -> RunDir | None:
 
 
 def artifact_of(run: RunDir) -> Path | None:
-    """The weights to compare or evaluate: the final adapter/model, else the newest finished curriculum stage
-    (`stages/<name>/adapter`), else the newest checkpoint (`checkpoints/[<stage>/]checkpoint-N`)."""
+    """The weights to compare or evaluate (RunDir.newest_weights); None also when the folder vanishes mid-read."""
     try:
-        final = run.final_artifact()
-        if final:
-            return final
-        candidates = [
-            p for p in run.path.glob("stages/*/*") if (p / "adapter_config.json").exists() or (p / "config.json").exists()
-        ]
-        if not candidates:
-            candidates = [
-                p
-                for pattern in ("checkpoints/checkpoint-*", "checkpoints/*/checkpoint-*")
-                for p in run.path.glob(pattern)
-                if (p / "trainer_state.json").exists()
-            ]
-        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+        return run.newest_weights()
     except OSError:
         return None
 

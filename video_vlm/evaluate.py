@@ -76,41 +76,16 @@ def score_outputs(schema: SchemaSpec, texts: list[str], labels: list[dict]) -> d
     return metrics
 
 
-def find_artifact(run: RunDir) -> Path | None:
-    """What to evaluate: `adapter/`/`model/`, else the last finished stage, else the newest checkpoint anywhere."""
-    from video_vlm.train import latest_checkpoint
-
-    final = run.final_artifact()
-    if final:
-        return final
-    stages = sorted((run.path / "stages").glob("*/*"), key=lambda p: p.stat().st_mtime)
-    finished = [p for p in stages if (p / "adapter_config.json").exists() or (p / "config.json").exists()]
-    if finished:
-        return finished[-1]
-    folders = [run.checkpoints_dir, *sorted(p for p in run.checkpoints_dir.glob("*") if p.is_dir())]
-    checkpoints = [c for c in map(latest_checkpoint, folders) if c is not None]
-    return max(checkpoints, key=lambda p: p.stat().st_mtime) if checkpoints else None
-
-
 def load_run_model(run: RunDir, cfg: VideoConfig):
     """(tuned model, base model, processor, artifact). For LoRA the base is the same model with the adapter off."""
-    import torch
+    from core.models import load_base_and_tuned, load_processor
 
-    from core.models import is_adapter_dir, load_model, load_processor, load_tuned
-
-    artifact = find_artifact(run)
+    artifact = run.newest_weights()
     if artifact is None:
         raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
     if artifact != run.final_artifact():
         print(f"note: {run.id} has not finished; evaluating {artifact.relative_to(run.path)}", flush=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_tuned(cfg.model, artifact, cfg.finetune)
-    if not getattr(model, "is_loaded_in_4bit", False):
-        model = model.to(device)
-    model.eval()
-    base = model
-    if not is_adapter_dir(artifact):  # full fine-tuning: the base answers need their own copy of the weights
-        base = load_model(cfg.model).to(device).eval()
+    model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
     return model, base, load_processor(cfg.model), artifact
 
 

@@ -134,8 +134,6 @@ def analyze_rolling(
 
 def load_run(run_dir: str | Path):
     """(model, processor, cfg) of a run: its base model with the run's final adapter attached."""
-    import torch
-
     from core.config import validate_config
     from core.models import load_processor, load_tuned
     from core.runs import RunDir
@@ -147,10 +145,7 @@ def load_run(run_dir: str | Path):
     artifact = run.final_artifact()
     if artifact is None:
         raise FileNotFoundError(f"{run.path}: no adapter/ or model/ yet (state: {run.read_status()['state']})")
-    model = load_tuned(cfg.model, artifact, cfg.finetune)
-    if torch.cuda.is_available() and not getattr(model, "is_loaded_in_4bit", False):
-        model = model.to("cuda")
-    return model.eval(), load_processor(cfg.model), cfg
+    return load_tuned(cfg.model, artifact, cfg.finetune), load_processor(cfg.model), cfg
 
 
 def main(argv=None) -> int:

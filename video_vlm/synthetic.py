@@ -90,6 +90,7 @@ def render_clip(
     reach = centre - 2 - _JITTER  # from the centre to 2 pixels short of the edge
     step = reach / max(num_frames - 1, 1) * (1.0 if fast else _SLOW)
     top0, left0 = centre + rng.uniform(-_JITTER, _JITTER, 2)
+    streak = step * _STREAK_FRAMES  # motion blur: fading copies behind the square, this far back
     traffic = [tuple(rng.integers(0, size - _TRAFFIC_SQUARE, 2)) for _ in range(3 if busy else 0)]
     flash_start = int(rng.integers(1, max(2, num_frames - _FLASH_FRAMES)))
     for index in range(num_frames):
@@ -97,8 +98,6 @@ def render_clip(
         for top, left in traffic:
             frame[top : top + _TRAFFIC_SQUARE, left : left + _TRAFFIC_SQUARE] = _TRAFFIC_COLOUR
         top, left = top0 + d_top * step * index, left0 + d_left * step * index
-        # Motion blur: fading copies behind the square, as far back as it travels in _STREAK_FRAMES frames.
-        streak = step * _STREAK_FRAMES
         for k in range(_STREAK_COPIES, 0, -1):
             back = streak * k / _STREAK_COPIES
             alpha = 0.8 * (1 - k / (_STREAK_COPIES + 1))

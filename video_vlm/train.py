@@ -15,7 +15,6 @@ resumes the interrupted one from its latest checkpoint. The run's `adapter/` is 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from core.models import (
     save_final,
     trainable_summary,
 )
-from core.runs import RunDir
+from core.runs import RunDir, complete_checkpoints, holds_weights
 from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, budget_problem, format_budget, token_budget
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
@@ -83,22 +82,11 @@ def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: 
         raise ConfigError(f"train: {err}") from None
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest complete `checkpoint-N` in `folder` (RunDir.latest_checkpoint, for a stage's own folder)."""
-    found = []
-    if folder.is_dir():
-        for child in folder.iterdir():
-            match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-            if match and (child / "trainer_state.json").exists():
-                found.append((int(match.group(1)), child))
-    return max(found)[1] if found else None
-
-
 def stage_artifact(run: RunDir, name: str) -> Path | None:
     """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
     for kind in ("adapter", "model"):
         path = run.path / "stages" / name / kind
-        if is_adapter_dir(path) or (path / "config.json").exists():
+        if holds_weights(path):
             return path
     return None
 
@@ -225,7 +213,7 @@ def train(cfg: VideoConfig, run: RunDir, stopper) -> None:
             run.write_status("running", pid=os.getpid(), stage=name, stages=[s.name for s, *_ in plan])
         if stopper.requested:
             return
-        checkpoint = latest_checkpoint(output_dir)
+        checkpoint = next(reversed(complete_checkpoints(output_dir)), None)
         if checkpoint:
             print(f"resuming from {checkpoint}", flush=True)
         try:
