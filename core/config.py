@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.runs import HEARTBEAT_TIMEOUT_S
+
 
 class ConfigError(ValueError):
     """A config that cannot be used. The message names the field and what is allowed."""
@@ -60,6 +62,11 @@ class LoggingSection(Section):
     logging_steps: int = Field(1, ge=1, description="Log metrics every N optimizer steps")
     save_steps: int = Field(25, ge=1, description="Save a checkpoint every N optimizer steps")
     save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints")
+    heartbeat_timeout_s: float = Field(
+        HEARTBEAT_TIMEOUT_S,
+        ge=3,
+        description="A live run beats every few seconds; one silent this long reads as crashed, from either container",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- loading

@@ -1,32 +1,56 @@
-"""Training jobs: one GPU lock shared through the runs volume, launching the CLI, and stopping it safely."""
+"""One GPU lease for everything that holds GPU memory, and launching the CLIs that take it.
+
+The lease is an flock() on `<runs root>/.gpu.lock`, in the runs volume that both containers share. flock()
+belongs to the open file, not to a pid: it works between PID namespaces, and the kernel drops it when the
+holder dies (even by kill -9), so a crashed trainer never leaves the GPU "busy".
+
+Holders are of three kinds: `training`, `evaluation` and `compare` (a model the UI keeps loaded for side
+by side answers). A compare holder yields: whoever wants the GPU writes a release request next to the
+lock, the holder's watcher drops its model and the lock, and the asker takes it.
+
+A launcher (the UI's Start, Resume and Evaluate) takes the lease itself, before it creates anything, and
+hands the locked file to the child it starts; so a second launch hears "GPU busy" at once, and a launch
+that loses the race leaves no folder behind.
+"""
 
 from __future__ import annotations
 
 import fcntl
 import json
 import os
-import signal
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from pathlib import Path
+from typing import Callable
 
-from core.runs import RunDir, now_iso, pid_alive, runs_root
+from core.runs import LAUNCH_ID_ENV, LAUNCH_TIME_ENV, RunDir, RunError, now_iso, process_owner, runs_root
 
 LOCK_NAME = ".gpu.lock"
+RELEASE_NAME = ".gpu.release"
+LOCK_FD_ENV = "VLM_GPU_LOCK_FD"  # a launcher passes its locked file to the child under this name
+RELEASE_WAIT_S = 30.0  # how long a launch waits for a compare model to let go of the GPU
+KIND_VERBS = {"training": "training", "evaluation": "being evaluated", "compare": "loaded in the compare view"}
 
 
 class GpuBusy(RuntimeError):
-    """Another run holds the GPU. The message names it."""
+    """Another run holds the GPU. The message names it and where it runs."""
 
 
 def lock_path(root: str | Path | None = None) -> Path:
+    """The one lock, at the runs root (VLM_RUNS_DIR, shared by both containers), wherever a run folder is."""
     return Path(root or runs_root()) / LOCK_NAME
 
 
-# Open descriptors of the locks this process holds. flock() belongs to the open file: closing it (or the
-# process dying, even by kill -9) releases the lock, so a crashed trainer never leaves the GPU "busy".
-# Unlike a pid check, it also works between containers that share the runs volume but not a pid namespace.
-_held: dict[Path, int] = {}
+def release_request_path(root: str | Path | None = None) -> Path:
+    return Path(root or runs_root()) / RELEASE_NAME
+
+
+# Open descriptors of the locks this process holds, with what they were taken for.
+_held: dict[Path, dict] = {}
+_held_guard = threading.RLock()
 
 
 def read_lock_record(path: Path) -> dict:
@@ -36,11 +60,26 @@ def read_lock_record(path: Path) -> dict:
         return {}
 
 
+def describe_holder(holder: dict) -> str:
+    """
+    >>> describe_holder({"run_id": "video-1", "kind": "training", "app": "video-vlm"})
+    'run video-1 (video-vlm) is training'
+    """
+    verb = KIND_VERBS.get(holder.get("kind", "training"), "using the GPU")
+    where = f" ({holder['app']})" if holder.get("app") else ""
+    return f"run {holder.get('run_id', 'unknown')}{where} is {verb}"
+
+
+def busy_message(holder: dict) -> str:
+    return f"GPU busy: {describe_holder(holder)}"
+
+
 def gpu_lock_holder(root: str | Path | None = None) -> dict | None:
-    """Who holds the GPU lock (`run_id`, `pid`, `since`), or None when it is free."""
+    """Who holds the GPU lock (`run_id`, `kind`, `app`, `pid`, `since`), or None when it is free."""
     path = lock_path(root)
-    if path.resolve() in _held:
-        return read_lock_record(path)
+    with _held_guard:
+        if path.resolve() in _held:
+            return read_lock_record(path)
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -56,69 +95,212 @@ def gpu_lock_holder(root: str | Path | None = None) -> dict | None:
         os.close(fd)
 
 
-def acquire_gpu_lock(run_id: str, root: str | Path | None = None) -> Path:
-    """Take the one-trainer-per-GPU lock for `run_id`, or raise GpuBusy naming the run that holds it."""
+def _write_record(fd: int, record: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)  # pwrite: an inherited descriptor's offset is shared
+
+
+def _adopt_inherited(path: Path) -> int | None:
+    """The locked descriptor a launcher handed to this process, when it is one on this very lock file."""
+    raw = os.environ.pop(LOCK_FD_ENV, None)
+    if not raw:
+        return None
+    try:
+        fd = int(raw)
+        if os.path.samestat(os.fstat(fd), os.stat(path)):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # succeeds only if our open file holds it already
+            return fd
+    except (ValueError, OSError):
+        pass
+    return None
+
+
+def acquire_gpu_lock(
+    run_id: str,
+    root: str | Path | None = None,
+    kind: str = "training",
+    wait_release_s: float = RELEASE_WAIT_S,
+    on_release_request: Callable[[], None] | None = None,
+) -> Path:
+    """Take the GPU for `run_id`, or raise GpuBusy naming the holder and where it runs.
+
+    A compare holder is asked to release and given `wait_release_s` to do so. With `on_release_request`
+    (compare holders), a watcher thread calls it when someone else asks for the GPU.
+    """
     path = lock_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.resolve() in _held:
-        holder = read_lock_record(path)
-        if holder.get("run_id") == run_id:
-            return path
-        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training (pid {holder.get('pid')})")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        holder = read_lock_record(path)
-        raise GpuBusy(f"GPU busy: run {holder.get('run_id', 'unknown')} is training (pid {holder.get('pid')})") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"run_id": run_id, "pid": os.getpid(), "since": now_iso()}).encode())
-    _held[path.resolve()] = fd
+    record = {"run_id": run_id, "kind": kind, **process_owner(), "since": now_iso()}
+    with _held_guard:
+        held = _held.get(path.resolve())
+        if held is not None:
+            current = read_lock_record(path)
+            if current.get("run_id") == run_id or current.get("kind") == "compare" == kind:
+                _write_record(held["fd"], record)
+                held.update(record=record, on_release=on_release_request)
+                return path
+            raise GpuBusy(busy_message(current))
+        fd = _adopt_inherited(path)
+        if fd is None:
+            fd = _lock_or_wait(path, wait_release_s)
+        _write_record(fd, record)
+        _held[path.resolve()] = {"fd": fd, "record": record, "on_release": on_release_request, "since": time.time()}
+    if on_release_request is not None:
+        threading.Thread(target=_watch_release_requests, args=(path,), daemon=True, name="gpu-release-watch").start()
     return path
 
 
-def release_gpu_lock(root: str | Path | None = None) -> None:
-    """Drop the lock if this process holds it."""
-    fd = _held.pop(lock_path(root).resolve(), None)
-    if fd is not None:
+def _lock_or_wait(path: Path, wait_release_s: float) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            holder = read_lock_record(path)
+            if holder.get("kind") != "compare" or wait_release_s <= 0:
+                os.close(fd)
+                raise GpuBusy(busy_message(holder)) from None
+            if deadline is None:
+                from core.runs import write_json_atomic
+
+                write_json_atomic(release_request_path(path.parent), {"time": time.time(), "by": process_owner()})
+                deadline = time.monotonic() + wait_release_s
+            elif time.monotonic() > deadline:
+                os.close(fd)
+                raise GpuBusy(
+                    f"{busy_message(holder)} and did not release it within {wait_release_s:.0f} s; "
+                    "close the compare view there (or reload that page), then try again"
+                ) from None
+            time.sleep(0.2)
+
+
+def _watch_release_requests(path: Path, poll_s: float = 0.5) -> None:
+    """In a compare holder: when a release request newer than the lease appears, hand the GPU back."""
+    request = release_request_path(path.parent)
+    while True:
+        time.sleep(poll_s)
+        with _held_guard:
+            held = _held.get(path.resolve())
+            if held is None or held["on_release"] is None:
+                return
+            since, callback = held["since"], held["on_release"]
+        try:
+            asked = request.stat().st_mtime
+        except OSError:
+            continue
+        if asked >= since:
+            callback()  # drops the model, then calls release_gpu_lock
+            release_gpu_lock(path.parent, kind="compare")
+            return
+
+
+def holds_gpu_lock(root: str | Path | None = None, kind: str | None = None) -> bool:
+    with _held_guard:
+        held = _held.get(lock_path(root).resolve())
+    return held is not None and (kind is None or held["record"].get("kind") == kind)
+
+
+def release_gpu_lock(root: str | Path | None = None, kind: str | None = None) -> None:
+    """Drop the lock if this process holds it (of `kind`, when given)."""
+    path = lock_path(root).resolve()
+    with _held_guard:
+        held = _held.get(path)
+        if held is None or (kind is not None and held["record"].get("kind") != kind):
+            return
+        del _held[path]
+        fd = held["fd"]
         os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
-def launch_training(module: str, config_path: str | Path, run: RunDir, overrides: list[str] = ()) -> subprocess.Popen:
-    """Start `python -m <module>` for a run in its own process group, logging to the run's train.log.
+def hand_over_gpu_lock(root: str | Path | None = None) -> None:
+    """Forget the lock without unlocking it: a child started with the descriptor holds it from now on."""
+    with _held_guard:
+        held = _held.pop(lock_path(root).resolve(), None)
+    if held is not None:
+        os.close(held["fd"])
 
-    Raises GpuBusy before starting anything when another run is training.
+
+def held_fd(root: str | Path | None = None) -> int:
+    with _held_guard:
+        return _held[lock_path(root).resolve()]["fd"]
+
+
+# ---------------------------------------------------------------------------------------------- launching
+
+
+def launch_cli(command: list[str], run: RunDir, log_name: str, kind: str) -> subprocess.Popen:
+    """Take the GPU for `run`, start `command` in its own session with the lock handed to it.
+
+    Raises GpuBusy before anything is started or written when another job holds the GPU.
     """
-    holder = gpu_lock_holder(run.path.parent)
-    if holder is not None and holder.get("run_id") != run.id:
-        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training")
-    run.path.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", module, "--config", str(config_path), "--run-dir", str(run.path), *overrides]
-    log = run.log_path.open("ab")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    # Closing the browser tab must not stop training: the job lives in its own session.
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    acquire_gpu_lock(run.id, kind=kind)
+    try:
+        fd = held_fd()
+        run.path.mkdir(parents=True, exist_ok=True)
+        log = (run.path / log_name).open("ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{LOCK_FD_ENV: str(fd)})
+        # Closing the browser tab must not stop the job: it lives in its own session.
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, pass_fds=(fd,))
+        log.close()
+    except BaseException:
+        release_gpu_lock()
+        raise
+    hand_over_gpu_lock()
+    return process
 
 
-def stop_training(run: RunDir) -> str:
-    """Ask a run to stop: SIGTERM to its process group. The trainer saves a checkpoint, then exits `stopped`.
+def launch_training(
+    module: str,
+    run: RunDir,
+    config_path: str | Path | None = None,
+    config_text: str | None = None,
+    overrides: list[str] = (),
+) -> subprocess.Popen:
+    """Start (or resume) a training run of `python -m <module>` and return once its folder says `starting`.
 
-    Returns a message for the user; never raises for a run that is not running.
+    The GPU is taken first, so a refused launch creates nothing. A new run (`config_text`) gets its folder
+    and `launch.yaml` here; a resume (`config_path`) is refused while the run is still active, so a second
+    click does not start a second trainer.
+
+    Raises:
+        GpuBusy: another job holds the GPU; nothing was created.
+        RunError: the run is already starting or running.
     """
     status = run.read_status()
-    state = status.get("state")
-    pid = status.get("pid")
-    if state not in ("starting", "running", "stopping") or not pid_alive(pid):
-        return f"Nothing to stop: run {run.id} is {state}."
-    pgid = status.get("pgid")
+    if status.get("state") in ("starting", "running", "stopping"):
+        raise RunError(f"Run {run.id} is already {status['state']}.")
+    acquire_gpu_lock(run.id, kind="training")
+    created = not run.exists()
     try:
-        if pgid and pgid != os.getpgid(0):
-            os.killpg(pgid, signal.SIGTERM)
-        else:
-            os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return f"Nothing to stop: run {run.id} already exited."
-    return f"Stopping run {run.id}: saving a checkpoint…"
+        run.path.mkdir(parents=True, exist_ok=True)
+        if config_text is not None:
+            config_path = run.path / "launch.yaml"
+            Path(config_path).write_text(config_text)
+        launch_id, launched = uuid.uuid4().hex, time.time()
+        owner = {**process_owner(), "pid": None}  # the child records its own pid; ours must never be signalled
+        run.write_status("starting", launch_id=launch_id, launched=launched, owner=owner, pid=None, pgid=None)
+        command = [sys.executable, "-m", module, "--config", str(config_path), "--run-dir", str(run.path), *overrides]
+        fd = held_fd()
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            **{LOCK_FD_ENV: str(fd), LAUNCH_ID_ENV: launch_id, LAUNCH_TIME_ENV: repr(launched)},
+        )
+        with run.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, pass_fds=(fd,)
+            )
+    except BaseException as err:
+        release_gpu_lock()
+        if created:
+            import shutil
+
+            shutil.rmtree(run.path, ignore_errors=True)
+        elif run.status_path.exists():
+            run.write_status("failed", error=f"could not start the trainer: {err}")
+        raise
+    hand_over_gpu_lock()
+    return process

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import time
-import traceback
-from contextlib import contextmanager
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any
 
 from transformers import TrainerCallback
 
-from core.jobs import acquire_gpu_lock, release_gpu_lock
+from core.checkpoints import record_checksums
+from core.control import RunControl
 from core.runs import RunDir, is_main_process
 
 
@@ -31,7 +30,12 @@ def clean_number(value: Any) -> Any:
 
 
 class RunMetricsCallback(TrainerCallback):
-    """Appends each log event to `metrics.jsonl` and keeps `status.json`'s step and total current."""
+    """Keeps the run folder's contract during training: one `metrics.jsonl` line per log event, the step and
+    total in `status.json`, and a `checksums.json` that marks each saved checkpoint complete.
+
+    On a resume it first drops the metric and rollout lines logged after the checkpoint's step: the
+    trainer logs those steps again, and a curve must not show them twice.
+    """
 
     def __init__(self, run: RunDir, stage: str | None = None):
         self.run = run
@@ -39,11 +43,16 @@ class RunMetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
+            if state.global_step:
+                dropped = self.run.forget_after(state.global_step, self.stage)
+                if dropped:
+                    print(f"resumed at step {state.global_step}: dropped {dropped} log line(s) from after it", flush=True)
             fields = {"step": state.global_step, "total": state.max_steps}
             url = wandb_run_url()
             if url:
                 fields["wandb_url"] = url
-            self.run.write_status("running", pid=os.getpid(), **fields)
+            if self.run.read_status().get("state") != "stopping":
+                self.run.write_status("running", pid=os.getpid(), **fields)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -61,41 +70,46 @@ class RunMetricsCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.run.update_progress(state.global_step, state.max_steps)
 
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            started = time.monotonic()
+            record_checksums(checkpoint)
+            print(f"saved {checkpoint} (checksummed in {time.monotonic() - started:.1f} s)", flush=True)
+
 
 class GracefulStop(TrainerCallback):
-    """Turns SIGTERM (the UI's Stop) into a checkpoint save and a clean end of training.
+    """Turns a stop (SIGTERM, or a stop request in the run folder) into a checkpoint save and a clean end.
 
-    The signal only sets a flag; the trainer acts on it at the next step boundary, where saving is safe.
-    Under several processes the ranks agree on the flag, so they stop at the same step.
+    The flag lives in the run's `RunControl`; the trainer acts on it at the next step boundary, where saving
+    is safe. Under several processes the ranks agree on the flag, so they stop at the same step.
     """
 
-    def __init__(self):
-        self.requested = False
-        self.previous = {sig: signal.signal(sig, self.request) for sig in (signal.SIGTERM, signal.SIGINT)}
+    def __init__(self, control: RunControl):
+        self.control = control
 
-    def close(self) -> None:
-        """Give the signals back to whoever handled them before (matters when training runs in-process)."""
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def request(self, signum, frame):
-        self.requested = True
-        print(f"received {signal.Signals(signum).name}: saving a checkpoint and stopping", file=sys.stderr, flush=True)
+    @property
+    def requested(self) -> bool:
+        return self.control.requested
 
     def any_rank_requested(self) -> bool:
         import torch.distributed as dist
 
+        local = self.control.poll() if is_main_process() else self.control.requested
         if not (dist.is_available() and dist.is_initialized()):
-            return self.requested
+            return local
         import torch
 
-        flag = torch.tensor([1.0 if self.requested else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
+        flag = torch.tensor([1.0 if local else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.any_rank_requested():
-            self.requested = True
+            self.control.request("another rank was asked to stop")  # no-op where the flag is already set
+            self.control.mark_stopping()
             control.should_save = True
             control.should_training_stop = True
 
@@ -128,34 +142,6 @@ def configure_wandb(report_to: str, project: str, run: RunDir) -> list[str]:
     os.environ.setdefault("WANDB_DIR", str(run.path))
     os.environ.setdefault("WANDB_NAME", run.id)
     return ["wandb"]
-
-
-@contextmanager
-def run_lifecycle(run: RunDir, total: int | None = None) -> Iterator[GracefulStop]:
-    """Hold the GPU lock and keep `status.json` truthful from start to end of a training job.
-
-    Yields the GracefulStop callback to hand to the trainer. After the body: `stopped` if a stop was
-    requested, else `finished`; any exception becomes `failed` with its message, then re-raises.
-    """
-    main = is_main_process()
-    if main:
-        acquire_gpu_lock(run.id, run.path.parent)  # GpuBusy leaves the folder's status untouched
-        run.write_status("starting", pid=os.getpid(), pgid=os.getpgid(0), step=0, total=total)
-    stopper = GracefulStop()
-    try:
-        yield stopper
-    except BaseException as err:
-        if main:
-            message = f"{type(err).__name__}: {err}".strip()
-            run.write_status("failed", error=message, traceback=traceback.format_exc(limit=8))
-        raise
-    else:
-        if main:
-            run.write_status("stopped" if stopper.requested else "finished")
-    finally:
-        stopper.close()
-        if main:
-            release_gpu_lock(run.path.parent)
 
 
 class RolloutRecorder:

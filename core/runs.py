@@ -2,29 +2,57 @@
 
     runs/<run-id>/
         config.yaml      resolved config, written once at launch
-        status.json      state, pid, step, total, started/ended, error (written atomically)
+        status.json      state, owner, step, total, started/ended, error (written atomically)
+        heartbeat        touched every few seconds by the live trainer: its age says whether the run is alive
+        stop.json        a stop request, written by whoever wants the run to stop; the trainer honours it
         metrics.jsonl    one JSON object per log event (train + eval)
         rollouts.jsonl   sampled completions with their rewards (GRPO)
         train.log        stdout/stderr of the job
-        checkpoints/     Trainer checkpoints (adapter + optimizer state)
+        checkpoints/     Trainer checkpoints (adapter + optimizer state + checksums.json)
         adapter/ | model/  final artifact (PEFT adapter or full model)
         eval/*.json      evaluation reports (base and tuned)
+
+The folder is also the control channel between the two containers, which share `runs/` but not a PID
+namespace: liveness comes from the heartbeat's age, stopping is a request file, and a pid is signalled
+only by a reader in the namespace that owns it.
+
+    python -m core.runs status RUN_DIR       # one JSON object: state, step, total, heartbeat_age_s, owner
+    python -m core.runs stop RUN_DIR [--wait S] [--all-here]
+    python -m core.runs list                 # a table of every run under VLM_RUNS_DIR
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import signal
+import socket
+import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from core.checkpoints import complete_checkpoints
+
 STATES = ("starting", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("starting", "running", "stopping")
-CRASHED = "crashed"  # derived on read: an active state whose process is gone
+ENDED_STATES = ("stopped", "finished", "failed")
+CRASHED = "crashed"  # derived on read: an active run whose trainer stopped beating
+# The default for `logging.heartbeat_timeout_s`; the trainer records its own value in status.json, so a
+# reader in any container judges a run by the threshold that run was started with.
+HEARTBEAT_TIMEOUT_S = 60.0
+# Environment the launcher hands its child: which pending launch it is, and when it was asked for.
+LAUNCH_ID_ENV = "VLM_LAUNCH_ID"
+LAUNCH_TIME_ENV = "VLM_LAUNCH_TIME"
+
+# status.json is read-modified-written by the trainer's main thread and its heartbeat thread.
+_status_lock = threading.RLock()
 
 
 def is_main_process() -> bool:
@@ -45,8 +73,56 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def heartbeat_interval(timeout_s: float) -> float:
+    """How often the trainer beats: several beats fit in the timeout, so one slow write never reads as a crash.
+
+    >>> heartbeat_interval(60), heartbeat_interval(3), heartbeat_interval(600)
+    (10.0, 0.5, 10.0)
+    """
+    return min(10.0, max(0.5, timeout_s / 6))
+
+
+# ---------------------------------------------------------------------------------------------- owners
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def namespace_id() -> str:
+    """Identifies this machine boot and PID namespace: two processes with equal ids can signal each other's pids.
+
+    Containers (and `unshare --pid`) have their own PID namespace, so a pid recorded in another one names a
+    different process here, or none. The boot id keeps a reboot from matching the namespace it replaced.
+    """
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = "?"
+    return f"{_read('/proc/sys/kernel/random/boot_id') or socket.gethostname()}/{pidns}"
+
+
+def app_name() -> str:
+    """Where this process runs, for messages: the container's app (VLM_PAGE), else the command line."""
+    page = os.environ.get("VLM_PAGE")
+    return f"{page}-vlm" if page else f"command line on {socket.gethostname()}"
+
+
+def process_owner() -> dict[str, Any]:
+    """Who this process is, as recorded in status.json and the GPU lock."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "namespace": namespace_id(), "app": app_name()}
+
+
+def owned_here(owner: dict[str, Any] | None) -> bool:
+    """True when `owner` runs in this reader's PID namespace, so its pid means the same process here."""
+    return bool(owner) and owner.get("namespace") == namespace_id()
+
+
 def pid_alive(pid: int | None) -> bool:
-    """True when a process with this pid exists (and is not a zombie we already reaped)."""
+    """True when a process with this pid exists here (and is not a zombie we already reaped)."""
     if not pid or pid <= 0:
         return False
     try:
@@ -91,9 +167,17 @@ def slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class RunDir:
-    """One run folder. Writers are the training CLI (rank 0); everyone else only reads."""
+    """One run folder. Writers are the training CLI (rank 0) and the launcher; everyone else only reads,
+    except for the stop request, which anyone may write."""
 
     path: Path
 
@@ -107,6 +191,8 @@ class RunDir:
 
     config_path = property(lambda self: self.path / "config.yaml")
     status_path = property(lambda self: self.path / "status.json")
+    heartbeat_path = property(lambda self: self.path / "heartbeat")
+    stop_path = property(lambda self: self.path / "stop.json")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     rollouts_path = property(lambda self: self.path / "rollouts.jsonl")
     log_path = property(lambda self: self.path / "train.log")
@@ -120,10 +206,12 @@ class RunDir:
 
     # ------------------------------------------------------------------------------------------ status
     def read_status(self) -> dict[str, Any]:
-        """The status, with `state` reading `crashed` when an active run's process is gone.
+        """The status, with `state` reading `crashed` when an active run's trainer is gone.
 
-        A missing or unreadable file reads as state `missing` rather than raising, because the UI polls
-        folders that a user may delete at any moment.
+        Gone means: its heartbeat (or, before the first beat, its status) is older than the run's
+        `heartbeat_timeout_s`, wherever this is read from; or, read from the owner's own PID namespace,
+        its process no longer exists. A missing or unreadable file reads as state `missing` rather than
+        raising, because the UI polls folders that a user may delete at any moment.
         """
         try:
             status = json.loads(self.status_path.read_text())
@@ -131,39 +219,77 @@ class RunDir:
             return {"state": "missing"}
         except (OSError, json.JSONDecodeError) as err:
             return {"state": "missing", "error": f"{self.status_path}: unreadable ({err})"}
-        if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
-            status["recorded_state"] = status["state"]
-            status["state"] = CRASHED
+        if status.get("state") in ACTIVE_STATES:
+            age = self.heartbeat_age()
+            status["heartbeat_age_s"] = None if age is None else round(age, 1)
+            owner = status.get("owner")
+            timeout = float(status.get("heartbeat_timeout_s") or HEARTBEAT_TIMEOUT_S)
+            stale = age is None or age > timeout
+            gone_here = owned_here(owner) and owner.get("pid") and not pid_alive(owner["pid"])
+            if stale or gone_here:
+                status["recorded_state"] = status["state"]
+                status["state"] = CRASHED
         return status
+
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the trainer last showed life: its heartbeat, or a status write (the launcher's first)."""
+        stamps = [t for t in (_mtime(self.heartbeat_path), _mtime(self.status_path)) if t is not None]
+        return max(0.0, time.time() - max(stamps)) if stamps else None
+
+    def beat(self) -> None:
+        """Record that the trainer is alive (its background thread calls this every few seconds)."""
+        self.heartbeat_path.touch()
 
     def write_status(self, state: str, **fields: Any) -> dict[str, Any]:
         """Merge `fields` into status.json and set `state`; stamps started/ended times."""
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}; allowed: {', '.join(STATES)}")
-        try:
-            status = json.loads(self.status_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            status = {}
-        status.update(fields)
-        status["state"] = state
-        status["updated"] = now_iso()
-        if state == "starting":
-            status.setdefault("started", now_iso())
-            status.pop("ended", None)
-            status.pop("error", None)
-        if state in ("stopped", "finished", "failed"):
-            status["ended"] = now_iso()
-        write_json_atomic(self.status_path, status)
-        return status
+        with _status_lock:
+            status = self._stored_status()
+            status.update(fields)
+            status["state"] = state
+            status["updated"] = now_iso()
+            if state == "starting":
+                status.setdefault("started", now_iso())
+                status.pop("ended", None)
+                status.pop("error", None)
+                status.pop("traceback", None)
+            if state in ENDED_STATES:
+                status["ended"] = now_iso()
+            write_json_atomic(self.status_path, status)
+            return status
+
+    def update_status(self, **fields: Any) -> None:
+        """Merge `fields` into an existing status.json without touching the state."""
+        with _status_lock:
+            status = self._stored_status()
+            if not status:
+                return
+            status.update(fields, updated=now_iso())
+            write_json_atomic(self.status_path, status)
 
     def update_progress(self, step: int, total: int | None) -> None:
         """Record the trainer's step without touching the state (called every step on rank 0)."""
+        self.update_status(step=step, total=total)
+
+    def _stored_status(self) -> dict[str, Any]:
         try:
-            status = json.loads(self.status_path.read_text())
+            return json.loads(self.status_path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
-            return
-        status.update(step=step, total=total, updated=now_iso())
-        write_json_atomic(self.status_path, status)
+            return {}
+
+    # ------------------------------------------------------------------------------------------ stop requests
+    def request_stop(self) -> None:
+        """Ask the trainer to stop: it saves a checkpoint at the next step boundary (or stops during start-up)."""
+        write_json_atomic(self.stop_path, {"time": time.time(), "by": process_owner()})
+
+    def stop_requested(self, since: float) -> bool:
+        """A stop request written at or after `since` (the launch time): an older one belonged to an earlier launch."""
+        try:
+            request = json.loads(self.stop_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return float(request.get("time", 0)) >= since - 1.0  # allow for a coarse filesystem clock
 
     # ------------------------------------------------------------------------------------------ config
     def write_config(self, yaml_text: str) -> None:
@@ -198,14 +324,37 @@ class RunDir:
         rows = list(read_jsonl(self.rollouts_path))
         return rows[-last:] if last else rows
 
+    def forget_after(self, step: int, stage: str | None = None) -> int:
+        """Drop metric and rollout lines logged after `step` (of `stage`): a resume from that step logs them again.
+
+        Returns how many lines were dropped. The files are rewritten atomically.
+        """
+        dropped = 0
+        for path in (self.metrics_path, self.rollouts_path):
+            rows = list(read_jsonl(path))
+            kept = [r for r in rows if not (r.get("stage") == stage and (r.get("step") or 0) > step)]
+            if len(kept) == len(rows):
+                continue
+            dropped += len(rows) - len(kept)
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in kept))
+            os.replace(tmp, path)
+        return dropped
+
     # ------------------------------------------------------------------------------------------ artifacts
     def checkpoints(self) -> list[Path]:
-        """Checkpoint folders sorted by step (oldest first); half-written ones are skipped."""
+        """Complete checkpoint folders sorted by step (oldest first); half-written or half-deleted ones are skipped."""
         return complete_checkpoints(self.checkpoints_dir)
 
     def latest_checkpoint(self) -> Path | None:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
+
+    def checkpoint_folders(self) -> list[Path]:
+        """Every folder that holds `checkpoint-N` folders: `checkpoints/` and, in a curriculum, `checkpoints/<stage>/`."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        return [self.checkpoints_dir, *sorted(p for p in self.checkpoints_dir.iterdir() if p.is_dir() and not p.name.startswith(("checkpoint-", "set-aside-")))]
 
     def final_artifact(self) -> Path | None:
         """`adapter/` for LoRA runs, `model/` for full fine-tuning, or None before the run finishes."""
@@ -222,10 +371,12 @@ class RunDir:
         if final:
             return final
         candidates = [p for p in self.path.glob("stages/*/*") if holds_weights(p)]
-        if not candidates and self.checkpoints_dir.is_dir():
-            folders = [self.checkpoints_dir, *(p for p in self.checkpoints_dir.iterdir() if p.is_dir())]
-            candidates = [ckpt for folder in folders for ckpt in complete_checkpoints(folder)]
-        return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+        if candidates:
+            return max(candidates, key=lambda p: p.stat().st_mtime)
+        # Within a folder the step decides, not the mtime: deleting files inside an old checkpoint (rotation)
+        # makes it look new.
+        newest = [ckpts[-1] for folder in self.checkpoint_folders() if (ckpts := complete_checkpoints(folder))]
+        return max(newest, key=lambda p: (p / "checksums.json").stat().st_mtime) if newest else None
 
     def eval_reports(self) -> dict[str, dict[str, Any]]:
         reports = {}
@@ -260,18 +411,7 @@ def list_runs(root: str | Path | None = None) -> list[RunDir]:
     if not root.is_dir():
         return []
     runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
-    return sorted(runs, key=lambda r: r.status_path.stat().st_mtime if r.status_path.exists() else 0, reverse=True)
-
-
-def complete_checkpoints(folder: Path) -> list[Path]:
-    """The `checkpoint-N` folders in `folder` that have their trainer_state.json, by step (oldest first)."""
-    found = []
-    if folder.is_dir():
-        for child in folder.iterdir():
-            match = re.fullmatch(r"checkpoint-(\d+)", child.name)
-            if match and (child / "trainer_state.json").exists():
-                found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
+    return sorted(runs, key=lambda r: _mtime(r.status_path) or 0, reverse=True)
 
 
 def holds_weights(folder: Path) -> bool:
@@ -295,27 +435,43 @@ def dict_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def open_run_for_training(run_dir: str | Path | None, prefix: str, config: dict[str, Any], config_yaml: str) -> RunDir:
+def unique_run_dir(prefix: str, root: Path | None = None) -> RunDir:
+    """A run folder under the runs root that does not exist yet (nothing is created)."""
+    root = root or runs_root()
+    path = root / new_run_id(prefix)
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{new_run_id(prefix)}-{suffix}"
+    return RunDir(path)
+
+
+def resolve_run_dir(run_dir: str | Path | None, prefix: str) -> RunDir:
+    """The folder a training launch will use, before anything is written: `--run-dir`, else a new one."""
+    if run_dir is None:
+        if world_size() > 1:
+            raise RunError("training with several processes needs --run-dir, so that every rank writes to the same run")
+        return unique_run_dir(prefix)
+    return RunDir(run_dir)
+
+
+def is_own_pending_launch(status: dict[str, Any]) -> bool:
+    """The `starting` status that this process's launcher wrote for it (see core.jobs.launch_training)."""
+    launch_id = os.environ.get(LAUNCH_ID_ENV)
+    return bool(launch_id) and status.get("launch_id") == launch_id and status.get("state") == "starting"
+
+
+def open_run_for_training(run_dir: str | Path | RunDir | None, prefix: str, config: dict[str, Any], config_yaml: str) -> RunDir:
     """The run folder to train in: a new one, or an existing one to resume.
 
     Refuses (RunError, folder untouched) a finished run, a run that is still training, and a resume whose
     config differs from the one the run was started with. Under several processes every rank must be
-    given the same folder, and only rank 0 checks and writes it.
+    given the same folder, and only rank 0 checks and writes it. The caller holds the GPU lock, so a
+    refused launch has written nothing.
     """
-    if world_size() > 1:
-        if run_dir is None:
-            raise RunError("training with several processes needs --run-dir, so that every rank writes to the same run")
-        if not is_main_process():
-            return RunDir(run_dir)
-    if run_dir is None:
-        path = runs_root() / new_run_id(prefix)
-        suffix = 1
-        while path.exists():
-            suffix += 1
-            path = runs_root() / f"{new_run_id(prefix)}-{suffix}"
-        run = RunDir(path)
-    else:
-        run = RunDir(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else resolve_run_dir(run_dir, prefix)
+    if world_size() > 1 and not is_main_process():
+        return run
     status = run.read_status()
     state = status.get("state")
     if state == "finished":
@@ -323,12 +479,11 @@ def open_run_for_training(run_dir: str | Path | None, prefix: str, config: dict[
             f"{run.path} already holds a finished run (its result is in {run.final_artifact() or run.adapter_dir}); "
             "choose another --run-dir to train again. Nothing was changed."
         )
-    if state in ACTIVE_STATES:
-        raise RunError(f"{run.path} is already {state} (pid {status.get('pid')}); stop it first. Nothing was changed.")
+    if state in ACTIVE_STATES and not is_own_pending_launch(status):
+        owner = status.get("owner") or {}
+        raise RunError(f"{run.path} is already {state} ({owner.get('app', 'unknown owner')}); stop it first. Nothing was changed.")
     if run.config_path.exists():
-        import yaml
-
-        saved = yaml.safe_load(run.config_path.read_text()) or {}
+        saved = run.read_config()
         changed = dict_differences(saved, config)
         if changed:
             raise RunError(
@@ -337,3 +492,144 @@ def open_run_for_training(run_dir: str | Path | None, prefix: str, config: dict[
             )
     run.write_config(config_yaml)
     return run
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+
+
+def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.5) -> tuple[int, str]:
+    """Ask a run to stop, from any container: a stop request in its folder, plus SIGTERM when its owner is here.
+
+    Returns (exit code, message): 0 when the run stops or had already ended (or crashed: nothing to stop),
+    2 when there is no such run, 1 when `wait_s` passed before the trainer reported an end.
+    """
+    status = run.read_status()
+    state = status.get("state")
+    if state == "missing":
+        if not run.exists():
+            return 2, f"no such run: {run.path}"
+        return 2, f"{run.path} is not a run folder (no status.json)"
+    if state in ENDED_STATES:
+        return 0, f"Nothing to stop: run {run.id} is already {state}."
+    if state == CRASHED:
+        return 0, (
+            f"Nothing to stop: run {run.id} crashed (no heartbeat for {status.get('heartbeat_age_s')} s, its trainer is gone). "
+            "Resume continues from its latest checkpoint."
+        )
+    run.request_stop()
+    owner = status.get("owner") or {}
+    if owned_here(owner) and pid_alive(owner.get("pid")):
+        try:
+            os.kill(owner["pid"], signal.SIGTERM)  # a shortcut only: the request file works from anywhere
+        except ProcessLookupError:
+            pass
+    if not wait_s:
+        return 0, f"Stopping run {run.id}: it saves a checkpoint at the next step boundary."
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        status = run.read_status()
+        if status.get("state") not in ACTIVE_STATES:
+            return 0, f"Run {run.id} is {status.get('state')} at step {status.get('step')}."
+        time.sleep(poll_s)
+    return 1, f"Run {run.id} is still {status.get('state')} after {wait_s:.0f} s; its stop request stays in place."
+
+
+def active_runs_owned_here(root: Path | None = None) -> list[RunDir]:
+    """Runs under `root` that are active and owned by this PID namespace (this container)."""
+    found = []
+    for run in list_runs(root):
+        status = run.read_status()
+        if status.get("state") in ACTIVE_STATES and owned_here(status.get("owner")):
+            found.append(run)
+    return found
+
+
+def stop_runs_here(wait_s: float, root: Path | None = None, log=print) -> int:
+    """Stop every active run this container owns and wait for them to end (a container about to stop)."""
+    runs = active_runs_owned_here(root)
+    for run in runs:
+        run.request_stop()
+        pid = (run.read_status().get("owner") or {}).get("pid")
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        log(f"stop requested: {run.id}")
+    deadline = time.monotonic() + wait_s
+    pending = list(runs)
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pending = [run for run in pending if run.read_status().get("state") in ACTIVE_STATES]
+    for run in runs:
+        status = run.read_status()
+        log(f"{run.id}: {status.get('state')} at step {status.get('step')}")
+    return 1 if pending else 0
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+def status_summary(run: RunDir) -> dict[str, Any]:
+    """The status fields a script needs, plus liveness, as one flat object."""
+    status = run.read_status()
+    owner = status.get("owner") or {}
+    return {
+        "run": run.id,
+        "path": str(run.path),
+        "state": status.get("state"),
+        "step": status.get("step"),
+        "total": status.get("total"),
+        "stage": status.get("stage"),
+        "heartbeat_age_s": status.get("heartbeat_age_s"),
+        "heartbeat_timeout_s": status.get("heartbeat_timeout_s"),
+        "owner": owner.get("app"),
+        "owned_here": owned_here(owner),
+        "started": status.get("started"),
+        "ended": status.get("ended"),
+        "error": status.get("error"),
+        "stop_requested": run.stop_path.exists() and status.get("state") in ACTIVE_STATES,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.runs", description="Inspect and stop runs from any container.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    status_cmd = sub.add_parser("status", help="print one JSON object for a run")
+    status_cmd.add_argument("run_dir")
+    stop_cmd = sub.add_parser("stop", help="ask a run (or every run this container owns) to stop")
+    stop_cmd.add_argument("run_dir", nargs="?")
+    stop_cmd.add_argument("--wait", type=float, default=0.0, help="wait up to this many seconds for the run to end")
+    stop_cmd.add_argument("--all-here", action="store_true", help="every active run owned by this container")
+    sub.add_parser("list", help="a table of the runs under VLM_RUNS_DIR")
+    args = parser.parse_args(argv)
+
+    if args.command == "status":
+        run = RunDir(args.run_dir)
+        if not run.exists():
+            print(f"error: no such run: {run.path}", file=sys.stderr)
+            return 2
+        print(json.dumps(status_summary(run)))
+        return 0
+    if args.command == "stop":
+        if args.all_here:
+            return stop_runs_here(args.wait)
+        if not args.run_dir:
+            parser.error("stop needs RUN_DIR or --all-here")
+        code, message = stop_run(RunDir(args.run_dir), wait_s=args.wait)
+        print(message, file=sys.stderr if code == 2 else sys.stdout)
+        return code
+    rows = [status_summary(run) for run in list_runs()]
+    if not rows:
+        print(f"no runs under {runs_root().resolve()}")
+        return 0
+    print(f"{'run':<32} {'state':<9} {'step':>11} {'beat':>6}  owner")
+    for row in rows:
+        step = f"{row['step'] or 0}/{row['total']}" if row["total"] else str(row["step"] or "")
+        beat = "" if row["heartbeat_age_s"] is None else f"{row['heartbeat_age_s']:.0f}s"
+        print(f"{row['run']:<32} {row['state']:<9} {step:>11} {beat:>6}  {row['owner'] or ''}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Container entrypoint: check the mounted folders, then run the command (Streamlit by default).
+# Container entrypoint: check the mounted folders, then run the command (Streamlit by default) under
+# core.supervise, which turns `docker compose down` into a stop request for this container's trainers
+# and waits for their checkpoints before the container exits (see docs/containers.md).
 # NVIDIA's entrypoint, when the base image has it, goes in between: it sets up CUDA forward compatibility.
 set -euo pipefail
 
@@ -12,6 +14,6 @@ MSG
 fi
 
 if [ -x /opt/nvidia/nvidia_entrypoint.sh ]; then
-    exec /opt/nvidia/nvidia_entrypoint.sh "$@"
+    exec /opt/nvidia/nvidia_entrypoint.sh python -m core.supervise -- "$@"
 fi
-exec "$@"
+exec python -m core.supervise -- "$@"

@@ -3,39 +3,33 @@
     python -m image_vlm.train --config image_vlm/configs/qwen2_5_vl_7b_grpo.yaml [--run-dir D] [key=value ...]
 
 The run folder (see core/runs.py) is created or resumed: a folder holding a checkpoint continues from it.
-SIGTERM saves a checkpoint and ends with state `stopped`; a finished run leaves `adapter/`.
+A stop request (`python -m core.runs stop RUN_DIR`, the UI's Stop) or SIGTERM saves a checkpoint and ends
+with state `stopped`; a finished run leaves `adapter/`.
+
+torch, transformers and TRL are imported inside the functions: the CLI takes the GPU lock first, so a
+second launch is told "GPU busy" in a second instead of after the libraries load.
 """
 
 from __future__ import annotations
 
 import sys
 
-import torch
-
 from core.cli import run_training_main
 from core.config import ConfigError
-from core.metrics import RolloutRecorder, RunMetricsCallback, configure_wandb
-from core.models import (
-    apply_finetune,
-    apply_memory_cap,
-    checkpointing_arguments,
-    load_model,
-    load_processor,
-    memory_hint,
-    save_final,
-    trainable_summary,
-)
+from core.control import RunControl
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
-from image_vlm.rewards import completion_text, get_reward
-from image_vlm.task import image_size_arguments, training_dataset
 
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
 
 
 def grpo_arguments(cfg: ImageConfig, run: RunDir):
     """TRL's GRPOConfig from our config; `train.trainer` passes through verbatim and TRL validates it."""
+    import torch
     from trl import GRPOConfig
+
+    from core.metrics import configure_wandb
+    from core.models import checkpointing_arguments
 
     t = cfg.train
     arguments = dict(
@@ -76,9 +70,16 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir):
         raise ConfigError(f"train: {err}") from None
 
 
-def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
+def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
+    import torch
     from accelerate import PartialState
     from trl import GRPOTrainer
+
+    from core.checkpoints import train_from
+    from core.metrics import GracefulStop, RolloutRecorder, RunMetricsCallback
+    from core.models import apply_finetune, apply_memory_cap, load_model, load_processor, memory_hint, save_final, trainable_summary
+    from image_vlm.rewards import completion_text, get_reward
+    from image_vlm.task import image_size_arguments, training_dataset
 
     # Model
     cap = apply_memory_cap(cfg.model.max_memory_gb)
@@ -87,6 +88,8 @@ def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
     processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
     model = apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
     print(trainable_summary(model), flush=True)
+    if control.poll():  # a stop during start-up: nothing trained, nothing to save
+        return
 
     # Dataset (rank 0 first: it may generate or verify files the other ranks then only read)
     with PartialState().main_process_first():
@@ -103,18 +106,15 @@ def train(cfg: ImageConfig, run: RunDir, stopper) -> None:
         args=grpo_arguments(cfg, run),
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[RunMetricsCallback(run), stopper],
+        callbacks=[RunMetricsCallback(run), GracefulStop(control)],
     )
-    if stopper.requested:
+    if control.poll():
         return
-    checkpoint = run.latest_checkpoint()
-    if checkpoint:
-        print(f"resuming from {checkpoint}", flush=True)
     try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_from(trainer, run.latest_checkpoint(), log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as err:
         raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
-    if not stopper.requested and trainer.is_world_process_zero():
+    if not control.requested and trainer.is_world_process_zero():
         out = run.adapter_dir if cfg.finetune.method != "full" else run.model_dir
         save_final(trainer.model, processor, out)
         print(f"saved {out}", flush=True)

@@ -47,6 +47,11 @@ ENV_ALLOWLIST = {
     "TMPDIR",
     "PYTHONPATH",
     "XDG_CONFIG_HOME",
+    "ACCELERATE_DISTRIBUTED_TYPE",
+    # Handed by the project's own launcher (core.jobs) to the trainer it starts, never set by a user.
+    "VLM_LAUNCH_ID",
+    "VLM_LAUNCH_TIME",
+    "VLM_GPU_LOCK_FD",
 }
 ENV_READ_PATTERNS = (
     # os.environ.get("X") / environ.get('X')
@@ -439,3 +444,17 @@ def test_accelerate_configs(name, distributed_type, mixed_precision):
     accelerate_config = pytest.importorskip("accelerate.commands.config.config_args", reason="accelerate not installed")
     loaded = accelerate_config.load_config_from_file(str(path))
     assert str(loaded.distributed_type).endswith(distributed_type)
+
+
+def test_compose_gives_trainers_time_to_checkpoint_on_down():
+    """`docker compose down` SIGTERMs the main process; the supervisor must be it, and the grace period must
+    outlast the supervisor's wait for this container's trainers to save."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert "core.supervise" in ENTRYPOINT.read_text()
+    for name in APP_SERVICES:
+        service = compose["services"][name]
+        grace = service["stop_grace_period"]
+        seconds = int(grace[:-1]) * {"s": 1, "m": 60}[grace[-1]]
+        env = dict(item.split("=", 1) for item in service["environment"] if "=" in item)
+        assert seconds >= float(env["VLM_STOP_TIMEOUT_S"]) + 30, f"{name}: grace {grace} vs stop timeout {env['VLM_STOP_TIMEOUT_S']}"
+        assert service.get("init") is True

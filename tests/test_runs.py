@@ -1,14 +1,16 @@
-"""The run-folder contract: atomic status, crashed detection, config written once, GPU lock."""
+"""The run-folder contract: atomic status, crashed detection, config written once, GPU lock, stop requests."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from core.jobs import GpuBusy, acquire_gpu_lock, gpu_lock_holder, release_gpu_lock, stop_training
-from core.runs import RunDir, RunError, list_runs, open_run_for_training, read_jsonl
+from core.jobs import GpuBusy, acquire_gpu_lock, gpu_lock_holder, release_gpu_lock
+from core.runs import RunDir, RunError, list_runs, open_run_for_training, process_owner, read_jsonl, stop_run
 
 
 def dead_pid() -> int:
@@ -28,11 +30,37 @@ def test_status_is_written_atomically_and_merges_fields(tmp_path):
         run.write_status("exploded")
 
 
-def test_running_status_with_dead_pid_reads_as_crashed(tmp_path):
+def test_running_status_with_dead_pid_in_this_namespace_reads_as_crashed(tmp_path):
     run = RunDir(tmp_path / "r")
-    run.write_status("running", pid=dead_pid())
+    run.write_status("running", owner={**process_owner(), "pid": dead_pid()})
     status = run.read_status()
     assert status["state"] == "crashed" and status["recorded_state"] == "running"
+
+
+def other_namespace_owner(pid: int) -> dict:
+    return {**process_owner(), "pid": pid, "namespace": "another-boot/pid:[1]", "app": "video-vlm"}
+
+
+def test_a_pid_from_another_namespace_is_not_trusted_the_heartbeat_is(tmp_path):
+    """Another container's pid may be dead here (or be someone else): only the heartbeat's age counts."""
+    run = RunDir(tmp_path / "r")
+    run.write_status("running", owner=other_namespace_owner(dead_pid()), heartbeat_timeout_s=5)
+    run.beat()
+    assert run.read_status()["state"] == "running"
+    stale = time.time() - 6
+    os.utime(run.heartbeat_path, (stale, stale))
+    os.utime(run.status_path, (stale, stale))
+    status = run.read_status()
+    assert status["state"] == "crashed" and status["heartbeat_age_s"] >= 6
+
+
+def test_a_live_pid_here_does_not_save_a_run_whose_heartbeat_stopped(tmp_path):
+    """After a container restart, pid reuse can make a dead run's pid live again."""
+    run = RunDir(tmp_path / "r")
+    run.write_status("running", owner={**process_owner(), "pid": os.getpid()}, heartbeat_timeout_s=5)
+    stale = time.time() - 30
+    os.utime(run.status_path, (stale, stale))
+    assert run.read_status()["state"] == "crashed"
 
 
 def test_missing_folder_reads_as_missing_not_an_exception(tmp_path):
@@ -77,7 +105,7 @@ def test_new_runs_get_distinct_folders(tmp_path, monkeypatch):
 def test_gpu_lock_is_exclusive_and_released(tmp_path):
     acquire_gpu_lock("run-a", tmp_path)
     assert gpu_lock_holder(tmp_path)["run_id"] == "run-a"
-    with pytest.raises(GpuBusy, match="GPU busy: run run-a is training"):
+    with pytest.raises(GpuBusy, match=r"GPU busy: run run-a \(command line on .*\) is training"):
         acquire_gpu_lock("run-b", tmp_path)
     release_gpu_lock(tmp_path)
     assert gpu_lock_holder(tmp_path) is None
@@ -113,8 +141,63 @@ def test_lock_file_left_without_a_holder_is_free(tmp_path):
 def test_stop_with_nothing_running_says_so(tmp_path):
     run = RunDir(tmp_path / "r")
     run.write_status("finished")
-    assert "Nothing to stop" in stop_training(run)
-    assert "Nothing to stop" in stop_training(RunDir(tmp_path / "missing"))
+    code, message = stop_run(run)
+    assert code == 0 and "already finished" in message and not run.stop_path.exists()
+    code, message = stop_run(RunDir(tmp_path / "missing"))
+    assert code == 2 and "no such run" in message
+    crashed = RunDir(tmp_path / "c")
+    crashed.write_status("running", owner={**process_owner(), "pid": dead_pid()})
+    code, message = stop_run(crashed)
+    assert code == 0 and "crashed" in message and "Resume" in message
+
+
+def test_stop_writes_a_request_and_signals_only_inside_the_owner_namespace(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = RunDir(tmp_path / "r")
+        # The same pid number, recorded by a trainer in another container: it must not be signalled here.
+        run.write_status("running", owner=other_namespace_owner(sleeper.pid))
+        code, message = stop_run(run)
+        assert code == 0 and message.startswith("Stopping")
+        assert run.stop_requested(since=time.time() - 5)
+        assert not run.stop_requested(since=time.time() + 5)  # a later launch ignores this request
+        time.sleep(0.3)
+        assert sleeper.poll() is None
+        run.write_status("running", owner={**process_owner(), "pid": sleeper.pid})
+        stop_run(run)
+        assert sleeper.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_metric_lines_after_a_resumed_step_are_dropped(tmp_path):
+    run = RunDir(tmp_path / "r")
+    for step in (1, 2, 3, 4):
+        run.append_metric({"step": step, "loss": 1.0})
+    run.append_metric({"step": 9, "stage": "other", "loss": 1.0})
+    assert run.forget_after(2) == 2
+    assert [(r["step"], r.get("stage")) for r in run.read_metrics()] == [(1, None), (2, None), (9, "other")]
+
+
+def test_runs_cli_status_stop_and_list(tmp_path):
+    run = RunDir(tmp_path / "image-1")
+    run.write_status("running", owner=other_namespace_owner(12345), step=3, total=10)
+    env = {**os.environ, "VLM_RUNS_DIR": str(tmp_path)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "core.runs", *args], capture_output=True, text=True, env=env, timeout=60)
+
+    status = json.loads(cli("status", str(run.path)).stdout)
+    assert status["state"] == "running" and status["step"] == 3 and status["total"] == 10
+    assert status["heartbeat_age_s"] < 30 and status["owner"] == "video-vlm" and status["owned_here"] is False
+    listed = cli("list")
+    assert "image-1" in listed.stdout and "running" in listed.stdout and "video-vlm" in listed.stdout
+    stopped = cli("stop", str(run.path))
+    assert stopped.returncode == 0 and run.stop_path.exists()
+    assert json.loads(cli("status", str(run.path)).stdout)["stop_requested"] is True
+    missing = cli("stop", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no such run" in missing.stderr
 
 
 @pytest.mark.parametrize("recipe", ["image_vlm", "video_vlm"])
@@ -127,3 +210,52 @@ def test_evaluate_refuses_a_folder_that_is_not_a_run(recipe, tmp_path, capsys):
     (tmp_path / "config.yaml").write_text("model: [unclosed\n")
     assert evaluate.main(["--run", str(tmp_path)]) == 2
     assert "config.yaml" in capsys.readouterr().err
+
+
+def test_the_lock_lives_at_the_runs_root_wherever_the_run_folder_is(tmp_path, monkeypatch):
+    from core.jobs import lock_path
+
+    monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path / "shared-runs"))
+    assert lock_path() == tmp_path / "shared-runs" / ".gpu.lock"
+
+
+HOLD_COMPARE = """
+import sys, time
+from core.jobs import acquire_gpu_lock, release_gpu_lock
+released = []
+acquire_gpu_lock("image-1", sys.argv[1], kind="compare", on_release_request=lambda: released.append(time.time()))
+print("held", flush=True)
+for _ in range(200):
+    time.sleep(0.1)
+    if released:
+        print("released", flush=True)
+        break
+time.sleep(30)
+"""
+
+
+def test_a_compare_model_in_another_process_yields_the_gpu_to_training(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_COMPARE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert gpu_lock_holder(tmp_path)["kind"] == "compare"
+        with pytest.raises(GpuBusy, match="loaded in the compare view"):
+            acquire_gpu_lock("video-2", tmp_path, wait_release_s=0)
+        started = time.monotonic()
+        acquire_gpu_lock("video-2", tmp_path)  # asks the compare holder to release, and waits for it
+        assert time.monotonic() - started < 10
+        assert holder.stdout.readline().strip() == "released"
+        assert gpu_lock_holder(tmp_path)["run_id"] == "video-2"
+    finally:
+        release_gpu_lock(tmp_path)
+        holder.kill()
+        holder.wait()
+
+
+def test_training_refuses_a_compare_lease(tmp_path):
+    acquire_gpu_lock("video-3", tmp_path, kind="training")
+    try:
+        holder = subprocess.run([sys.executable, "-c", HOLD_COMPARE, str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert holder.returncode != 0 and "GPU busy: run video-3" in holder.stderr and "is training" in holder.stderr
+    finally:
+        release_gpu_lock(tmp_path)

@@ -23,6 +23,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.config import read_yaml, to_yaml, validate_config
+from core.runs import process_owner
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
@@ -76,7 +77,10 @@ def make_run(runs: Path, run_id: str, state: str, recipe: str = "image", pid: in
     run = runs / run_id
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(to_yaml(validate_config(cls, data)))
-    status = {"state": state, "pid": pid or 999_999_999, "step": 3, "total": 6, "started": "2026-01-01T10:00:00+00:00"}
+    pid = pid or 999_999_999
+    # Owned by this namespace, so a dead pid reads `crashed` at once (as from the trainer's own container).
+    status = {"state": state, "pid": pid, "owner": {**process_owner(), "pid": pid}, "step": 3, "total": 6,
+              "started": "2026-01-01T10:00:00+00:00"}
     if state in ("finished", "stopped", "failed"):
         status["ended"] = "2026-01-01T10:01:00+00:00"
     if state == "failed":
@@ -175,13 +179,31 @@ def hold_gpu_lock(runs: Path, run_id: str = "x"):
     return handle
 
 
+class FakeProcess:
+    pid = 12345
+
+    def poll(self):
+        return None
+
+
+def fake_popen(calls: list):
+    """Stands in for the trainer: the real launcher runs (GPU lock, folder, `starting`), nothing is started."""
+
+    def popen(command, **kwargs):
+        calls.append(command)
+        return FakeProcess()
+
+    return popen
+
+
 def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch):
     runs, _ = dirs
     started = []
-    monkeypatch.setattr("ui.recipes.launch_training", lambda *a, **k: started.append(a))
+    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(started))
     lock = hold_gpu_lock(runs)
     try:
         at = app("image")
+        assert "Start is refused until it ends or is stopped (there is no queue)" in texts(at.info)
         button(at, "Start training").click().run()
         assert not at.exception
         assert "GPU busy: run x is training" in texts(at.error)
@@ -194,30 +216,22 @@ def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch
 def test_start_launches_the_cli_with_the_form_config(dirs, monkeypatch):
     runs, data = dirs
     calls = []
-
-    class FakeProcess:
-        pid = 12345
-
-        def poll(self):
-            return None
-
-    def fake_launch(module, config_path, run, overrides=()):
-        calls.append((module, Path(config_path), run))
-        return FakeProcess()
-
-    monkeypatch.setattr("ui.recipes.launch_training", fake_launch)
+    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(calls))
     at = app("image")
     [r for r in at.number_input if r.label == "LoRA rank (r)"][0].set_value(4)
     button(at, "Start training").click().run()
     assert not at.exception and not at.error, texts(at.error)
     assert "Started run image-" in texts(at.success)
-    (module, config_path, run), = calls
-    assert module == "image_vlm.train" and config_path.name == "launch.yaml" and config_path.parent == run.path
+    (command,) = calls
+    config_path = Path(command[command.index("--config") + 1])
+    run_path = Path(command[command.index("--run-dir") + 1])
+    assert command[1:3] == ["-m", "image_vlm.train"] and config_path == run_path / "launch.yaml"
     launched = yaml.safe_load(config_path.read_text())
     assert launched["finetune"]["r"] == 4
     assert launched["data"]["root"] == str(data / "synthetic-wildfire"), "preset data/ maps onto VLM_DATA_DIR"
-    assert not (run.path / "config.yaml").exists(), "the CLI writes config.yaml itself"
-    # The new run is shown at once, before the trainer has written its status.
+    assert not (run_path / "config.yaml").exists(), "the CLI writes config.yaml itself"
+    # The launcher wrote `starting` before it returned: no grey `missing` badge while torch loads.
+    assert json.loads((run_path / "status.json").read_text())["state"] == "starting"
     assert "Launching the trainer" in texts(at.info)
 
 
@@ -258,7 +272,7 @@ def test_stop_with_nothing_running_shows_message(dirs):
         trainer.wait()
     button(at, "Stop training").click().run()
     assert not at.exception
-    assert "Nothing to stop: run image-20260101-100000 is crashed." in texts(at.info)
+    assert "Nothing to stop: run image-20260101-100000 crashed" in texts(at.info)
 
 
 def test_stop_is_offered_only_for_active_runs(dirs):
@@ -325,14 +339,36 @@ def test_newest_active_run_is_shown_by_default(dirs):
 def test_resume_is_offered_for_stopped_and_crashed_runs(dirs, monkeypatch):
     runs, _ = dirs
     calls = []
-    monkeypatch.setattr("ui.recipes.launch_training", lambda module, config, run, overrides=(): calls.append((module, Path(config))) or None)
+    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(calls))
     make_run(runs, "image-20260101-100000", "running", pid=999_999_999)  # its process is gone: crashed
     at = app("image")
     assert "crashed" in texts(at.error) or "gone without finishing" in texts(at.error)
     button(at, "Resume training").click().run()
     assert not at.exception
-    assert calls == [("image_vlm.train", runs / "image-20260101-100000" / "config.yaml")]
+    (command,) = calls
+    assert command[1:3] == ["-m", "image_vlm.train"]
+    assert command[command.index("--config") + 1] == str(runs / "image-20260101-100000" / "config.yaml")
     assert "Resuming run image-20260101-100000" in texts(at.success)
+
+
+def test_resume_clicked_twice_starts_one_trainer(dirs, monkeypatch):
+    """Two clicks (or two tabs) on Resume before the first redraw: the second sees the pending launch."""
+    runs, _ = dirs
+    calls = []
+    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(calls))
+    make_run(runs, "image-20260101-100000", "stopped")
+    first, second = app("image"), app("image")  # both drawn while the run is stopped
+    button(first, "Resume training").click().run()
+    assert not first.exception and len(calls) == 1
+    assert "Resume training" not in [b.label for b in first.button], "the pending launch replaces the button"
+    assert "Stop training" in [b.label for b in first.button]
+    from core.runs import RunDir, RunError
+    from ui.recipes import IMAGE, resume_training
+
+    with pytest.raises(RunError, match="already starting"):
+        resume_training(IMAGE, RunDir(runs / "image-20260101-100000"))
+    button(second, "Resume training").click().run()
+    assert not second.exception and len(calls) == 1, "the second click starts nothing"
 
 
 def test_failed_run_shows_its_error(dirs):

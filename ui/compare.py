@@ -14,10 +14,10 @@ import pandas as pd
 import streamlit as st
 
 from core.config import ConfigError
-from core.jobs import gpu_lock_holder
+from core.jobs import GpuBusy
 from core.media.errors import MediaError
-from core.runs import RunDir, runs_root
-from ui.inference import compare_data, load_compare_model, run_config, split_image_answer, stream_answer
+from core.runs import RunDir
+from ui.inference import compare_data, load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
 from ui.recipes import IMAGE, Recipe, artifact_of
 from ui.uploads import UploadError, describe_size, save_upload, upload_root
 from ui.widgets import escape_markdown, select_trained_run, session, trained_runs
@@ -227,9 +227,11 @@ def compare_outputs(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any]) -> 
 
 
 def generate_pair(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], columns, titles) -> dict[str, str] | None:
-    holder = gpu_lock_holder(runs_root())
-    if holder:
-        st.error(f"GPU busy: run {holder.get('run_id')} is training; compare when it is done.")
+    try:
+        with st.spinner("Taking the GPU for the compare view…"):
+            take_compare_lease(run.id)
+    except GpuBusy as err:
+        st.error(f"{err}; compare when it is done.")
         return None
     artifact = artifact_of(run)
     if artifact is None or not run.exists():

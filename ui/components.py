@@ -15,8 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from core.config import ConfigError
-from core.jobs import GpuBusy, gpu_lock_holder, stop_training
-from core.runs import RunDir, list_runs, runs_root
+from core.jobs import GpuBusy, describe_holder, gpu_lock_holder
+from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
 from ui.evaluation import evaluation_panel, render_report
@@ -63,8 +63,13 @@ def ensure_router(page: str) -> None:
 
 def gpu_note() -> None:
     holder = gpu_lock_holder(runs_root())
-    if holder:
-        st.info(f"GPU busy: run {holder.get('run_id')} is training. New runs start when it is done.", icon=":material/lock:")
+    if holder and holder.get("kind") == "compare":
+        st.caption(f":material/memory: The compare view ({holder.get('app', 'a UI')}) holds a model on the GPU; Start asks it to let go.")
+    elif holder:
+        st.info(
+            f"GPU busy: {describe_holder(holder)}. Start is refused until it ends or is stopped (there is no queue).",
+            icon=":material/lock:",
+        )
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -122,7 +127,7 @@ def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any
     try:
         run, process = start_training(recipe, cfg)
     except GpuBusy as err:
-        st.error(str(err))
+        st.error(f"Not started: {err}. Stop it, or wait until it ends, then start again.")
         return
     except OSError as err:
         st.error(f"Could not start the trainer: {err}")
@@ -353,8 +358,8 @@ def run_view(recipe_name: str, run_id: str) -> None:
             if state in RESUMABLE and st.button("Resume training", key=f"resume:{run_id}", type="primary"):
                 request_resume(recipe, run, recipe.name)
     show_flash(recipe_name)
-    if state == "missing":
-        launching_note(run)
+    if state == "missing" or (state == "starting" and not status.get("total")):
+        launching_note(run, status)
         return
     stopping = run_id in session("stop_requested", set())
     if state == "stopping" or (stopping and state in ACTIVE):
@@ -396,12 +401,14 @@ def run_times(status: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def launching_note(run: RunDir) -> None:
+def launching_note(run: RunDir, status: dict[str, Any]) -> None:
     process = session("procs", {}).get(run.id)
     code = process.poll() if process is not None else None
-    if code is not None:
+    if code is not None and status.get("state") in ("missing", "starting"):
         st.error(f"The trainer exited (code {code}) before it started. Its log:")
         st.code(tail(run.log_path) or "(empty log)", language=None, wrap_lines=True)
+    elif run.id in session("stop_requested", set()):
+        st.info("Stop requested: the trainer stops as soon as it has started (nothing trained yet).", icon=":material/hourglass_top:")
     else:
         st.info("Launching the trainer: loading libraries, the model and the data…", icon=":material/hourglass_top:")
         log_tail(run)
@@ -464,17 +471,18 @@ def stop_button(scope: str, run: RunDir, key: str) -> None:
     its answer ("Nothing to stop: ...") even though the next draw no longer has the button."""
     st.button(
         "Stop training", key=key, on_click=request_stop, args=(scope, run),
-        help="SIGTERM: the trainer saves a checkpoint, then stops.",
+        help="Writes a stop request into the run folder: the trainer saves a checkpoint at the next step, then stops.",
     )
 
 
 def request_stop(scope: str, run: RunDir) -> None:
-    """SIGTERM the run; "saving…" shows until the trainer reports `stopped`."""
-    message = stop_training(run)
-    if message.startswith("Nothing to stop"):
-        flash(scope, "info", message)
-    else:
+    """Write a stop request into the run folder (and SIGTERM it when it runs in this container); "saving…"
+    shows until the trainer reports `stopped`. Works the same on a run started from the other app."""
+    code, message = stop_run(run)
+    if code == 0 and message.startswith("Stopping"):
         session("stop_requested", set()).add(run.id)
+    else:
+        flash(scope, "info" if code == 0 else "error", message)
 
 
 def request_resume(recipe: Recipe, run: RunDir, scope: str) -> None:
@@ -482,8 +490,11 @@ def request_resume(recipe: Recipe, run: RunDir, scope: str) -> None:
     release_compare_model()
     try:
         process = resume_training(recipe, run)
+    except RunError as err:  # a second click while the first launch is pending
+        flash(scope, "info", f"{err} Nothing else was started.")
+        return
     except (GpuBusy, ConfigError) as err:
-        flash(scope, "error", str(err))
+        flash(scope, "error", f"Not resumed: {err}")
         return
     except OSError as err:
         flash(scope, "error", f"Could not resume: {err}")

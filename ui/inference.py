@@ -1,8 +1,9 @@
 """The compare view's model: one cached copy of a run's base weights with its adapter attached.
 
 Base answers come from the same weights with the adapter switched off (`core.inference`). The cache holds
-one model at a time and is released before a training run starts, so the UI never competes with the
-trainer for the GPU; it reloads lazily on the next Generate.
+one model at a time, under a `compare` lease on the one GPU lock in `runs/`: a training or evaluation
+launch from either container asks for the GPU, and this process drops the model and the lease (after any
+answer in progress); it reloads lazily on the next Generate.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 from core.config import validate_config
+from core.jobs import acquire_gpu_lock, release_gpu_lock
 from core.runs import RunDir
 from ui.recipes import IMAGE, RECIPES, Recipe
 
@@ -37,9 +39,21 @@ def run_config(recipe: Recipe, run: RunDir):
     return validate_config(recipe.config_cls, run.read_config(), source=str(run.config_path))
 
 
+_loaded: CompareModel | None = None  # the cached model, so a release from another thread can wait for its answer
+
+
+def take_compare_lease(run_id: str) -> None:
+    """Hold the GPU for the compare view (GpuBusy names the training or evaluation job that has it)."""
+    acquire_gpu_lock(run_id, kind="compare", on_release_request=release_compare_model)
+
+
 @st.cache_resource(max_entries=1, show_spinner=False)
 def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: str, stamp: float) -> CompareModel:
-    """Load once per (run, artifact); `stamp` (the artifact's mtime) reloads a checkpoint that changed."""
+    """Load once per (run, artifact); `stamp` (the artifact's mtime) reloads a checkpoint that changed.
+
+    The caller holds the compare lease (`take_compare_lease`).
+    """
+    global _loaded
     from core.models import load_processor, load_tuned
 
     recipe = RECIPES[recipe_name]
@@ -52,16 +66,27 @@ def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: s
         processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
     else:
         processor = load_processor(cfg.model)
-    return CompareModel(model, processor, cfg, threading.Lock())
+    _loaded = CompareModel(model, processor, cfg, threading.Lock())
+    return _loaded
 
 
-def release_compare_model() -> None:
-    """Drop the cached model (before training starts); the next Generate loads it again."""
+def release_compare_model(answer_wait_s: float = 20.0) -> None:
+    """Drop the cached model and the compare lease; the next Generate loads it again.
+
+    Called before this UI launches a job, and from the lease's watcher thread when another container asks
+    for the GPU; an answer being generated finishes first (up to `answer_wait_s`).
+    """
+    global _loaded
+    loaded, _loaded = _loaded, None
+    if loaded is not None and loaded.lock.acquire(timeout=answer_wait_s):
+        loaded.lock.release()
+    del loaded
     load_compare_model.clear()
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+    release_gpu_lock(kind="compare")
 
 
 def compare_data(cfg):

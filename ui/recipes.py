@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,8 +17,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from core.config import ConfigError, read_yaml, to_yaml, validate_config
-from core.jobs import GpuBusy, gpu_lock_holder, launch_training
-from core.runs import RunDir, list_runs, new_run_id, runs_root
+from core.jobs import launch_cli, launch_training
+from core.runs import RunDir, list_runs, runs_root, unique_run_dir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
@@ -238,65 +237,40 @@ def artifact_of(run: RunDir) -> Path | None:
         return None
 
 
-def unique_run_dir(prefix: str) -> RunDir:
-    root = runs_root()
-    path = root / new_run_id(prefix)
-    suffix = 1
-    while path.exists():
-        suffix += 1
-        path = root / f"{new_run_id(prefix)}-{suffix}"
-    return RunDir(path)
-
-
 def start_training(recipe: Recipe, cfg: BaseModel) -> tuple[RunDir, subprocess.Popen]:
-    """Launch a new run of `cfg` in the background; the CLI writes the run folder.
+    """Launch a new run of `cfg` in the background; it reads `starting` before this returns.
 
     The form's config goes to `<run>/launch.yaml`; the CLI writes the resolved `config.yaml` itself.
 
     Raises:
-        GpuBusy: Another run holds the GPU; nothing was created.
+        GpuBusy: Another job holds the GPU; nothing was created.
     """
-    holder = gpu_lock_holder(runs_root())
-    if holder is not None:
-        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training")
     run = unique_run_dir(recipe.name)
-    run.path.mkdir(parents=True)
-    launch_yaml = run.path / "launch.yaml"
-    launch_yaml.write_text(to_yaml(cfg))
-    try:
-        process = launch_training(recipe.train_module, launch_yaml, run)
-    except BaseException:
-        shutil.rmtree(run.path, ignore_errors=True)
-        raise
-    return run, process
+    return run, launch_training(recipe.train_module, run, config_text=to_yaml(cfg))
 
 
 def resume_training(recipe: Recipe, run: RunDir) -> subprocess.Popen:
-    """Continue a stopped or crashed run from its latest checkpoint, with its own config.yaml."""
+    """Continue a stopped or crashed run from its latest checkpoint, with its own config.yaml.
+
+    Raises:
+        GpuBusy: Another job holds the GPU.
+        RunError: The run is already starting or running (a second click).
+        ConfigError: The run has no config.yaml.
+    """
     if not run.config_path.exists():
         raise ConfigError(f"run {run.id} has no config.yaml, so it cannot be resumed")
-    return launch_training(recipe.train_module, run.config_path, run)
+    return launch_training(recipe.train_module, run, config_path=run.config_path)
 
 
 def start_evaluation(recipe: Recipe, run: RunDir) -> subprocess.Popen:
     """Run the recipe's evaluation CLI on a run as a background job logging to `<run>/eval.log`.
 
     Raises:
-        GpuBusy: A training run holds the GPU.
+        GpuBusy: Another job holds the GPU (the lock is taken here and handed to the job).
     """
-    holder = gpu_lock_holder(runs_root())
-    if holder is not None:
-        raise GpuBusy(f"GPU busy: run {holder.get('run_id')} is training; evaluate when it is done")
     if not module_exists(recipe.eval_module):
         raise ConfigError(f"{recipe.eval_module} is not part of this build yet")
-    with (run.path / "eval.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", recipe.eval_module, "--run", str(run.path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
+    return launch_cli([sys.executable, "-m", recipe.eval_module, "--run", str(run.path)], run, "eval.log", kind="evaluation")
 
 
 def tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:

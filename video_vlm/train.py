@@ -10,6 +10,9 @@ Curriculum: with `stages:` in the config, the stages run in order, each with its
 overrides, a fresh optimizer and schedule, and the previous stage's weights as its start. Stage `s`
 checkpoints under `checkpoints/s/` and leaves `stages/s/adapter`; a relaunch skips finished stages and
 resumes the interrupted one from its latest checkpoint. The run's `adapter/` is the last stage's.
+
+torch, transformers and TRL are imported inside the functions: the CLI takes the GPU lock first, so a
+second launch is told "GPU busy" in a second instead of after the libraries load.
 """
 
 from __future__ import annotations
@@ -19,33 +22,22 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 from core.cli import run_training_main
 from core.config import ConfigError
-from core.metrics import RunMetricsCallback, configure_wandb, is_main_process
-from core.models import (
-    apply_finetune,
-    apply_memory_cap,
-    checkpointing_arguments,
-    is_adapter_dir,
-    load_model,
-    load_processor,
-    memory_hint,
-    save_final,
-    trainable_summary,
-)
-from core.runs import RunDir, complete_checkpoints, holds_weights
-from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, budget_problem, format_budget, token_budget
+from core.control import RunControl
+from core.runs import RunDir, complete_checkpoints, holds_weights, is_main_process
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
-from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
 
 
 def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: Path):
     """TRL's SFTConfig for one stage; `train.trainer` passes through verbatim and TRL validates it."""
+    import torch
     from trl import SFTConfig
+
+    from core.metrics import configure_wandb
+    from core.models import checkpointing_arguments
 
     arguments = dict(
         output_dir=str(output_dir),
@@ -93,6 +85,8 @@ def stage_artifact(run: RunDir, name: str) -> Path | None:
 
 def save_atomic(model, processor, out: Path) -> Path:
     """Save into a temporary sibling, then rename: a half-written folder never reads as a finished stage."""
+    from core.models import save_final
+
     staging = out.with_name(f".{out.name}.saving")
     shutil.rmtree(staging, ignore_errors=True)
     save_final(model, processor, staging)
@@ -116,6 +110,8 @@ def link_tree(source: Path, target: Path) -> None:
 
 def stage_model(cfg: VideoConfig, previous: Path | None):
     """The model a stage starts from: fresh LoRA (or base weights), or the previous stage's result, trainable."""
+    from core.models import apply_finetune, is_adapter_dir, load_model
+
     if previous is None:
         return apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
     if not is_adapter_dir(previous):  # full fine-tuning: the previous stage saved whole weights
@@ -131,6 +127,8 @@ def stage_model(cfg: VideoConfig, previous: Path | None):
 def release_memory() -> None:
     """Free the finished stage's model before the next one loads (two 8B copies do not fit)."""
     import gc
+
+    import torch
 
     gc.collect()
     if torch.cuda.is_available():
@@ -149,6 +147,9 @@ def stage_plan(cfg: VideoConfig) -> list[tuple[StageSection | None, VideoDataSec
 
 def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: str):
     """Verified training rows of one stage, after checking that one sample fits `train.max_length`."""
+    from video_vlm.collator import budget_problem, format_budget, token_budget
+    from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
+
     schema = load_task_schema(data)
     report = verified_items(data, schema, write_manifest=is_main_process())
     print(f"{label}{report.summary()}", flush=True)
@@ -167,8 +168,14 @@ def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: st
     return schema, training_dataset(items, report.root), counts
 
 
-def train(cfg: VideoConfig, run: RunDir, stopper) -> None:
+def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
+    import torch
     from trl import SFTTrainer
+
+    from core.checkpoints import train_from
+    from core.metrics import GracefulStop, RunMetricsCallback
+    from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, trainable_summary
+    from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator
 
     # Model: the processor first, so the token budget is checked before loading any weights
     cap = apply_memory_cap(cfg.model.max_memory_gb)
@@ -183,7 +190,7 @@ def train(cfg: VideoConfig, run: RunDir, stopper) -> None:
         schema, dataset, counts = prepare_data(processor, data, train_section, label)
         plan.append((stage, data, train_section, schema, dataset, counts))
     if is_main_process():
-        run.write_status("starting", data={(s.name if s else "train"): c for s, *_, c in plan})
+        run.update_status(data={(s.name if s else "train"): c for s, *_, c in plan})
 
     # Training: stage by stage, each from the previous stage's weights with a fresh optimizer and schedule
     previous: Path | None = None
@@ -207,22 +214,19 @@ def train(cfg: VideoConfig, run: RunDir, stopper) -> None:
             data_collator=collator,
             train_dataset=dataset,
             processing_class=processor,
-            callbacks=[SkippedClipsCallback(collator), RunMetricsCallback(run, stage=name), stopper],
+            callbacks=[SkippedClipsCallback(collator), RunMetricsCallback(run, stage=name), GracefulStop(control)],
         )
+        if control.poll():  # a stop during start-up: nothing trained in this stage, nothing to save
+            return
         if is_main_process() and name:
             run.write_status("running", pid=os.getpid(), stage=name, stages=[s.name for s, *_ in plan])
-        if stopper.requested:
-            return
-        checkpoint = next(reversed(complete_checkpoints(output_dir)), None)
-        if checkpoint:
-            print(f"resuming from {checkpoint}", flush=True)
         try:
-            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
         except torch.OutOfMemoryError as err:
             raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
         if collator.skipped:
             print(f"[{name or 'train'}] skipped {collator.skipped} clip(s): {dict(collator.skipped_kinds)}", flush=True)
-        if stopper.requested:
+        if control.requested:
             return
         kind = "model" if cfg.finetune.method == "full" else "adapter"
         result = run.path / "stages" / name / kind if name else run.path / kind

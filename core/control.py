@@ -1,0 +1,197 @@
+"""Run control inside the trainer: stop requests, signals, the heartbeat, and a truthful status to the end.
+
+This module imports neither torch nor transformers, so the CLI can hold the GPU lock, install its
+signal handlers and start beating within a second of launch, long before the model libraries load.
+The TrainerCallback that acts on a stop at step boundaries is `core.metrics.GracefulStop`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from core.runs import HEARTBEAT_TIMEOUT_S, LAUNCH_TIME_ENV, RunDir, heartbeat_interval, is_main_process, process_owner, world_size
+
+STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
+# Libraries that write without passing the OSError on (safetensors, torch.save) still name the cause.
+STORAGE_PATTERNS = {
+    "no space left on device": "no space left on device",
+    "storagefull": "no space left on device",
+    "os error 28": "no space left on device",
+    "read-only file system": "read-only file system",
+    "readonlyfilesystem": "read-only file system",
+    "os error 30": "read-only file system",
+}
+
+
+LOW_SPACE_BYTES = 16 * 2**20  # below this, a failed write is put down to the full disk
+
+
+def launch_time() -> float:
+    """When this launch was asked for: the launcher's clock when it started us, else now."""
+    try:
+        return float(os.environ[LAUNCH_TIME_ENV])
+    except (KeyError, ValueError):
+        return time.time()
+
+
+class RunControl:
+    """The trainer's side of the control channel: one stop flag, set by SIGTERM/SIGINT or a stop request.
+
+    Signal handlers only set the flag; the trainer acts on it where stopping is safe (a step boundary, or
+    between start-up phases). In a command-line process the handlers stay installed until exit, so a
+    second SIGTERM during the final save cannot kill it; in-process callers (tests) get theirs back.
+    """
+
+    def __init__(self, launched: float | None = None, keep_handlers: bool = False):
+        self.requested = False
+        self.reason = ""
+        self.launched = launch_time() if launched is None else launched
+        self.run: RunDir | None = None
+        self.keep_handlers = keep_handlers
+        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self._beat_stop = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+        self._state_guard = threading.Lock()  # "stopping" from the heartbeat thread never lands after the end state
+        self._marked_stopping = self._ended = False
+
+    def _on_signal(self, signum, frame):
+        self.request(f"received {signal.Signals(signum).name}")
+
+    def request(self, reason: str) -> None:
+        if not self.requested:
+            self.requested, self.reason = True, reason
+            print(f"{reason}: saving a checkpoint (if a step was trained) and stopping", file=sys.stderr, flush=True)
+
+    def poll(self) -> bool:
+        """Check the run folder for a stop request made since this launch; True once a stop is requested."""
+        if not self.requested and self.run is not None and self.run.stop_requested(self.launched):
+            self.request(f"stop requested in {self.run.stop_path}")
+        return self.requested
+
+    def mark_stopping(self) -> None:
+        """Show `stopping` in status.json once a stop is requested (not from a signal handler: it may interrupt a write)."""
+        if not self.requested or self.run is None or not is_main_process():
+            return
+        with self._state_guard:
+            if not (self._marked_stopping or self._ended):
+                self._marked_stopping = record_state(self.run, "stopping", stop_reason=self.reason)
+
+    def end(self, state: str, **fields) -> None:
+        with self._state_guard:
+            self._ended = True
+            record_state(self.run, state, **fields)
+
+    def start_heartbeat(self, run: RunDir, timeout_s: float) -> None:
+        """Beat from a background thread: one 7B GRPO step can take minutes, and loading the model longer."""
+        self.run = run
+        interval = heartbeat_interval(timeout_s)
+
+        def beat() -> None:
+            while not self._beat_stop.is_set():
+                try:
+                    run.beat()
+                    if self.poll():
+                        self.mark_stopping()
+                except OSError as err:  # a full disk must not kill the trainer from this thread
+                    print(f"heartbeat: cannot write {run.heartbeat_path}: {err}", file=sys.stderr, flush=True)
+                self._beat_stop.wait(interval)
+
+        run.beat()
+        self._beat_thread = threading.Thread(target=beat, name="run-heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    def stop_heartbeat(self) -> None:
+        self._beat_stop.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join(timeout=5)
+            self._beat_thread = None
+
+    def close(self) -> None:
+        """Stop beating and, unless this is a command-line process, give the signal handlers back."""
+        self.stop_heartbeat()
+        for sig, handler in self.previous.items():
+            # A command-line process is about to exit with its end state written: a late SIGTERM (docker stop
+            # sent twice) is ignored, since Python restores the default, fatal action while it shuts down.
+            signal.signal(sig, signal.SIG_IGN if self.keep_handlers else handler)
+
+
+def storage_problem(err: BaseException, path: Path) -> str | None:
+    """One line naming the path and cause when `err` comes from a full disk or a read-only folder, else None."""
+    seen = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            where = current.filename or path
+            return f"{where}: {STORAGE_ERRNOS[current.errno]}"
+        text = str(current).lower().replace(" ", "") if current.args else ""
+        for pattern, cause in STORAGE_PATTERNS.items():
+            if pattern.replace(" ", "") in text:
+                return f"{path}: {cause} ({str(current).splitlines()[0][:200]})"
+        current = current.__cause__ or current.__context__
+    # torch.save's zip writer says only "file write failed" or "unexpected pos"; the folder itself tells why.
+    try:
+        stats = os.statvfs(path)
+    except OSError:
+        return None
+    first_line = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
+    if stats.f_flag & os.ST_RDONLY:
+        return f"{path}: read-only file system ({first_line})"
+    if stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES:
+        return f"{path}: no space left on device ({first_line})"
+    return None
+
+
+def record_state(run: RunDir, state: str, **fields) -> bool:
+    """Write an end state; when even that fails (full disk), say so on stderr instead of raising."""
+    try:
+        run.write_status(state, **fields)
+        return True
+    except OSError as err:
+        print(f"could not record state {state!r} in {run.status_path}: {err}", file=sys.stderr, flush=True)
+        return False
+
+
+@contextmanager
+def run_lifecycle(run: RunDir, control: RunControl, heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S) -> Iterator[RunControl]:
+    """Keep `status.json` and the heartbeat truthful from start to end of a training job (rank 0 writes).
+
+    After the body: `stopped` if a stop was requested, else `finished`; any exception becomes `failed` with
+    its message, then re-raises. The caller holds the GPU lock.
+    """
+    main = is_main_process()
+    if main:
+        distributed = f"{os.environ.get('ACCELERATE_DISTRIBUTED_TYPE', 'multi-process')}, {world_size()} processes" if world_size() > 1 else None
+        run.write_status(
+            "starting",
+            pid=os.getpid(),
+            pgid=os.getpgid(0),
+            owner=process_owner(),
+            launched=control.launched,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            distributed=distributed,
+        )
+        control.start_heartbeat(run, heartbeat_timeout_s)
+    else:
+        control.run = run
+    try:
+        yield control
+    except BaseException as err:
+        if main:
+            message = f"{type(err).__name__}: {err}".strip()
+            control.end("failed", error=message, traceback=traceback.format_exc(limit=8))
+        raise
+    else:
+        if main:
+            control.end("stopped" if control.requested else "finished")
+    finally:
+        control.stop_heartbeat()
