@@ -173,8 +173,9 @@ def test_two_launches_close_together_one_trains_the_other_hears_gpu_busy(runs, t
         launcher_busy_seconds = time.monotonic() - asked
         assert not second_run.path.exists(), "a refused launch leaves no folder"
 
-        # The same race from the command line (make train-video twice): the lock comes before torch loads.
-        cli_run = RunDir(runs / "video-cli")
+        # The same race from the command line (make train-video twice), with --run-dir in another folder:
+        # the lock is the runs root's, and it comes before torch loads.
+        cli_run = RunDir(tmp_path / "elsewhere" / "video-cli")
         asked = time.monotonic()
         refused = subprocess.run(train_command(cli_run.path), cwd=ROOT, capture_output=True, text=True, timeout=60)
         cli_busy_seconds = time.monotonic() - asked
