@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
 from core.config import ConfigError, load_config, to_yaml
-from core.control import RunControl, run_lifecycle, storage_problem
+from core.control import RunControl, record_state, run_lifecycle, storage_problem
 from core.jobs import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.runs import RunDir, RunError, is_main_process, is_own_pending_launch, open_run_for_training, resolve_run_dir
 
@@ -44,10 +44,7 @@ def refuse(message: str, run: RunDir | None = None) -> int:
     """Print one line and exit 2; a folder that the UI's launcher made for this launch records why."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     if run is not None and is_own_pending_launch(run.read_status()):
-        try:
-            run.write_status("failed", error=message)
-        except OSError as err:
-            print(f"could not record the failure in {run.status_path}: {err}", file=sys.stderr)
+        record_state(run, "failed", error=message)
     return 2
 
 
@@ -56,7 +53,7 @@ def prepare_resume(run: RunDir, restart: bool) -> None:
     recipe's own lookup finds the previous one; none usable refuses a silent restart from step 0."""
     if not is_main_process():
         return
-    for folder in run.checkpoint_folders():
+    for folder in run.checkpoint_roots():
         choose_resume_checkpoint(folder, restart=restart, log=lambda line: print(line, flush=True))
 
 

@@ -26,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from core.runs import LAUNCH_ID_ENV, LAUNCH_TIME_ENV, RunDir, RunError, now_iso, process_owner, runs_root
+from core.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LAUNCH_TIME_ENV, RunDir, RunError, now_iso, process_owner, runs_root
 
 LOCK_NAME = ".gpu.lock"
 RELEASE_NAME = ".gpu.release"
@@ -195,12 +195,6 @@ def _watch_release_requests(path: Path, poll_s: float = 0.5) -> None:
             return
 
 
-def holds_gpu_lock(root: str | Path | None = None, kind: str | None = None) -> bool:
-    with _held_guard:
-        held = _held.get(lock_path(root).resolve())
-    return held is not None and (kind is None or held["record"].get("kind") == kind)
-
-
 def release_gpu_lock(root: str | Path | None = None, kind: str | None = None) -> None:
     """Drop the lock if this process holds it (of `kind`, when given)."""
     path = lock_path(root).resolve()
@@ -231,25 +225,42 @@ def held_fd(root: str | Path | None = None) -> int:
 # ---------------------------------------------------------------------------------------------- launching
 
 
-def launch_cli(command: list[str], run: RunDir, log_name: str, kind: str) -> subprocess.Popen:
-    """Take the GPU for `run`, start `command` in its own session with the lock handed to it.
+def start_holding_lock(command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start `command` in its own session with the GPU lock this process holds handed to it.
 
-    Raises GpuBusy before anything is started or written when another job holds the GPU.
+    Closing the browser tab must not stop the job, hence the session. The caller took the lock; it is
+    handed over when the child starts, and released when starting fails.
     """
-    acquire_gpu_lock(run.id, kind=kind)
     try:
         fd = held_fd()
-        run.path.mkdir(parents=True, exist_ok=True)
-        log = (run.path / log_name).open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **{LOCK_FD_ENV: str(fd)})
-        # Closing the browser tab must not stop the job: it lives in its own session.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, pass_fds=(fd,))
-        log.close()
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}), **{LOCK_FD_ENV: str(fd)}),
+                pass_fds=(fd,),
+            )
     except BaseException:
         release_gpu_lock()
         raise
     hand_over_gpu_lock()
     return process
+
+
+def launch_cli(command: list[str], run: RunDir, log_name: str, kind: str) -> subprocess.Popen:
+    """Take the GPU for `run` and start `command` with the lock handed to it (the UI's Evaluate).
+
+    Raises GpuBusy before anything is started or written when another job holds the GPU.
+    """
+    acquire_gpu_lock(run.id, kind=kind)
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        release_gpu_lock()
+        raise
+    return start_holding_lock(command, run.path / log_name)
 
 
 def launch_training(
@@ -270,7 +281,7 @@ def launch_training(
         RunError: the run is already starting or running.
     """
     status = run.read_status()
-    if status.get("state") in ("starting", "running", "stopping"):
+    if status.get("state") in ACTIVE_STATES:
         raise RunError(f"Run {run.id} is already {status['state']}.")
     acquire_gpu_lock(run.id, kind="training")
     created = not run.exists()
@@ -283,18 +294,9 @@ def launch_training(
         owner = {**process_owner(), "pid": None}  # the child records its own pid; ours must never be signalled
         run.write_status("starting", launch_id=launch_id, launched=launched, owner=owner, pid=None, pgid=None)
         command = [sys.executable, "-m", module, "--config", str(config_path), "--run-dir", str(run.path), *overrides]
-        fd = held_fd()
-        env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            **{LOCK_FD_ENV: str(fd), LAUNCH_ID_ENV: launch_id, LAUNCH_TIME_ENV: repr(launched)},
-        )
-        with run.log_path.open("ab") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, pass_fds=(fd,)
-            )
+        return start_holding_lock(command, run.log_path, {LAUNCH_ID_ENV: launch_id, LAUNCH_TIME_ENV: repr(launched)})
     except BaseException as err:
-        release_gpu_lock()
+        release_gpu_lock()  # a no-op once the child holds it
         if created:
             import shutil
 
@@ -302,5 +304,3 @@ def launch_training(
         elif run.status_path.exists():
             run.write_status("failed", error=f"could not start the trainer: {err}")
         raise
-    hand_over_gpu_lock()
-    return process

@@ -90,10 +90,6 @@ class GracefulStop(TrainerCallback):
     def __init__(self, control: RunControl):
         self.control = control
 
-    @property
-    def requested(self) -> bool:
-        return self.control.requested
-
     def any_rank_requested(self) -> bool:
         import torch.distributed as dist
 

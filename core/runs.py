@@ -350,7 +350,7 @@ class RunDir:
         ckpts = self.checkpoints()
         return ckpts[-1] if ckpts else None
 
-    def checkpoint_folders(self) -> list[Path]:
+    def checkpoint_roots(self) -> list[Path]:
         """Every folder that holds `checkpoint-N` folders: `checkpoints/` and, in a curriculum, `checkpoints/<stage>/`."""
         if not self.checkpoints_dir.is_dir():
             return []
@@ -375,7 +375,7 @@ class RunDir:
             return max(candidates, key=lambda p: p.stat().st_mtime)
         # Within a folder the step decides, not the mtime: deleting files inside an old checkpoint (rotation)
         # makes it look new.
-        newest = [ckpts[-1] for folder in self.checkpoint_folders() if (ckpts := complete_checkpoints(folder))]
+        newest = [ckpts[-1] for folder in self.checkpoint_roots() if (ckpts := complete_checkpoints(folder))]
         return max(newest, key=lambda p: (p / "checksums.json").stat().st_mtime) if newest else None
 
     def eval_reports(self) -> dict[str, dict[str, Any]]:
@@ -497,6 +497,17 @@ def open_run_for_training(run_dir: str | Path | RunDir | None, prefix: str, conf
 # ---------------------------------------------------------------------------------------------- stopping
 
 
+def ask_to_stop(run: RunDir, status: dict[str, Any]) -> None:
+    """Write the stop request; SIGTERM the trainer too when it runs in this namespace (a shortcut only)."""
+    run.request_stop()
+    owner = status.get("owner") or {}
+    if owned_here(owner) and pid_alive(owner.get("pid")):
+        try:
+            os.kill(owner["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.5) -> tuple[int, str]:
     """Ask a run to stop, from any container: a stop request in its folder, plus SIGTERM when its owner is here.
 
@@ -516,13 +527,7 @@ def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.5) -> tuple[int
             f"Nothing to stop: run {run.id} crashed (no heartbeat for {status.get('heartbeat_age_s')} s, its trainer is gone). "
             "Resume continues from its latest checkpoint."
         )
-    run.request_stop()
-    owner = status.get("owner") or {}
-    if owned_here(owner) and pid_alive(owner.get("pid")):
-        try:
-            os.kill(owner["pid"], signal.SIGTERM)  # a shortcut only: the request file works from anywhere
-        except ProcessLookupError:
-            pass
+    ask_to_stop(run, status)
     if not wait_s:
         return 0, f"Stopping run {run.id}: it saves a checkpoint at the next step boundary."
     deadline = time.monotonic() + wait_s
@@ -548,13 +553,7 @@ def stop_runs_here(wait_s: float, root: Path | None = None, log=print) -> int:
     """Stop every active run this container owns and wait for them to end (a container about to stop)."""
     runs = active_runs_owned_here(root)
     for run in runs:
-        run.request_stop()
-        pid = (run.read_status().get("owner") or {}).get("pid")
-        if pid_alive(pid):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        ask_to_stop(run, run.read_status())
         log(f"stop requested: {run.id}")
     deadline = time.monotonic() + wait_s
     pending = list(runs)

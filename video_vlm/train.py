@@ -22,10 +22,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from core.checkpoints import complete_checkpoints
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
-from core.runs import RunDir, complete_checkpoints, holds_weights, is_main_process
+from core.runs import RunDir, holds_weights, is_main_process
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
