@@ -159,7 +159,9 @@ def test_stop_saves_a_checkpoint_and_ends_stopped(tmp_path, warm_qwen, wildfire_
 
 def test_kill_9_then_relaunch_continues_from_the_checkpoint(tmp_path, warm_qwen, wildfire_synthetic):
     run = RunDir(tmp_path / "crashy")
-    extra = ("train.max_steps=6", "logging.save_steps=2")
+    # Long enough that the kill lands mid-run: a 6-step tiny run could finish between two polls.
+    steps = 30
+    extra = (f"train.max_steps={steps}", "logging.save_steps=2")
     proc = launch(run.path, warm_qwen, wildfire_synthetic, *extra)
     try:
         wait_until(run.latest_checkpoint, 300, "the first checkpoint")
@@ -174,9 +176,9 @@ def test_kill_9_then_relaunch_continues_from_the_checkpoint(tmp_path, warm_qwen,
     # A kill after the last save keeps that checkpoint's weights rather than training a seventh step.
     assert f"resuming from {checkpoint}" in result.stdout or f"{checkpoint} is the last step" in result.stdout
     status = run.read_status()
-    assert status["state"] == "finished" and status["step"] == 6
+    assert status["state"] == "finished" and status["step"] == steps
     # Steps the kill lost are logged once, by the resumed run: the lines after the checkpoint were dropped.
-    assert [m["step"] for m in run.read_metrics() if "loss" in m] == list(range(1, 7))
+    assert [m["step"] for m in run.read_metrics() if "loss" in m] == list(range(1, steps + 1))
 
 
 def test_config_errors_exit_2_before_loading_anything(tmp_path):
