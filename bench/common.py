@@ -33,6 +33,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+# The full-size architectures live in the product (the pre-launch estimate counts them too); benches use them from there.
+from core.architectures import (  # noqa: E402,F401
+    INTERNVL3_8B,
+    QWEN2_5_VL_7B,
+    build_random_model,
+    internvl3_8b_config,
+    meta_parameter_counts,
+    parameter_counts,
+    qwen2_5_vl_7b_config,
+)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 SCHEMA_VERSION = 1
@@ -321,26 +332,6 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def parameter_counts(model) -> dict[str, int]:
-    """Total, trainable and per-tower parameter counts (a shared storage is counted once)."""
-    seen: set[int] = set()
-    total = trainable = vision = 0
-    from core.models import VISION_PARTS
-
-    for name, param in model.named_parameters():
-        key = id(param)
-        if key in seen:
-            continue
-        seen.add(key)
-        count = param.numel()
-        total += count
-        if param.requires_grad:
-            trainable += count
-        if any(part in name.split(".") for part in VISION_PARTS):
-            vision += count
-    return {"total": total, "trainable": trainable, "vision": vision, "language_and_projector": total - vision}
-
-
 def parameter_bytes(*models) -> int:
     """Bytes of parameter storage across models, each distinct storage counted once (shared weights are not doubled)."""
     seen: set[tuple[str, int]] = set()
@@ -360,182 +351,6 @@ def parameter_bytes(*models) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- full-size models
-
-# Qwen/Qwen2.5-VL-7B-Instruct, config.json as published (checked against a verbatim copy of the hub file, exported
-# by transformers 4.53.1), written in transformers 5's nested form (rope_theta moves into rope_parameters).
-QWEN2_5_VL_7B = {
-    "text_config": {
-        "vocab_size": 152064,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "hidden_act": "silu",
-        "max_position_embeddings": 128000,
-        "max_window_layers": 28,
-        "use_sliding_window": False,
-        "rms_norm_eps": 1e-6,
-        "attention_dropout": 0.0,
-        "initializer_range": 0.02,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
-    },
-    "vision_config": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "hidden_act": "silu",
-        "in_channels": 3,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "temporal_patch_size": 2,
-        "tokens_per_second": 2,
-        "window_size": 112,
-        "fullatt_block_indexes": [7, 15, 23, 31],
-        "out_hidden_size": 3584,
-        "initializer_range": 0.02,
-    },
-    "image_token_id": 151655,
-    "video_token_id": 151656,
-    "vision_start_token_id": 151652,
-    "vision_end_token_id": 151653,
-    "tie_word_embeddings": False,
-}
-
-# OpenGVLab/InternVL3-8B-hf: InternViT-300M-448px-V2.5 + Qwen2.5-7B, pixel-shuffle 0.5 -> 256 tokens per 448 px
-# frame. Checked against published config fragments (vision 1024/4096/24 layers/16 heads/448/14, vocab 151674,
-# image_token_id 151667, image_seq_length 256, downsample_ratio 0.5); fields not in them (qkv bias, LayerNorm,
-# layer scale 0.1, mean pooling) are InternViT-300M's and transformers' InternVLVisionConfig defaults.
-INTERNVL3_8B = {
-    "text_config": {
-        "model_type": "qwen2",
-        "vocab_size": 151674,
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "hidden_act": "silu",
-        "max_position_embeddings": 32768,
-        "max_window_layers": 28,
-        "use_sliding_window": False,
-        "rms_norm_eps": 1e-6,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
-        "tie_word_embeddings": False,
-        "bos_token_id": 151643,
-        "eos_token_id": 151645,
-    },
-    "vision_config": {
-        "hidden_size": 1024,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "intermediate_size": 4096,
-        "hidden_act": "gelu",
-        "image_size": 448,
-        "patch_size": 14,
-        "attention_bias": True,
-        "use_qk_norm": False,
-        "norm_type": "layer_norm",
-        "layer_norm_eps": 1e-6,
-        "layer_scale_init_value": 0.1,
-        "use_absolute_position_embeddings": True,
-        "use_mean_pooling": True,
-    },
-    "image_token_id": 151667,
-    "image_seq_length": 256,
-    "downsample_ratio": 0.5,
-    "projector_hidden_act": "gelu",
-    "vision_feature_layer": -1,
-    "vision_feature_select_strategy": "default",
-    "tie_word_embeddings": False,
-}
-
-
-def _token_ids(tokenizer, names: dict[str, str]) -> dict[str, int]:
-    ids = {}
-    for key, token in names.items():
-        value = tokenizer.convert_tokens_to_ids(token)
-        if value is None or value == tokenizer.unk_token_id:
-            raise ValueError(f"the tokenizer has no {token!r}")
-        ids[key] = value
-    return ids
-
-
-def qwen2_5_vl_7b_config(tokenizer=None):
-    """Qwen2.5-VL-7B's architecture; with `tokenizer`, its special-token ids are used instead of the published ones.
-
-    The benchmarks run without hub access, so prompts are tokenised by the tiny model's tokenizer (same chat
-    template and special tokens, smaller BPE vocabulary); the model must then expect that tokenizer's ids.
-    """
-    import copy
-
-    from transformers import Qwen2_5_VLConfig
-
-    values = copy.deepcopy(QWEN2_5_VL_7B)
-    if tokenizer is not None:
-        ids = _token_ids(
-            tokenizer,
-            {
-                "image_token_id": "<|image_pad|>",
-                "video_token_id": "<|video_pad|>",
-                "vision_start_token_id": "<|vision_start|>",
-                "vision_end_token_id": "<|vision_end|>",
-                "bos": "<|endoftext|>",
-                "eos": "<|im_end|>",
-            },
-        )
-        values.update({k: v for k, v in ids.items() if k.endswith("_token_id")})
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return Qwen2_5_VLConfig(**values)
-
-
-def internvl3_8b_config(tokenizer=None):
-    """InternVL3-8B-hf's architecture; with `tokenizer`, its `<IMG_CONTEXT>` and end ids replace the published ones."""
-    import copy
-
-    from transformers import InternVLConfig
-
-    values = copy.deepcopy(INTERNVL3_8B)
-    if tokenizer is not None:
-        ids = _token_ids(tokenizer, {"image_token_id": "<IMG_CONTEXT>", "bos": "<|endoftext|>", "eos": "<|im_end|>"})
-        values["image_token_id"] = ids["image_token_id"]
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return InternVLConfig(**values)
-
-
-def build_random_model(model_cls, config, *, device: str | None = None, dtype=None, attn_implementation: str | None = None):
-    """A model of `config`'s architecture with random weights, created directly where it will run.
-
-    On CUDA the parameters are allocated and initialised on the GPU in bf16 (no host copy, no download, a few
-    seconds for 8B parameters). `device="meta"` builds it without memory, for parameter counts.
-    """
-    import copy
-
-    import torch
-
-    config = copy.deepcopy(config)  # _from_config writes dtype and attention choice into the config it gets
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if dtype is None:
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    with torch.device(device):
-        model = model_cls._from_config(config, **kwargs)
-    if device != "meta":
-        model.to(device)
-    return model
-
-
-def meta_parameter_counts(model_cls, config) -> dict[str, int]:
-    """Parameter counts of an architecture without allocating it (works on CPU for 8B models)."""
-    counts = parameter_counts(build_random_model(model_cls, config, device="meta"))
-    counts.pop("trainable")  # before LoRA every weight is trainable: not a useful figure
-    return counts
-
 
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -14,6 +14,7 @@ run folder. None of it imports torch, so a second launch hears "GPU busy" within
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable
 
@@ -21,9 +22,10 @@ from pydantic import BaseModel
 
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
 from core.config import ConfigError, load_config, to_yaml
+from core.estimate import DEVICE_TARGETS, EstimateError, does_not_fit_line, format_table, summary_line
 from core.control import RunControl, record_state, run_lifecycle, storage_problem
 from core.jobs import GpuBusy, acquire_gpu_lock, release_gpu_lock
-from core.runs import RunDir, RunError, is_main_process, is_own_pending_launch, open_run_for_training, resolve_run_dir
+from core.runs import RunDir, RunError, is_main_process, write_json_atomic, is_own_pending_launch, open_run_for_training, resolve_run_dir
 
 
 def parse_training_args(argv, description: str, default_config: str) -> argparse.Namespace:
@@ -34,6 +36,18 @@ def parse_training_args(argv, description: str, default_config: str) -> argparse
         "--restart",
         action="store_true",
         help="Train from step 0 when the run's checkpoints exist but none is usable (they are set aside, never deleted)",
+    )
+    parser.add_argument(
+        "--estimate",
+        action="store_true",
+        help="Print tokens, parameters and peak GPU memory, then exit: 0 fits, 3 does not (loads no weights, trains nothing)",
+    )
+    parser.add_argument("--json", action="store_true", help="With --estimate: one JSON object on the last line")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help=f"With --estimate: the memory to fit, in GiB or one of {', '.join(DEVICE_TARGETS)} "
+        "(default: model.max_memory_gb, else this GPU, else dgx-spark)",
     )
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
     # Intermixed: `key=value` overrides may come before or after the options.
@@ -65,21 +79,60 @@ def run_training_main(
     default_config: str,
     description: str,
     train: Callable[[BaseModel, RunDir, RunControl], None],
+    estimate: str | None = None,
 ) -> int:
     """Load the config, take the GPU, open (or resume) the run folder, and call `train(cfg, run, control)`.
 
     `argv=None` means a command-line process: the signal handlers then stay until exit, so a second SIGTERM
-    during the final save still ends `stopped` with exit 0.
+    during the final save still ends `stopped` with exit 0. `estimate` names the recipe's module whose
+    `estimate(cfg, device)` answers `--estimate` and is logged at the start of every run.
     """
     args = parse_training_args(argv, description, default_config)
+    if args.estimate:
+        return print_estimate(args, config_cls, estimate)
     control = RunControl(keep_handlers=argv is None)
     try:
-        return train_with_control(args, control, config_cls, prefix, train)
+        return train_with_control(args, control, config_cls, prefix, train, estimate)
     finally:
         control.close()
 
 
-def train_with_control(args, control: RunControl, config_cls, prefix: str, train) -> int:
+def print_estimate(args, config_cls, module: str | None) -> int:
+    """`--estimate`: the table (or JSON on the last line); exit 0 when it fits, 3 with what to change when not."""
+    import json
+
+    if module is None:
+        return refuse("this command has no memory estimate")
+    try:
+        cfg = load_config(config_cls, args.config, args.overrides)
+        result = importlib.import_module(module).estimate(cfg, args.device)
+    except (ConfigError, EstimateError) as err:
+        return refuse(str(err))
+    print(format_table(result), flush=True)
+    if not result.fits:
+        print(does_not_fit_line(result), file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(result.to_json()), flush=True)
+    return 0 if result.fits else 3
+
+
+def log_estimate(run: RunDir, cfg, module: str | None) -> None:
+    """Print the estimate at the start of a run and keep it in `estimate.json`; a model the estimate does not
+    know trains all the same."""
+    if module is None or not is_main_process():
+        return
+    try:
+        result = importlib.import_module(module).estimate(cfg, with_advice=False)
+    except Exception as err:  # noqa: BLE001 - an estimate never stops a run, whatever went wrong in it
+        print(f"estimate: not available for this config ({err}); training goes on", flush=True)
+        return
+    write_json_atomic(run.estimate_path, result.to_json())
+    print(summary_line(result), flush=True)
+    if not result.fits:
+        print(f"warning: {does_not_fit_line(result)}", flush=True)
+
+
+def train_with_control(args, control: RunControl, config_cls, prefix: str, train, estimate: str | None = None) -> int:
     named = RunDir(args.run_dir) if args.run_dir else None
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
@@ -101,6 +154,7 @@ def train_with_control(args, control: RunControl, config_cls, prefix: str, train
         with run_lifecycle(run, control, cfg.logging.heartbeat_timeout_s):
             if not control.poll():
                 prepare_resume(run, args.restart)
+                log_estimate(run, cfg, estimate)
             if not control.poll():
                 train(cfg, run, control)
     except (ConfigError, GpuBusy, RunError, NoUsableCheckpoint) as err:

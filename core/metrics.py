@@ -17,7 +17,7 @@ from transformers import TrainerCallback
 
 from core.checkpoints import record_checksums
 from core.control import RunControl
-from core.runs import RunDir, is_main_process
+from core.runs import RunDir, is_main_process, write_json_atomic
 
 
 def clean_number(value: Any) -> Any:
@@ -40,6 +40,7 @@ class RunMetricsCallback(TrainerCallback):
     def __init__(self, run: RunDir, stage: str | None = None):
         self.run = run
         self.stage = stage
+        self.memory_reported = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -64,11 +65,17 @@ class RunMetricsCallback(TrainerCallback):
             value = clean_number(value)
             if isinstance(value, (int, float)) or value is None:
                 record[key] = value
+        peak = measured_peak_gib()
+        if peak is not None and "loss" in logs:
+            record["peak_memory_gib"] = round(peak["allocated"], 2)
         self.run.append_metric(record)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.run.update_progress(state.global_step, state.max_steps)
+            if not self.memory_reported:
+                self.memory_reported = True
+                print(report_measured_memory(self.run), flush=True)
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
@@ -108,6 +115,32 @@ class GracefulStop(TrainerCallback):
             self.control.mark_stopping()
             control.should_save = True
             control.should_training_stop = True
+
+
+def measured_peak_gib() -> dict[str, float] | None:
+    """Peak CUDA memory of this process so far: allocated by tensors, and reserved by the allocator."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return {"allocated": torch.cuda.max_memory_allocated() / 2**30, "reserved": torch.cuda.max_memory_reserved() / 2**30}
+
+
+def report_measured_memory(run: RunDir) -> str:
+    """After the first step: the measured peak next to the launch's estimate, kept in `estimate.json` too, so
+    the estimate can be checked (and improved) against real runs."""
+    estimate = run.read_estimate()
+    estimated = f"estimated {estimate['peak_memory_gib']:.1f} GiB" if estimate else "no estimate for this config"
+    peak = measured_peak_gib()
+    if peak is None:
+        return f"memory after the first step: not measured (no CUDA here); {estimated}"
+    if estimate:
+        estimate["measured_peak_gib"] = {name: round(value, 2) for name, value in peak.items()}
+        write_json_atomic(run.estimate_path, estimate)
+    return (
+        f"memory after the first step: measured peak {peak['allocated']:.1f} GiB allocated "
+        f"({peak['reserved']:.1f} GiB reserved); {estimated}"
+    )
 
 
 def wandb_run_url() -> str | None:

@@ -196,6 +196,7 @@ class RunDir:
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     rollouts_path = property(lambda self: self.path / "rollouts.jsonl")
     log_path = property(lambda self: self.path / "train.log")
+    estimate_path = property(lambda self: self.path / "estimate.json")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     adapter_dir = property(lambda self: self.path / "adapter")
     model_dir = property(lambda self: self.path / "model")
@@ -203,6 +204,13 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.path.is_dir()
+
+    def read_estimate(self) -> dict[str, Any] | None:
+        """The launch's memory estimate (and, after the first step on CUDA, the measured peak), if any."""
+        try:
+            return json.loads(self.estimate_path.read_text())
+        except (OSError, ValueError):
+            return None
 
     # ------------------------------------------------------------------------------------------ status
     def read_status(self) -> dict[str, Any]:

@@ -122,7 +122,8 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
 
 def main(argv=None) -> int:
     return run_training_main(
-        argv, config_cls=ImageConfig, prefix="image", default_config=DEFAULT_CONFIG, description=__doc__, train=train
+        argv, config_cls=ImageConfig, prefix="image", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
+        estimate="image_vlm.estimate",
     )
 
 

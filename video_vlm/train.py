@@ -246,7 +246,8 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
 
 def main(argv=None) -> int:
     return run_training_main(
-        argv, config_cls=VideoConfig, prefix="video", default_config=DEFAULT_CONFIG, description=__doc__, train=train
+        argv, config_cls=VideoConfig, prefix="video", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
+        estimate="video_vlm.estimate",
     )
 
 

@@ -1,0 +1,508 @@
+"""Know before you launch: visual tokens, sequence length, parameters and peak GPU memory of a training config.
+
+Nothing heavy is loaded and nothing is downloaded but, at most, a config.json: parameters are counted on an
+empty (meta-device) model of the real architecture (`core.architectures`), and token counts follow the
+processors' own arithmetic. Each recipe describes one training step as a `Workload` (its `estimate.py`);
+this module turns it into memory, part by part:
+
+* weights: bf16 (fp32 on CPU); QLoRA stores the linear layers bitsandbytes quantizes in NF4 with double
+  quantization (4.127 bits a weight) and, as `prepare_model_for_kbit_training` does, the rest in fp32;
+* adapters and optimizer state: LoRA weights are fp32 (PEFT upcasts them), AdamW keeps two moments per
+  trainable weight (fp32 for LoRA, the weights' dtype for full fine-tuning), 8-bit AdamW one byte each;
+* gradients, one per trainable weight, alive through the accumulation steps;
+* activations: a per-token, per-layer count of the tensors autograd keeps (sdpa attention, so no seq^2
+  term), with gradient checkpointing only each layer's input plus one layer being recomputed;
+* logits: the tokens whose logits are materialised, times the vocabulary, with the fp32 loss copies;
+* GRPO generation: the KV cache of the whole generation batch (it is not alive during the backward);
+* a reference model when the KL term needs one (beta > 0 with full fine-tuning);
+* runtime: CUDA context and allocator slack.
+
+`steady_memory_gib` (weights, adapters and optimizer state) is what `torch.cuda.memory_allocated()` reads
+between steps; `peak_memory_gib` is what must fit. The figures are calibrated against measured runs in
+`bench/RESULTS.md`, and every training run logs the estimate next to the peak it measured.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from core.config import FinetuneSection, ModelSection
+
+GIB = 2**30
+NF4_BYTES_PER_WEIGHT = 4.127 / 8  # 4-bit codes + 8-bit absmax per 64 weights + fp32 per 256 absmax blocks
+RUNTIME_FIXED_GIB = 0.75  # CUDA context, cuBLAS workspaces
+ALLOCATOR_SLACK = 0.08  # the caching allocator's fragmentation on top of live tensors
+# Bytes of optimizer state per trainable weight, as a multiple of the weight's own bytes (AdamW: two moments).
+OPTIMIZER_STATE = {"adamw_torch": 2.0, "adamw_torch_fused": 2.0, "adamw_8bit": None, "paged_adamw_8bit": None, "sgd": 0.0}
+ADAM_8BIT_BYTES = 2.0  # two moments of one byte each, whatever the weight's dtype
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """A machine a config is meant to fit on: its memory and the share of it to leave free."""
+
+    name: str
+    total_gib: float
+    keep_free: float  # fraction of total that must stay free
+    source: str
+
+    @property
+    def usable_gib(self) -> float:
+        return self.total_gib * (1 - self.keep_free)
+
+
+# Unified memory (DGX Spark) is shared with the OS: past ~80 % it thrashes rather than failing cleanly, so
+# a fifth stays free (the vlm-ft project's lesson). A discrete GPU keeps 5 % for fragmentation.
+DEVICE_TARGETS = {
+    "dgx-spark": DeviceTarget("dgx-spark", 128e9 / GIB, 0.20, "DGX Spark: 128 GB unified memory, a fifth left to the OS"),
+    "h100": DeviceTarget("h100", 79.6, 0.05, "H100 80 GB"),
+    "h200": DeviceTarget("h200", 139.8, 0.05, "H200 141 GB"),
+    "a100-80gb": DeviceTarget("a100-80gb", 79.2, 0.05, "A100 80 GB"),
+    "l40s": DeviceTarget("l40s", 44.4, 0.05, "L40S 48 GB"),
+    "rtx-4090": DeviceTarget("rtx-4090", 23.6, 0.05, "RTX 4090 24 GB"),
+}
+DEFAULT_TARGET = "dgx-spark"
+
+
+class EstimateError(ValueError):
+    """A config whose memory cannot be estimated (unknown architecture, offline): training is not affected."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One training step of a recipe, in tokens: what the memory arithmetic needs to know.
+
+    Attributes:
+        sequences: Sequences in one forward/backward (the micro-batch).
+        prompt_tokens: Text tokens of one prompt, chat template included.
+        visual_tokens: Image or video tokens of one sample, after the projector.
+        answer_tokens: Completion (GRPO) or label (SFT) tokens of one sample.
+        vision_patches: Patches one sample sends through the vision tower.
+        logits_tokens: Tokens per sequence whose logits are materialised for the loss.
+        generated_sequences: Sequences generated at once (GRPO rollouts); 0 for SFT.
+        reference_model: A separate frozen copy is kept for the KL term.
+        notes: How the counts were obtained, for the table.
+    """
+
+    sequences: int
+    prompt_tokens: int
+    visual_tokens: int
+    answer_tokens: int
+    vision_patches: int
+    logits_tokens: int
+    generated_sequences: int = 0
+    reference_model: bool = False
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sequence_tokens(self) -> int:
+        return self.prompt_tokens + self.visual_tokens + self.answer_tokens
+
+
+@dataclass
+class Estimate:
+    params_total: int
+    params_trainable: int
+    visual_tokens_per_sample: int
+    sequence_tokens: int
+    parts_gib: dict[str, float]
+    steady_memory_gib: float
+    peak_memory_gib: float
+    device: DeviceTarget
+    method: str
+    notes: list[str] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+
+    @property
+    def headroom_gib(self) -> float:
+        return self.device.usable_gib - self.peak_memory_gib
+
+    @property
+    def fits(self) -> bool:
+        return self.headroom_gib >= 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "params_total": self.params_total,
+            "params_trainable": self.params_trainable,
+            "visual_tokens_per_sample": self.visual_tokens_per_sample,
+            "sequence_tokens": self.sequence_tokens,
+            "peak_memory_gib": round(self.peak_memory_gib, 2),
+            "steady_memory_gib": round(self.steady_memory_gib, 2),
+            "parts_gib": {name: round(value, 3) for name, value in self.parts_gib.items()},
+            "device": self.device.name,
+            "device_memory_gib": round(self.device.total_gib, 1),
+            "usable_memory_gib": round(self.device.usable_gib, 1),
+            "device_source": self.device.source,
+            "fits": self.fits,
+            "headroom_gib": round(self.headroom_gib, 2),
+            "method": self.method,
+            "notes": self.notes,
+            "advice": self.advice,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+def qwen_visual_tokens(height: int, width: int, min_pixels: int, max_pixels: int, patch: int = 14, merge: int = 2) -> tuple[int, int]:
+    """(tokens after the merger, patches through the vision tower) of one Qwen2.5-VL image, by the image
+    processor's own `smart_resize`.
+
+    >>> qwen_visual_tokens(350, 350, 56 * 56, 350 * 350)  # a Kaggle wildfire tile at the shipped budget
+    (144, 576)
+    """
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    factor = patch * merge
+    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    patches = (h // patch) * (w // patch)
+    return patches // (merge * merge), patches
+
+
+def frame_side(config) -> int:
+    """The side in pixels of an InternVL tile (configs spell it as an int or a pair)."""
+    size = config.vision_config.image_size
+    return size[0] if isinstance(size, (list, tuple)) else size
+
+
+def internvl_frame_tokens(config) -> tuple[int, int]:
+    """(tokens after pixel shuffle, patches incl. the class token) of one InternVL tile or video frame.
+
+    Every frame is resized to one `image_size` tile, so the count does not depend on the clip's resolution.
+    """
+    vision = config.vision_config
+    size = frame_side(config)
+    patch = vision.patch_size[0] if isinstance(vision.patch_size, (list, tuple)) else vision.patch_size
+    patches = (size // patch) ** 2
+    return int(patches * config.downsample_ratio**2), patches + 1
+
+
+def approximate_text_tokens(text: str) -> int:
+    """Tokens of English text for a 150k-vocabulary BPE (Qwen2.5's): about four characters a token.
+
+    >>> approximate_text_tokens("x" * 400)
+    100
+    """
+    return math.ceil(len(text) / 4)
+
+
+# ---------------------------------------------------------------------------------------------- devices
+
+
+def device_target(name: str | None, model: ModelSection) -> DeviceTarget:
+    """The memory a config must fit in: a named target or GiB given here, else the `max_memory_gb` cap,
+    else this machine's GPU, else the DGX Spark.
+
+    >>> device_target("40", ModelSection()).total_gib
+    40.0
+    >>> device_target(None, ModelSection(max_memory_gb=100)).source
+    'model.max_memory_gb cap'
+    """
+    if name:
+        if name in DEVICE_TARGETS:
+            return DEVICE_TARGETS[name]
+        try:
+            return DeviceTarget(f"{float(name):g} GiB", float(name), 0.0, "given on the command line")
+        except ValueError:
+            raise EstimateError(f"unknown device {name!r}; use GiB (e.g. 80) or one of {', '.join(DEVICE_TARGETS)}") from None
+    if model.max_memory_gb:
+        return DeviceTarget(f"{model.max_memory_gb:g} GiB cap", model.max_memory_gb, 0.0, "model.max_memory_gb cap")
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(torch.cuda.current_device())
+            return DeviceTarget(props.name, props.total_memory / GIB, 0.05, "this machine's GPU")
+    except ImportError:
+        pass
+    return DEVICE_TARGETS[DEFAULT_TARGET]
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    hidden: int
+    kv: int
+    intermediate: int
+    layers: int
+    vocab: int
+    vision_hidden: int
+    vision_intermediate: int
+    vision_layers: int
+
+
+def _shapes(config) -> _Shapes:
+    text = getattr(config, "text_config", config)
+    vision = getattr(config, "vision_config", None)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    vision_layers = getattr(vision, "depth", None) or getattr(vision, "num_hidden_layers", 0)
+    return _Shapes(
+        hidden=text.hidden_size,
+        kv=kv_heads * head_dim,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        vocab=text.vocab_size,
+        vision_hidden=getattr(vision, "hidden_size", 0),
+        vision_intermediate=getattr(vision, "intermediate_size", 0),
+        vision_layers=vision_layers,
+    )
+
+
+def _weights(model, finetune: FinetuneSection, dtype_bytes: float) -> tuple[float, int, int, list[str]]:
+    """(weight bytes, total params, trainable params, LoRA target names) of an empty model."""
+    import torch
+
+    from core.models import lora_target_modules
+
+    output = model.get_output_embeddings()
+    quantized: set[int] = set()
+    if finetune.method == "qlora":  # bitsandbytes converts every nn.Linear but the output head
+        quantized = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output}
+    seen: set[int] = set()
+    weight_bytes = 0.0
+    total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if id(param) in quantized:
+            weight_bytes += param.numel() * NF4_BYTES_PER_WEIGHT
+        else:
+            weight_bytes += param.numel() * (4 if finetune.method == "qlora" else dtype_bytes)
+    if finetune.method == "full":
+        return weight_bytes, total, total, []
+    targets = lora_target_modules(model, finetune)
+    modules = dict(model.named_modules())
+    trainable = sum(finetune.r * (modules[n].in_features + modules[n].out_features) for n in targets)
+    return weight_bytes, total, trainable, targets
+
+
+def estimate_memory(
+    model: ModelSection,
+    finetune: FinetuneSection,
+    optim: str,
+    workload: Workload,
+    device: DeviceTarget,
+    config=None,
+) -> Estimate:
+    """Parameters and memory, part by part, of training `model` with `finetune` on `workload`."""
+    from core.architectures import UnknownArchitecture, architecture_config, meta_model
+
+    try:
+        config = config if config is not None else architecture_config(model.name, model.revision)
+        empty = meta_model(config)
+    except UnknownArchitecture as err:
+        raise EstimateError(str(err)) from None
+    except (ValueError, KeyError, OSError) as err:
+        raise EstimateError(f"{model.name}: this architecture cannot be built on the meta device ({err})") from None
+    dtype_bytes = 4 if model.dtype == "float32" else 2  # `auto` is bf16 on the GPU this estimates for
+    weight_bytes, total, trainable, targets = _weights(empty, finetune, dtype_bytes)
+    shapes = _shapes(config)
+
+    full = finetune.method == "full"
+    trainable_bytes = dtype_bytes if full else 4  # PEFT keeps LoRA weights in fp32
+    state = OPTIMIZER_STATE.get(optim, 2.0)
+    optimizer_bytes = trainable * (ADAM_8BIT_BYTES if state is None else state * trainable_bytes)
+    gradient_bytes = trainable * trainable_bytes
+    adapter_bytes = 0 if full else trainable * trainable_bytes
+
+    # Activations. The hidden stream is fp32 under QLoRA (the upcast embedding feeds every layer).
+    act = 4 if finetune.method == "qlora" else dtype_bytes
+    tokens = workload.sequences * workload.sequence_tokens
+    h, kv, i = shapes.hidden, shapes.kv, shapes.intermediate
+    per_layer = 6 * h + 2 * kv + 4 * i  # norms, q/k/v, sdpa output, residual, gate/up/act/product
+    if not full and finetune.dropout > 0:  # each adapted layer keeps its own dropped-out input
+        modules = dict(empty.named_modules())
+        per_layer += sum(modules[n].in_features for n in targets) // shapes.layers
+    stored = shapes.layers * h if finetune.gradient_checkpointing else shapes.layers * per_layer
+    recompute = 2 * per_layer if finetune.gradient_checkpointing else 0  # one layer and its gradients
+    language_activations = tokens * (stored + recompute) * act
+    vision_trained = full or finetune.vision_attention or finetune.vision_mlp
+    patches = workload.sequences * workload.vision_patches
+    vision_per_layer = 6 * shapes.vision_hidden + 4 * shapes.vision_intermediate
+    if vision_trained:
+        vision_layers = 2 if finetune.gradient_checkpointing else shapes.vision_layers
+        vision_activations = patches * vision_per_layer * vision_layers * dtype_bytes
+    else:  # frozen: nothing is kept, only one layer's working set while it runs
+        vision_activations = patches * vision_per_layer * dtype_bytes
+    logits_dtype = 4 if finetune.method == "qlora" else dtype_bytes
+    logits = workload.sequences * workload.logits_tokens * shapes.vocab * (logits_dtype + 8)  # + fp32 copy, log-softmax
+
+    generation = 0.0
+    if workload.generated_sequences:
+        kv_cache = workload.generated_sequences * workload.sequence_tokens * shapes.layers * 2 * kv * dtype_bytes
+        generation = kv_cache + workload.generated_sequences * shapes.vocab * 4 * 2  # last-token logits, fp32
+    reference = weight_bytes if workload.reference_model and full else 0.0
+
+    parts = {
+        "weights": weight_bytes,
+        "adapters" if not full else "master weights": adapter_bytes,
+        "optimizer state": optimizer_bytes,
+        "gradients": gradient_bytes,
+        "activations": language_activations + vision_activations,
+        "logits and loss": logits,
+        "generation KV cache": generation,
+        "reference model": reference,
+    }
+    if full:
+        parts.pop("master weights")  # bf16 weights are updated in place: no separate copy today
+    steady = weight_bytes + adapter_bytes + optimizer_bytes + reference
+    step = gradient_bytes + parts["activations"] + logits
+    live = steady + max(step, generation)
+    runtime = RUNTIME_FIXED_GIB * GIB + ALLOCATOR_SLACK * live
+    parts["runtime"] = runtime
+    notes = list(workload.notes)
+    if not finetune.gradient_checkpointing:
+        with_checkpointing = tokens * (shapes.layers * h + 2 * per_layer) * act
+        notes.append(f"gradient checkpointing would keep {with_checkpointing / GIB:.1f} GiB of activations instead of {language_activations / GIB:.1f}")
+    if workload.reference_model and not full:
+        notes.append("the KL reference is the base model with the adapter switched off: no second copy")
+    return Estimate(
+        params_total=total,
+        params_trainable=trainable,
+        visual_tokens_per_sample=workload.visual_tokens,
+        sequence_tokens=workload.sequence_tokens,
+        parts_gib={name: value / GIB for name, value in parts.items()},
+        steady_memory_gib=steady / GIB,
+        peak_memory_gib=(live + runtime) / GIB,
+        device=device,
+        method=finetune.method,
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- advice
+
+
+def advise(cfg, estimate_cfg: Callable[[Any], Estimate], candidates: Iterable[str], usable_gib: float) -> list[str]:
+    """What to change so that the config fits: each single `key=value` change among `candidates` that is
+    enough on its own, largest peak first; when none is, the shortest run of them, in order, that is.
+
+    Candidates that do not validate (a batch that no longer divides the generations, say) are left out.
+    """
+    from core.config import ConfigError, deep_merge, parse_overrides, validate_config
+
+    def changed(base, override: str):
+        try:
+            new = validate_config(type(base), deep_merge(base.model_dump(), parse_overrides([override])))
+        except ConfigError:
+            return None
+        return None if new == base else new
+
+    singles = []
+    for override in candidates:
+        new = changed(cfg, override)
+        if new is not None:
+            singles.append((estimate_cfg(new).peak_memory_gib, override))
+    fitting = sorted((item for item in singles if item[0] <= usable_gib), reverse=True)
+    if fitting:
+        return [f"{override} (peak {peak:.1f} GiB)" for peak, override in fitting]
+    combined, applied, peak = cfg, [], None
+    for _, override in sorted(singles):  # the biggest saving first
+        new = changed(combined, override)
+        if new is None:
+            continue
+        combined, peak = new, estimate_cfg(new).peak_memory_gib
+        applied.append(override)
+        if peak <= usable_gib:
+            return [f"{' '.join(applied)} together (peak {peak:.1f} GiB)"]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def human_count(n: int) -> str:
+    """
+    >>> [human_count(n) for n in (8_292_166_656, 80_740_352, 329_952, 12)]
+    ['8.29 B', '80.7 M', '330.0 K', '12']
+    """
+    for scale, unit, digits in ((1e9, "B", 2), (1e6, "M", 1), (1e3, "K", 1)):
+        if n >= scale:
+            return f"{n / scale:,.{digits}f} {unit}"
+    return str(n)
+
+
+def format_table(estimate: Estimate) -> str:
+    """The human form: counts, then memory part by part, then the verdict."""
+    lines = [
+        f"parameters        {human_count(estimate.params_total)} total, {human_count(estimate.params_trainable)} trainable ({estimate.method})",
+        f"visual tokens     {estimate.visual_tokens_per_sample:,} per sample",
+        f"sequence tokens   {estimate.sequence_tokens:,} per sample (prompt + visual + answer budget)",
+        "memory (GiB)",
+    ]
+    for name, value in estimate.parts_gib.items():
+        if value > 0:
+            lines.append(f"  {name:<20} {value:8.2f}")
+    lines.append(f"  {'peak':<20} {estimate.peak_memory_gib:8.2f}   (between steps: {estimate.steady_memory_gib:.2f})")
+    lines.append(
+        f"device            {estimate.device.name}: {estimate.device.total_gib:.1f} GiB, "
+        f"{estimate.device.usable_gib:.1f} usable ({estimate.device.source})"
+    )
+    verdict = "fits" if estimate.fits else "does NOT fit"
+    lines.append(f"verdict           {verdict}, headroom {estimate.headroom_gib:+.1f} GiB")
+    lines += [f"note              {note}" for note in estimate.notes]
+    return "\n".join(lines)
+
+
+def summary_line(estimate: Estimate) -> str:
+    """One line for the training log."""
+    return (
+        f"estimate: peak {estimate.peak_memory_gib:.1f} GiB of {estimate.device.usable_gib:.1f} usable on "
+        f"{estimate.device.name} ({'fits' if estimate.fits else 'does not fit'}); "
+        f"{human_count(estimate.params_trainable)} of {human_count(estimate.params_total)} parameters trained; "
+        f"{estimate.sequence_tokens:,} tokens per sample, {estimate.visual_tokens_per_sample:,} visual"
+    )
+
+
+def does_not_fit_line(estimate: Estimate) -> str:
+    """The exit-3 line: how far over, and what to change."""
+    fix = " or ".join(estimate.advice) if estimate.advice else "lower the batch, generations, frames or pixels, or use finetune.method=qlora"
+    return (
+        f"does not fit: peak {estimate.peak_memory_gib:.1f} GiB > {estimate.device.usable_gib:.1f} GiB usable on "
+        f"{estimate.device.name}. To fit, set {fix}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+TEMPLATE_TOKENS_PER_MESSAGE = 5  # <|im_start|>role\n ... <|im_end|>\n
+
+
+def message_text(messages: list[dict[str, Any]]) -> str:
+    """The text parts of chat messages, in order (images and videos are counted separately)."""
+    parts = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts += [part["text"] for part in content if part.get("type") == "text"]
+    return "\n".join(parts)
+
+
+def prompt_tokens(model: ModelSection, messages: list[dict[str, Any]]) -> tuple[int, str]:
+    """(tokens of a text-only prompt with its chat template, how they were counted).
+
+    The model's own tokenizer when it is on this machine (tiny models, a local folder, the HF cache);
+    otherwise about four characters a token, which the note says.
+    """
+    text = message_text(messages)
+    template = TEMPLATE_TOKENS_PER_MESSAGE * len(messages) + 3  # + the assistant turn's opening
+    try:
+        from transformers import AutoTokenizer
+
+        from core.tiny import TINY_PREFIX, resolve_model_name
+
+        local = {} if model.name.startswith(TINY_PREFIX) else {"local_files_only": True}
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(model.name), revision=model.revision, **local)
+    except (OSError, ValueError):
+        return approximate_text_tokens(text) + template, "prompt tokens approximated at 4 characters a token (tokenizer not on this machine)"
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"]) + template, "prompt tokens counted with the model's tokenizer"

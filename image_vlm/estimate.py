@@ -1,0 +1,93 @@
+"""The image recipe's training step as a memory `Workload`: GRPO rollouts of one prompt image, then the loss.
+
+    python -m image_vlm.train --config image_vlm/configs/qwen2_5_vl_7b_grpo.yaml --estimate [--json]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from core.estimate import Estimate, Workload, advise, device_target, estimate_memory, prompt_tokens, qwen_visual_tokens
+from image_vlm.config import ImageConfig, ImageDataSection
+from image_vlm.task import image_size_arguments, prompt_messages
+
+# The Kaggle wildfire tiles are 350 x 350 pixels; the synthetic stand-in's are 64 x 64.
+KNOWN_TILE_SIZE = (350, 350)
+SYNTHETIC_TILE_SIZE = (64, 64)
+# One change each, tried in turn when a config does not fit.
+FIXES = (
+    "finetune.gradient_checkpointing=true",
+    "finetune.method=qlora",
+    "train.per_device_train_batch_size={half_batch}",
+    "train.num_generations={half_generations}",
+    "train.max_completion_length={half_completion}",
+    "data.max_pixels={half_pixels}",
+)
+
+
+def image_size(data: ImageDataSection) -> tuple[tuple[int, int], str]:
+    """((height, width), where it came from): the first training image of the dataset manifest when there is
+    one, else the dataset's known tile size."""
+    manifest = Path(data.root) / "manifest.json"
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))["splits"]
+        first = next(iter(entries.get("train") or next(iter(entries.values()))))
+        from PIL import Image
+
+        with Image.open(Path(data.root) / first["path"]) as image:  # reads the header only
+            return (image.height, image.width), f"image size {image.width}x{image.height} from {manifest}"
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        pass
+    if data.synthetic:
+        return SYNTHETIC_TILE_SIZE, "image size 64x64 (the synthetic tiles)"
+    return KNOWN_TILE_SIZE, "image size 350x350 (the Kaggle wildfire tiles; no manifest yet)"
+
+
+def workload(cfg: ImageConfig, config) -> Workload:
+    from core.estimate import EstimateError
+
+    if not hasattr(getattr(config, "vision_config", None), "spatial_merge_size"):
+        raise EstimateError(f"{cfg.model.name}: visual tokens are known for Qwen2-VL-style image processors only")
+    (height, width), size_note = image_size(cfg.data)
+    budget = image_size_arguments(cfg.data.max_pixels)["size"]
+    vision = config.vision_config
+    visual, patches = qwen_visual_tokens(
+        height, width, budget["shortest_edge"], budget["longest_edge"], vision.patch_size, vision.spatial_merge_size
+    )
+    prompt, prompt_note = prompt_tokens(cfg.model, prompt_messages(cfg.data))
+    train = cfg.train
+    steps_per_generation = int(train.trainer.get("steps_per_generation") or train.gradient_accumulation_steps)
+    return Workload(
+        sequences=train.per_device_train_batch_size,
+        prompt_tokens=prompt,
+        visual_tokens=visual,
+        answer_tokens=train.max_completion_length,
+        vision_patches=patches,
+        logits_tokens=train.max_completion_length + 1,  # TRL keeps the completion's logits only
+        generated_sequences=train.per_device_train_batch_size * steps_per_generation,
+        reference_model=train.beta > 0,
+        notes=(size_note, prompt_note),
+    )
+
+
+def estimate(cfg: ImageConfig, device: str | None = None, with_advice: bool = True) -> Estimate:
+    """The memory estimate of training `cfg`; with advice on what to change when it does not fit."""
+    from core.architectures import architecture_config
+
+    config = architecture_config(cfg.model.name, cfg.model.revision)
+    target = device_target(device, cfg.model)
+
+    def one(c: ImageConfig) -> Estimate:
+        return estimate_memory(c.model, c.finetune, c.train.optim, workload(c, config), target, config)
+
+    result = one(cfg)
+    if with_advice and not result.fits:
+        halves = {
+            "half_batch": max(1, cfg.train.per_device_train_batch_size // 2),
+            "half_generations": max(2, cfg.train.num_generations // 2),
+            "half_completion": max(8, cfg.train.max_completion_length // 2),
+            "half_pixels": max(28 * 28, cfg.data.max_pixels // 2),
+        }
+        result.advice = advise(cfg, one, [fix.format(**halves) for fix in FIXES], target.usable_gib)
+    return result
