@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from core.estimate import EstimateError
 from core.tiny import TINY_PREFIX, resolve_model_name
 
 QWEN2_5_VL_7B_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -22,7 +23,7 @@ INTERNVL3_8B_ID = "OpenGVLab/InternVL3-8B-hf"
 CONFIG_DOWNLOAD_TIMEOUT_S = 10
 
 
-class UnknownArchitecture(ValueError):
+class UnknownArchitecture(EstimateError):
     """A model whose config cannot be found here. The message says what to download or set."""
 
 

@@ -54,6 +54,9 @@ def test_run_folder_holds_metrics_rewards_rollouts_and_adapter(finished_run):
     assert {"completion", "answer", "label", "image_path"} <= set(rollouts[0])
     assert (finished_run.adapter_dir / "adapter_config.json").exists()
     assert (finished_run.adapter_dir / "processor_config.json").exists()
+    # The launch's memory estimate is kept in the run folder (the log prints it, and the measured peak on CUDA).
+    estimate = finished_run.read_estimate()
+    assert estimate and estimate["params_total"] > 0 and estimate["visual_tokens_per_sample"] > 0
 
 
 def test_lora_weights_changed(finished_run):
