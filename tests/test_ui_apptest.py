@@ -330,7 +330,7 @@ def test_newest_active_run_is_shown_by_default(dirs):
         at = app("image")
         run_picker = [s for s in at.selectbox if s.label == "Run"][0]
         assert run_picker.value == "image-20250101-100000"
-        assert "step 3 of 6" in at.get("progress")[0].proto.text
+        assert any("step 3 of 6" in bar.proto.text for bar in at.get("progress"))
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -646,3 +646,39 @@ def test_compare_gallery_offers_samples(dirs, recipe):
     samples = at.selectbox(key=f"{recipe}:sample")
     assert samples.options and all(name.startswith("synthetic/") for name in samples.options)
     assert [b for b in at.button if b.label == "Generate"]
+
+
+# ---------------------------------------------------------------------------------------------- memory estimate
+
+
+def markdown_text(at: AppTest) -> str:
+    return "\n".join(str(m.value) for m in at.markdown)
+
+
+@pytest.mark.parametrize("page", ["image", "video"])
+def test_estimate_beside_start_for_the_tiny_preset(dirs, page):
+    at = app(page)
+    assert not at.exception
+    assert "Memory estimate" in markdown_text(at)
+    assert ":green-background[Fits:" in markdown_text(at)
+    assert button(at, "Update estimate")
+
+
+def test_estimate_follows_the_form_and_start_asks_before_an_oversized_run(dirs, monkeypatch):
+    """A cap too small for the 7B preset turns the estimate red; Start then refuses until it is confirmed."""
+    monkeypatch.setattr("ui.recipes.launch_training", lambda *a, **k: pytest.fail("must not launch"))
+    at = app("image")
+    preset = [s for s in at.selectbox if s.label == "Preset"][0]
+    preset.set_value([o for o in preset.options if o.startswith("full-size")][0]).run()
+    assert ":green-background[Fits:" in markdown_text(at)
+    [n for n in at.number_input if n.label == "Max GPU memory (GB)"][0].set_value(12.0)
+    button(at, "Update estimate").click().run()
+    assert not at.exception
+    assert ":red-background[Will not fit:" in markdown_text(at)
+    assert "To fit, set" in texts(at.caption)
+    button(at, "Start training").click().run()
+    assert "the memory estimate says this config will not fit" in texts(at.error)
+    [c for c in at.checkbox if c.label.startswith("Start even though")][0].check()
+    button(at, "Start training").click().run()
+    assert "the memory estimate says" not in texts(at.error)
+    assert "Not started" in texts(at.error), "past the estimate, the missing 7B dataset stops it"

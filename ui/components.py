@@ -20,6 +20,7 @@ from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
 from ui.evaluation import evaluation_panel, render_report
+from ui.estimate import estimate_for, estimate_panel
 from ui.form import build_config, form_values
 from ui.inference import release_compare_model
 from ui.recipes import (
@@ -107,17 +108,35 @@ def new_run_form(recipe: Recipe) -> None:
     gpu_note()
     with st.form(f"{recipe.name}:train-form", border=False):
         values = form_values(recipe, base, prefix)
-        submitted = st.form_submit_button("Start training", type="primary", disabled=not recipe.available)
-    if submitted:
         values["data.root"] = str(root)
-        launch_from_form(recipe, base, values)
+        try:
+            cfg, problem = build_config(recipe, base, values), None
+        except ConfigError as err:
+            cfg, problem = None, str(err)
+        estimate = estimate_for(recipe, cfg)
+        estimate_panel(estimate, problem)
+        oversized = bool(estimate and estimate.get("fits") is False)
+        confirmed = oversized and st.checkbox(
+            "Start even though the estimate says it will not fit", key=f"{prefix}:start-oversized"
+        )
+        start, update = st.columns(2)
+        with start:
+            submitted = st.form_submit_button("Start training", type="primary", disabled=not recipe.available)
+        with update:
+            st.form_submit_button("Update estimate", help="Apply the edits above to the estimate without starting")
+    if submitted:
+        launch_from_form(recipe, cfg, problem, oversized and not confirmed)
 
 
-def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any]) -> None:
-    try:
-        cfg = build_config(recipe, base, values)
-    except ConfigError as err:
-        st.error(f"Not started: {err}")
+def launch_from_form(recipe: Recipe, cfg, problem: str | None, unconfirmed_oversize: bool = False) -> None:
+    if cfg is None:
+        st.error(f"Not started: {problem}")
+        return
+    if unconfirmed_oversize:
+        st.error(
+            "Not started: the memory estimate says this config will not fit (see above). Change what it suggests, "
+            "or tick 'Start even though the estimate says it will not fit' and press Start again."
+        )
         return
     problem = dataset_problem(recipe, Path(cfg.data.root), cfg)
     if problem:

@@ -36,6 +36,7 @@ class Recipe:
         title: Page title.
         config_cls: The recipe's typed config.
         train_module / eval_module: The CLIs the UI launches (`python -m ...`).
+        estimate_module: The recipe's memory estimate (`estimate(cfg)`), shown beside Start.
         configs_dir: Shipped YAML presets.
         primary: Config keys shown in the main form; every other field goes under "All settings".
         upload_suffixes: File types accepted in the compare panel.
@@ -48,6 +49,7 @@ class Recipe:
     config_cls: type[BaseModel]
     train_module: str
     eval_module: str
+    estimate_module: str
     configs_dir: Path
     primary: tuple[str, ...]
     upload_suffixes: tuple[str, ...]
@@ -83,6 +85,7 @@ IMAGE = Recipe(
     config_cls=ImageConfig,
     train_module="image_vlm.train",
     eval_module="image_vlm.evaluate",
+    estimate_module="image_vlm.estimate",
     configs_dir=REPO_ROOT / "image_vlm" / "configs",
     primary=COMMON_PRIMARY + ("train.num_generations", "train.max_completion_length", "rewards.weights"),
     upload_suffixes=(".jpg", ".jpeg", ".png", ".webp"),
@@ -96,6 +99,7 @@ VIDEO = Recipe(
     config_cls=VideoConfig,
     train_module="video_vlm.train",
     eval_module="video_vlm.evaluate",
+    estimate_module="video_vlm.estimate",
     configs_dir=REPO_ROOT / "video_vlm" / "configs",
     primary=COMMON_PRIMARY + ("data.num_frames", "data.frame_max_side"),
     upload_suffixes=(".mp4", ".mov", ".webm"),
