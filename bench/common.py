@@ -352,6 +352,20 @@ def parameter_bytes(*models) -> int:
 
 # ---------------------------------------------------------------------------------------------- full-size models
 
+def estimated_memory(module: str, cfg, measured_peak_gib: float | None) -> dict[str, Any]:
+    """The product's pre-launch estimate of a row's config beside its measured peak (and their ratio), so
+    `bench/RESULTS.md` can keep the estimate honest."""
+    try:
+        result = importlib.import_module(module).estimate(cfg, with_advice=False)
+    except Exception as error:  # noqa: BLE001 - a row without an estimate still reports what it measured
+        return {"estimate_note": f"no estimate: {error}"}
+    return {
+        "estimated_peak_gib": result.peak_memory_gib,
+        "estimated_steady_gib": result.steady_memory_gib,
+        "measured_over_estimate": ratio(measured_peak_gib, result.peak_memory_gib),
+    }
+
+
 def trainable_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

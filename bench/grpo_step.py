@@ -178,6 +178,7 @@ COLUMNS = (
     ("train_s", "train s"),
     ("gen_share", "gen share"),
     ("peak_gib", "peak GiB"),
+    ("estimated_peak_gib", "estimate GiB"),
     ("vs_playbook", "x playbook"),
 )
 
@@ -338,6 +339,7 @@ def run_variant(variant: Variant, args, processor, data_root: Path, work: Path) 
         "gen_share": gen / total if total else None,
         "peak_gib": peak,
         "peak_reserved_gib": reserved,
+        **common.estimated_memory("image_vlm.estimate", cfg, peak),
         "trainable_parameters": common.trainable_parameters(model),
         "settings": {
             "per_device_train_batch_size": t.per_device_train_batch_size,

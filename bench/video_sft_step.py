@@ -50,6 +50,7 @@ COLUMNS = (
     ("mfu", "MFU"),
     ("loader_share", "loader share"),
     ("peak_gib", "peak GiB"),
+    ("estimated_peak_gib", "estimate GiB"),
     ("vs_pad8192", "x baseline"),
 )
 
@@ -272,6 +273,7 @@ def run_variant(name: str, pad_to: int | None, cfg, args, processor, dataset, pa
         "loader_s_per_sample": wait / fetched if calls else None,
         "peak_gib": peak,
         "peak_reserved_gib": reserved,
+        **common.estimated_memory("video_vlm.estimate", cfg, peak),
         "skipped_samples": collator.skipped,
     }
     del trainer, model

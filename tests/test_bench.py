@@ -95,6 +95,7 @@ def test_grpo_step_tiny(bench_runs):
         for key in ("completions_per_s", "step_s", "gen_s", "score_s", "train_s", "gen_share", "vs_playbook"):
             assert row[key] is not None and row[key] >= 0, (name, key, row[key])
         assert "peak_gib" in row
+        assert row["estimated_peak_gib"] > 0, "each row carries the product's estimate beside what it measured"
     assert rows["playbook"]["completions_per_step"] == 4 and rows["default"]["completions_per_step"] == 8
     assert rows["playbook"]["settings"]["num_generations"] == 2 and rows["default"]["settings"]["num_generations"] == 4
     assert rows["default"]["generate_calls_per_step"] == 1 and rows["default/gen-per-microbatch"]["generate_calls_per_step"] == 2
@@ -118,6 +119,7 @@ def test_video_sft_step_tiny(bench_runs):
         for key in ("samples_per_s", "tokens_per_s", "loader_share", "step_s"):
             assert row[key] is not None and row[key] > 0, (row["variant"], key)
         assert "mfu" in row and "peak_gib" in row
+        assert row["estimated_peak_gib"] > 0
     assert payload["config"]["full_size_token_budget"]["frames"] == 16
     assert payload["config"]["collator"] == "video_vlm.collator.VideoSFTCollator"
 
