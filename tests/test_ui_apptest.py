@@ -622,6 +622,7 @@ def test_ui_doctests():
     import doctest
 
     import ui.charts
+    import ui.estimate
     import ui.evaluation
     import ui.form
     import ui.inference
@@ -629,7 +630,7 @@ def test_ui_doctests():
     import ui.uploads
     import ui.widgets
 
-    modules = (ui.charts, ui.evaluation, ui.form, ui.inference, ui.recipes, ui.uploads, ui.widgets)
+    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.inference, ui.recipes, ui.uploads, ui.widgets)
     assert sum(len(t.examples) for m in modules for t in doctest.DocTestFinder().find(m)) > 20
     for module in modules:
         result = doctest.testmod(module)
