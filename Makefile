@@ -21,7 +21,7 @@ define launch
 $(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1) --run-dir $(RUNS_DIR)/$(2)-$(shell date +%Y%m%d-%H%M%S))
 endef
 
-.PHONY: setup test test-fast lint containers-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
+.PHONY: setup test test-fast lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,13 @@ containers-check: setup
 	@command -v docker-compose >/dev/null || { echo "docker-compose is missing: apt-get install docker-compose"; exit 1; }
 	docker-compose -f docker-compose.yml config --quiet
 	$(VENV)/bin/hadolint --failure-threshold error docker/Dockerfile
+	$(MAKE) --no-print-directory wheels-check
+
+# Every package the image installs has a wheel on the DGX Spark (aarch64) and on x86_64 (needs the package index).
+wheels-check: setup
+	@mkdir -p build
+	docker/image-requirements.sh build/image-requirements.txt $(UV)
+	docker/check-wheels.sh build/image-requirements.txt $(UV)
 
 lint: containers-check
 

@@ -337,8 +337,10 @@ def test_dockerfile_base_user_healthcheck():
 def test_dockerfile_keeps_base_torch():
     """torch/torchvision come from the NGC base image: the locked requirements drop them and pip runs --no-deps."""
     runs = " ".join(a for instr, a in _dockerfile_instructions() if instr == "RUN")
-    assert "uv export --frozen" in runs
-    assert re.search(r"grep -v\w*E? '[^']*torch\|torchvision[^']*triton[^']*nvidia-", runs), "lock export must drop torch/vision/triton/nvidia-*"
+    assert "./image-requirements.sh /tmp/requirements.txt" in runs
+    export = (REPO / "docker" / "image-requirements.sh").read_text()
+    assert "uv\" export --frozen" in export
+    assert re.search(r"grep -v\w*E? '[^']*torch\|torchvision[^']*triton[^']*nvidia-", export), "lock export must drop torch/vision/triton/nvidia-*"
     for match in re.finditer(r"pip install ([^&|;]*)", runs):
         cmd = match.group(1)
         assert not re.search(r"\btorch(vision)?\b(?!_)", cmd), f"Dockerfile must not pip install torch: {cmd}"
@@ -458,3 +460,34 @@ def test_compose_gives_trainers_time_to_checkpoint_on_down():
         env = dict(item.split("=", 1) for item in service["environment"] if "=" in item)
         assert seconds >= float(env["VLM_STOP_TIMEOUT_S"]) + 30, f"{name}: grace {grace} vs stop timeout {env['VLM_STOP_TIMEOUT_S']}"
         assert service.get("init") is True
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(REPO / ".tools" / "bin" / "uv")
+    if not Path(found).exists():
+        pytest.fail("uv is missing: `make setup` installs it into .tools/")
+    return found
+
+
+def test_every_image_package_has_wheels_on_both_platforms(tmp_path):
+    """The locked image requirements resolve with wheels only, for aarch64 (DGX Spark) and x86_64, on the base
+    image's Python (needs the package index, like `make setup`)."""
+    requirements = tmp_path / "image-requirements.txt"
+    subprocess.run([str(REPO / "docker" / "image-requirements.sh"), str(requirements), _uv()], check=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [str(REPO / "docker" / "check-wheels.sh"), str(requirements), _uv()], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "aarch64-manylinux_2_28 wheels" in proc.stdout and "x86_64-manylinux_2_28 wheels" in proc.stdout
+    assert "bitsandbytes==" in requirements.read_text(), "the gpu extra is part of what is checked"
+
+
+def test_wheel_check_catches_an_x86_only_package(tmp_path):
+    """decord publishes no aarch64 wheel: adding it to the image's requirements must fail the check at once."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("decord==0.6.0\n")
+    proc = subprocess.run(
+        [str(REPO / "docker" / "check-wheels.sh"), str(requirements), _uv()], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode != 0
+    assert "no wheels with a matching platform tag" in proc.stderr and "aarch64" in proc.stderr
