@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 # uv from PATH when present, else a private copy bootstrapped with pip into .tools/.
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+# On a CUDA box (nvidia-smi present) setup installs the gpu extra too: bitsandbytes for QLoRA, Liger kernels.
+GPU_EXTRA := $(if $(shell command -v nvidia-smi 2>/dev/null),--extra gpu)
 CONFIG_IMAGE ?= image_vlm/configs/qwen2_5_vl_7b_grpo.yaml
 CONFIG_VIDEO ?= video_vlm/configs/internvl3_8b_sft.yaml
 ARGS ?=
@@ -30,7 +32,7 @@ setup: $(VENV)/.installed
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.tools/bin/uv)
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra test --python $(PYTHON)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra test $(GPU_EXTRA) --python $(PYTHON)
 	@touch $@
 
 test: setup

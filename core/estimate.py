@@ -5,7 +5,7 @@ empty (meta-device) model of the real architecture (`core.architectures`), and t
 processors' own arithmetic. Each recipe describes one training step as a `Workload` (its `estimate.py`);
 this module turns it into memory, part by part:
 
-* weights: bf16 (fp32 on CPU); QLoRA stores the linear layers bitsandbytes quantizes in NF4 with double
+* weights: bf16; QLoRA stores the language model's linear layers (`core.models.quantized_in_qlora`) in NF4 with double
   quantization (4.127 bits a weight) and, as `prepare_model_for_kbit_training` does, the rest in fp32;
 * adapters and optimizer state: LoRA weights are fp32 (PEFT upcasts them), AdamW keeps two moments per
   trainable weight (fp32 for LoRA, the weights' dtype for full fine-tuning), 8-bit AdamW one byte each;
@@ -37,6 +37,7 @@ ALLOCATOR_SLACK = 0.08  # the caching allocator's fragmentation on top of live t
 # Bytes of optimizer state per trainable weight, as a multiple of the weight's own bytes (AdamW: two moments).
 OPTIMIZER_STATE = {"adamw_torch": 2.0, "adamw_torch_fused": 2.0, "adamw_8bit": None, "paged_adamw_8bit": None, "sgd": 0.0}
 ADAM_8BIT_BYTES = 2.0  # two moments of one byte each, whatever the weight's dtype
+MAX_COMBINED_CHANGES = 6  # advice beyond this many changes at once is no longer advice
 
 
 @dataclass(frozen=True)
@@ -258,12 +259,13 @@ def _weights(model, finetune: FinetuneSection, dtype_bytes: float) -> tuple[floa
     """(weight bytes, total params, trainable params, LoRA target names) of an empty model."""
     import torch
 
-    from core.models import lora_target_modules
+    from core.models import lora_target_modules, quantized_in_qlora
 
-    output = model.get_output_embeddings()
     quantized: set[int] = set()
-    if finetune.method == "qlora":  # bitsandbytes converts every nn.Linear but the output head
-        quantized = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output}
+    if finetune.method == "qlora":  # the language model's linear layers, as the loader asks bitsandbytes
+        quantized = {
+            id(m.weight) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and quantized_in_qlora(name)
+        }
     seen: set[int] = set()
     weight_bytes = 0.0
     total = 0
@@ -381,38 +383,39 @@ def estimate_memory(
 # ---------------------------------------------------------------------------------------------- advice
 
 
-def advise(cfg, estimate_cfg: Callable[[Any], Estimate], candidates: Iterable[str], usable_gib: float) -> list[str]:
-    """What to change so that the config fits: each single `key=value` change among `candidates` that is
-    enough on its own, largest peak first; when none is, the shortest run of them, in order, that is.
+def advise(cfg, estimate_cfg: Callable[[Any], Estimate], fixes: Callable[[Any], Iterable[str]], usable_gib: float) -> list[str]:
+    """What to change so that the config fits: each single `key=value` change from `fixes(cfg)` that is enough
+    on its own, largest peak first; when none is, the shortest run of changes, each the biggest saving left.
 
-    Candidates that do not validate (a batch that no longer divides the generations, say) are left out.
+    Changes that do not validate (a batch that no longer divides the generations, say) are left out.
     """
     from core.config import ConfigError, deep_merge, parse_overrides, validate_config
 
-    def changed(base, override: str):
-        try:
-            new = validate_config(type(base), deep_merge(base.model_dump(), parse_overrides([override])))
-        except ConfigError:
-            return None
-        return None if new == base else new
+    def options(base) -> list[tuple[float, str, Any]]:
+        found = []
+        for override in dict.fromkeys(fixes(base)):
+            try:
+                new = validate_config(type(base), deep_merge(base.model_dump(), parse_overrides([override])))
+            except ConfigError:
+                continue
+            if new != base:
+                found.append((estimate_cfg(new).peak_memory_gib, override, new))
+        return found
 
-    singles = []
-    for override in candidates:
-        new = changed(cfg, override)
-        if new is not None:
-            singles.append((estimate_cfg(new).peak_memory_gib, override))
-    fitting = sorted((item for item in singles if item[0] <= usable_gib), reverse=True)
+    singles = options(cfg)
+    fitting = sorted(((peak, override) for peak, override, _ in singles if peak <= usable_gib), reverse=True)
     if fitting:
         return [f"{override} (peak {peak:.1f} GiB)" for peak, override in fitting]
-    combined, applied, peak = cfg, [], None
-    for _, override in sorted(singles):  # the biggest saving first
-        new = changed(combined, override)
-        if new is None:
-            continue
-        combined, peak = new, estimate_cfg(new).peak_memory_gib
+    combined, applied = cfg, []
+    for _ in range(MAX_COMBINED_CHANGES):
+        choices = options(combined)
+        if not choices:
+            break
+        peak, override, combined = min(choices, key=lambda choice: choice[0])
         applied.append(override)
         if peak <= usable_gib:
-            return [f"{' '.join(applied)} together (peak {peak:.1f} GiB)"]
+            final = {change.partition("=")[0]: change for change in applied}  # a key halved twice: its last value
+            return [f"{' '.join(final.values())} together (peak {peak:.1f} GiB)"]
     return []
 
 
@@ -464,10 +467,13 @@ def summary_line(estimate: Estimate) -> str:
 
 def does_not_fit_line(estimate: Estimate) -> str:
     """The exit-3 line: how far over, and what to change."""
-    fix = " or ".join(estimate.advice) if estimate.advice else "lower the batch, generations, frames or pixels, or use finetune.method=qlora"
+    if estimate.advice:
+        fix = "set " + " or ".join(estimate.advice)
+    else:
+        fix = "no small change is enough: use a machine with more memory, or fewer trainable layers and shorter samples"
     return (
         f"does not fit: peak {estimate.peak_memory_gib:.1f} GiB > {estimate.device.usable_gib:.1f} GiB usable on "
-        f"{estimate.device.name}. To fit, set {fix}"
+        f"{estimate.device.name}. To fit, {fix}"
     )
 
 

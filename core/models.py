@@ -23,6 +23,10 @@ MLP_PARTS = ("mlp", "feed_forward", "ffn")
 # Projections between the towers and the head are trained in full fine-tuning only: adapting them with
 # LoRA rarely helps and changes the model's interface.
 NEVER_ADAPTED = ("lm_head", "multi_modal_projector", "merger", "embed_tokens")
+# QLoRA quantizes the language model only. The vision tower and the projector stay in bf16 (they are small, and
+# 4-bit visual features cost accuracy), and so does the output head. Written as transformers matches skip
+# patterns: a regex from the start of the module name, up to a module boundary.
+QLORA_KEEP_UNQUANTIZED = tuple(rf"(?:.*\.)?{part}" for part in (*VISION_PARTS, "multi_modal_projector", "merger")) + ("lm_head",)
 
 
 def device_for_training() -> str:
@@ -74,18 +78,44 @@ def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
     if model.attn_implementation != "auto":
         kwargs["attn_implementation"] = model.attn_implementation
     if finetune is not None and finetune.method == "qlora":
-        if not torch.cuda.is_available():
-            raise RuntimeError("finetune.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora on CPU")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-        )
+        kwargs["quantization_config"] = qlora_quantization()
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     return AutoModelForImageTextToText.from_pretrained(resolve_model_name(model.name), **kwargs)
+
+
+def qlora_quantization():
+    """The 4-bit config of QLoRA: NF4 with double quantization for the language model's linear layers only."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("finetune.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use finetune.method=lora on CPU")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RuntimeError(
+            "finetune.method=qlora needs bitsandbytes: install the gpu extra (`uv sync --extra gpu`, or "
+            "`pip install 'bitsandbytes>=0.46'`; wheels exist for x86_64 and aarch64 Linux), or use finetune.method=lora"
+        )
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=list(QLORA_KEEP_UNQUANTIZED),
+    )
+
+
+def quantized_in_qlora(name: str) -> bool:
+    """Whether QLoRA stores the linear layer `name` in 4-bit, by the same matching transformers applies.
+
+    >>> quantized_in_qlora("model.language_model.layers.0.mlp.down_proj"), quantized_in_qlora("model.visual.blocks.0.attn.qkv")
+    (True, False)
+    >>> quantized_in_qlora("model.multi_modal_projector.linear_1"), quantized_in_qlora("lm_head")
+    (False, False)
+    """
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    return should_convert_module(name, list(QLORA_KEEP_UNQUANTIZED))
 
 
 def classify_module(name: str) -> tuple[str, str] | None:

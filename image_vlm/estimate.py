@@ -15,15 +15,17 @@ from image_vlm.task import image_size_arguments, prompt_messages
 # The Kaggle wildfire tiles are 350 x 350 pixels; the synthetic stand-in's are 64 x 64.
 KNOWN_TILE_SIZE = (350, 350)
 SYNTHETIC_TILE_SIZE = (64, 64)
-# One change each, tried in turn when a config does not fit.
-FIXES = (
-    "finetune.gradient_checkpointing=true",
-    "finetune.method=qlora",
-    "train.per_device_train_batch_size={half_batch}",
-    "train.num_generations={half_generations}",
-    "train.max_completion_length={half_completion}",
-    "data.max_pixels={half_pixels}",
-)
+def fixes(cfg: ImageConfig) -> list[str]:
+    """The changes tried, one at a time, when a config does not fit (halving what costs memory)."""
+    t = cfg.train
+    return [
+        "finetune.gradient_checkpointing=true",
+        "finetune.method=qlora",
+        f"train.per_device_train_batch_size={max(1, t.per_device_train_batch_size // 2)}",
+        f"train.num_generations={max(2, t.num_generations // 2)}",
+        f"train.max_completion_length={max(8, t.max_completion_length // 2)}",
+        f"data.max_pixels={max(28 * 28, cfg.data.max_pixels // 2)}",
+    ]
 
 
 def image_size(data: ImageDataSection) -> tuple[tuple[int, int], str]:
@@ -83,11 +85,5 @@ def estimate(cfg: ImageConfig, device: str | None = None, with_advice: bool = Tr
 
     result = one(cfg)
     if with_advice and not result.fits:
-        halves = {
-            "half_batch": max(1, cfg.train.per_device_train_batch_size // 2),
-            "half_generations": max(2, cfg.train.num_generations // 2),
-            "half_completion": max(8, cfg.train.max_completion_length // 2),
-            "half_pixels": max(28 * 28, cfg.data.max_pixels // 2),
-        }
-        result.advice = advise(cfg, one, [fix.format(**halves) for fix in FIXES], target.usable_gib)
+        result.advice = advise(cfg, one, fixes, target.usable_gib)
     return result

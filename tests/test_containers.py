@@ -491,3 +491,20 @@ def test_wheel_check_catches_an_x86_only_package(tmp_path):
     )
     assert proc.returncode != 0
     assert "no wheels with a matching platform tag" in proc.stderr and "aarch64" in proc.stderr
+
+
+def test_setup_installs_the_gpu_extra_on_a_cuda_box(tmp_path):
+    """`make setup` adds `--extra gpu` where nvidia-smi exists, so QLoRA needs no second manual step."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "nvidia-smi").chmod(0o755)
+
+    def dry_run(path: str) -> str:
+        env = {**os.environ, "PATH": path}
+        out = subprocess.run(["make", "-n", "-B", ".venv/.installed"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        return next(line for line in out.stdout.splitlines() if " sync --frozen" in line)
+
+    assert "--extra gpu" in dry_run(f"{fake}:{os.environ['PATH']}")
+    without = ":".join(p for p in os.environ["PATH"].split(":") if not (Path(p) / "nvidia-smi").exists())
+    assert "--extra gpu" not in dry_run(without)

@@ -21,12 +21,16 @@ from video_vlm.task import load_task_schema, prompt_messages
 
 # "Frame3: <img>" ... "</img>\n" around each frame's image tokens.
 FRAME_WRAPPER_TOKENS = 7
-FIXES = (
-    "finetune.gradient_checkpointing=true",
-    "finetune.method=qlora",
-    "train.per_device_train_batch_size={half_batch}",
-    "data.num_frames={half_frames}",
-)
+
+
+def fixes(cfg: VideoConfig) -> list[str]:
+    """The changes tried, one at a time, when a config does not fit (halving what costs memory)."""
+    return [
+        "finetune.gradient_checkpointing=true",
+        "finetune.method=qlora",
+        f"train.per_device_train_batch_size={max(1, cfg.train.per_device_train_batch_size // 2)}",
+        f"data.num_frames={max(2, cfg.data.num_frames // 2)}",
+    ]
 
 
 def workload(cfg: VideoConfig, config) -> Workload:
@@ -67,9 +71,5 @@ def estimate(cfg: VideoConfig, device: str | None = None, with_advice: bool = Tr
 
     result = one(cfg)
     if with_advice and not result.fits:
-        halves = {
-            "half_batch": max(1, cfg.train.per_device_train_batch_size // 2),
-            "half_frames": max(1, cfg.data.num_frames // 2),
-        }
-        result.advice = advise(cfg, one, [fix.format(**halves) for fix in FIXES], target.usable_gib)
+        result.advice = advise(cfg, one, fixes, target.usable_gib)
     return result

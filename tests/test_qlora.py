@@ -1,0 +1,55 @@
+"""QLoRA quantizes the language model only: checked on empty (meta-device) models of both shipped architectures,
+and on the config the loader hands to transformers (no GPU or bitsandbytes needed for either)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from core.architectures import internvl3_8b_config, meta_model, qwen2_5_vl_7b_config
+from core.config import FinetuneSection, ModelSection
+from core.models import QLORA_KEEP_UNQUANTIZED, VISION_PARTS, load_model, quantized_in_qlora
+
+
+@pytest.mark.parametrize("config", [qwen2_5_vl_7b_config, internvl3_8b_config], ids=["qwen2.5-vl-7b", "internvl3-8b"])
+def test_vision_tower_and_projector_stay_out_of_4bit(config):
+    model = meta_model(config())
+    linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    kept = {name for name in linears if not quantized_in_qlora(name)}
+    vision_or_projector = {
+        name for name in linears if any(part in name.split(".") for part in (*VISION_PARTS, "multi_modal_projector", "merger"))
+    }
+    assert vision_or_projector and vision_or_projector <= kept
+    assert kept == vision_or_projector | {"lm_head"}
+    language = [name for name in linears if ".language_model.layers." in name]
+    assert len(language) == 28 * 7 and all(quantized_in_qlora(name) for name in language)
+
+
+def test_the_loader_asks_transformers_for_exactly_that(monkeypatch):
+    captured = {}
+
+    def from_pretrained(name, **kwargs):
+        captured.update(kwargs)
+        return "model"
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else real_find_spec(name, *a))
+    monkeypatch.setattr("transformers.AutoModelForImageTextToText.from_pretrained", from_pretrained)
+    assert load_model(ModelSection(), FinetuneSection(method="qlora")) == "model"
+    quantization = captured["quantization_config"]
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.llm_int8_skip_modules == list(QLORA_KEEP_UNQUANTIZED)
+
+
+def test_qlora_without_cuda_or_bitsandbytes_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU.*finetune.method=lora"):
+        load_model(ModelSection(), FinetuneSection(method="qlora"))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
+    with pytest.raises(RuntimeError, match="needs bitsandbytes: install the gpu extra"):
+        load_model(ModelSection(), FinetuneSection(method="qlora"))
