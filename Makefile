@@ -23,7 +23,7 @@ define launch
 $(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1) --run-dir $(RUNS_DIR)/$(2)-$(shell date +%Y%m%d-%H%M%S))
 endef
 
-.PHONY: setup test test-fast lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
+.PHONY: setup test test-gpu test-fast lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.to
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory containers-check
+
+# The GPU suite: tests marked `gpu` (bf16, full fine-tuning, QLoRA, attention kernels); skipped without CUDA.
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu -rs $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)

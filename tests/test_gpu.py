@@ -1,0 +1,70 @@
+"""The paths only a GPU takes, on the tiny models: bf16 LoRA, bf16 full fine-tuning, QLoRA, the attention kernels,
+and the measured peak beside the estimate. `make test-gpu` runs them; without CUDA they are skipped, each saying why.
+
+Sized for a lent H100/H200 (a few minutes all told): two to three steps per run, tiny models built locally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from conftest import run_cli
+from core.runs import RunDir
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: run `make test-gpu` on a GPU machine"),
+]
+
+IMAGE_TINY = "image_vlm/configs/tiny.yaml"
+VIDEO_TINY = "video_vlm/configs/tiny.yaml"
+
+
+def train(module: str, config: str, run: RunDir, *overrides: str) -> RunDir:
+    result = run_cli(module, "--config", config, "--run-dir", str(run.path), "train.max_steps=2", "logging.save_steps=2", *overrides)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert run.read_status()["state"] == "finished"
+    return run
+
+
+def assert_measured_beside_estimate(run: RunDir) -> None:
+    estimate = run.read_estimate()
+    assert estimate and estimate["measured_peak_gib"]["allocated"] > 0
+    print(json.dumps({"run": run.id, "estimated_peak_gib": estimate["peak_memory_gib"], "measured": estimate["measured_peak_gib"]}))
+
+
+@pytest.mark.parametrize("module,config", [("image_vlm.train", IMAGE_TINY), ("video_vlm.train", VIDEO_TINY)])
+def test_bf16_lora_trains_and_records_its_measured_peak(module, config, tmp_path):
+    run = train(module, config, RunDir(tmp_path / "run"), "model.dtype=bfloat16")
+    assert_measured_beside_estimate(run)
+    assert (run.adapter_dir / "adapter_config.json").exists()
+
+
+def test_bf16_full_fine_tuning_trains(tmp_path):
+    run = train("video_vlm.train", VIDEO_TINY, RunDir(tmp_path / "run"), "model.dtype=bfloat16", "finetune.method=full")
+    assert run.final_artifact() is not None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes is not installed (the gpu extra)")
+def test_qlora_quantizes_the_language_model_only_and_trains(tmp_path):
+    import bitsandbytes as bnb
+
+    from core.config import FinetuneSection, ModelSection
+    from core.models import VISION_PARTS, load_model
+
+    model = load_model(ModelSection(name="tiny:internvl"), FinetuneSection(method="qlora"))
+    four_bit = {name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
+    assert four_bit, "QLoRA quantized nothing"
+    assert not [name for name in four_bit if any(part in name.split(".") for part in (*VISION_PARTS, "multi_modal_projector"))]
+    train("video_vlm.train", VIDEO_TINY, RunDir(tmp_path / "run"), "finetune.method=qlora")
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flash_attention_2"])
+def test_attention_kernels_train(attention, tmp_path):
+    if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        pytest.skip("flash-attn is not installed")
+    train("image_vlm.train", IMAGE_TINY, RunDir(tmp_path / "run"), "model.dtype=bfloat16", f"model.attn_implementation={attention}")
