@@ -48,7 +48,8 @@ def apply_memory_cap(max_memory_gb: float | None) -> str | None:
     """
     if not max_memory_gb or not torch.cuda.is_available():
         return None
-    device = torch.cuda.current_device()
+    # Each rank caps its own GPU: before the trainer sets the device, current_device() is 0 on every rank.
+    device = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
     total_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
     fraction = min(1.0, max_memory_gb / total_gb)
     torch.cuda.set_per_process_memory_fraction(fraction, device)

@@ -53,3 +53,19 @@ def test_qlora_without_cuda_or_bitsandbytes_says_what_to_do(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
     with pytest.raises(RuntimeError, match="needs bitsandbytes: install the gpu extra"):
         load_model(ModelSection(), FinetuneSection(method="qlora"))
+
+
+def test_memory_cap_lands_on_each_ranks_own_gpu(monkeypatch):
+    """Under accelerate launch each rank caps LOCAL_RANK's device, not GPU 0 (the CUDA calls are recorded)."""
+    from types import SimpleNamespace
+
+    from core.models import apply_memory_cap
+
+    capped = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=128 * 2**30))
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda fraction, device: capped.append((fraction, device)))
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert "capped at 100 GiB of 128 GiB" in apply_memory_cap(100)
+    assert capped == [(100 / 128, 1)]
