@@ -380,6 +380,29 @@ def estimate_memory(
     )
 
 
+def estimate_config(
+    cfg,
+    workload: Callable[[Any, Any], Workload],
+    fixes: Callable[[Any], Iterable[str]],
+    device: str | None = None,
+    with_advice: bool = True,
+) -> Estimate:
+    """A recipe config's estimate: `workload(cfg, architecture)` describes its step, `fixes(cfg)` the changes
+    to try when it does not fit (the advice)."""
+    from core.architectures import architecture_config
+
+    architecture = architecture_config(cfg.model.name, cfg.model.revision)
+    target = device_target(device, cfg.model)
+
+    def one(c) -> Estimate:
+        return estimate_memory(c.model, c.finetune, c.train.optim, workload(c, architecture), target, architecture)
+
+    result = one(cfg)
+    if with_advice and not result.fits:
+        result.advice = advise(cfg, one, fixes, target.usable_gib)
+    return result
+
+
 # ---------------------------------------------------------------------------------------------- advice
 
 

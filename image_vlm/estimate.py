@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.estimate import Estimate, Workload, advise, device_target, estimate_memory, prompt_tokens, qwen_visual_tokens
+from core.estimate import Estimate, Workload, estimate_config, prompt_tokens, qwen_visual_tokens
 from image_vlm.config import ImageConfig, ImageDataSection
 from image_vlm.task import image_size_arguments, prompt_messages
 
@@ -75,15 +75,4 @@ def workload(cfg: ImageConfig, config) -> Workload:
 
 def estimate(cfg: ImageConfig, device: str | None = None, with_advice: bool = True) -> Estimate:
     """The memory estimate of training `cfg`; with advice on what to change when it does not fit."""
-    from core.architectures import architecture_config
-
-    config = architecture_config(cfg.model.name, cfg.model.revision)
-    target = device_target(device, cfg.model)
-
-    def one(c: ImageConfig) -> Estimate:
-        return estimate_memory(c.model, c.finetune, c.train.optim, workload(c, config), target, config)
-
-    result = one(cfg)
-    if with_advice and not result.fits:
-        result.advice = advise(cfg, one, fixes, target.usable_gib)
-    return result
+    return estimate_config(cfg, workload, fixes, device, with_advice)

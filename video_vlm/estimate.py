@@ -9,9 +9,7 @@ from core.estimate import (
     Estimate,
     EstimateError,
     Workload,
-    advise,
-    device_target,
-    estimate_memory,
+    estimate_config,
     frame_side,
     internvl_frame_tokens,
     prompt_tokens,
@@ -61,15 +59,4 @@ def workload(cfg: VideoConfig, config) -> Workload:
 
 def estimate(cfg: VideoConfig, device: str | None = None, with_advice: bool = True) -> Estimate:
     """The memory estimate of training `cfg`; with advice on what to change when it does not fit."""
-    from core.architectures import architecture_config
-
-    config = architecture_config(cfg.model.name, cfg.model.revision)
-    target = device_target(device, cfg.model)
-
-    def one(c: VideoConfig) -> Estimate:
-        return estimate_memory(c.model, c.finetune, c.train.optim, workload(c, config), target, config)
-
-    result = one(cfg)
-    if with_advice and not result.fits:
-        result.advice = advise(cfg, one, fixes, target.usable_gib)
-    return result
+    return estimate_config(cfg, workload, fixes, device, with_advice)
