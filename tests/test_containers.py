@@ -458,3 +458,21 @@ def test_compose_gives_trainers_time_to_checkpoint_on_down():
         env = dict(item.split("=", 1) for item in service["environment"] if "=" in item)
         assert seconds >= float(env["VLM_STOP_TIMEOUT_S"]) + 30, f"{name}: grace {grace} vs stop timeout {env['VLM_STOP_TIMEOUT_S']}"
         assert service.get("init") is True
+
+
+def test_streamlit_is_served_as_a_product_from_the_repository_settings():
+    """`make ui`, the browser test and the image all start Streamlit from the repository root (the image's
+    WORKDIR holds a copy of it), so .streamlit/config.toml reaches all three: no usage statistics, a
+    minimal toolbar (no Deploy), no status widget with Streamlit's own Stop."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert settings["browser"]["gatherUsageStats"] is False
+    assert settings["client"]["toolbarMode"] == "minimal"
+    assert settings["ui"]["hideTopBar"] is True
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    assert not any(line.startswith(".streamlit") for line in ignored), "the image needs .streamlit/config.toml"
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    assert "WORKDIR /app" in dockerfile and "COPY . /app" in dockerfile
+    assert "STREAMLIT_BROWSER_GATHER_USAGE_STATS=false" in dockerfile
+    assert "streamlit run ui/app.py" in (ROOT / "Makefile").read_text()
