@@ -466,13 +466,13 @@ def test_streamlit_is_served_as_a_product_from_the_repository_settings():
     minimal toolbar (no Deploy), no status widget with Streamlit's own Stop."""
     import tomllib
 
-    settings = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    settings = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
     assert settings["browser"]["gatherUsageStats"] is False
     assert settings["client"]["toolbarMode"] == "minimal"
     assert settings["ui"]["hideTopBar"] is True
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
     assert not any(line.startswith(".streamlit") for line in ignored), "the image needs .streamlit/config.toml"
-    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     assert "WORKDIR /app" in dockerfile and "COPY . /app" in dockerfile
     assert "STREAMLIT_BROWSER_GATHER_USAGE_STATS=false" in dockerfile
-    assert "streamlit run ui/app.py" in (ROOT / "Makefile").read_text()
+    assert "streamlit run ui/app.py" in (REPO / "Makefile").read_text()
