@@ -646,3 +646,34 @@ def test_compare_gallery_offers_samples(dirs, recipe):
     samples = at.selectbox(key=f"{recipe}:sample")
     assert samples.options and all(name.startswith("synthetic/") for name in samples.options)
     assert [b for b in at.button if b.label == "Generate"]
+
+
+# ---------------------------------------------------------------------------------------------- time figures
+
+
+def test_took_shows_the_running_time_not_the_stopped_gap(dirs):
+    """started 10:00, ended 10:01 after an hour-long stop in between would read "took 1 min"; the run ran 42 s."""
+    runs, _ = dirs
+    run = make_run(runs, "image-20260101-100000", "finished", adapter=True)
+    status = json.loads((run / "status.json").read_text())
+    status.update(started="2026-01-01T09:00:00+00:00", active_s=42.0)
+    (run / "status.json").write_text(json.dumps(status))
+    at = app("image")
+    captions = texts(at.caption)
+    assert "took 42 s" in captions, captions
+
+
+def test_eta_is_smoothed_over_recent_steps():
+    """Step times of 10 s with one 120 s step (an evaluation, a checkpoint save) between logs: the estimate
+    stays near 10 s a step instead of jumping with the outlier."""
+    from ui.charts import eta_seconds
+
+    times, metrics = 0.0, []
+    for step in range(1, 12):
+        times += 120.0 if step == 6 else 10.0
+        metrics.append({"step": step, "time": times, "loss": 1.0})
+    status = {"step": 11, "total": 21}
+    assert eta_seconds(status, metrics, now=times) == pytest.approx(100.0)
+    # Between two logs the estimate counts down, but not below the steps still to train.
+    assert eta_seconds(status, metrics, now=times + 5) == pytest.approx(95.0)
+    assert eta_seconds(status, metrics, now=times + 60) == pytest.approx(90.0)

@@ -393,12 +393,21 @@ def run_times(status: dict[str, Any]) -> str:
         parts.append(f"started {status['started']}")
     if status.get("ended"):
         parts.append(f"ended {status['ended']}")
-        start, end = charts.parse_time(status.get("started")), charts.parse_time(status.get("ended"))
-        if start and end:
-            parts.append(f"took {charts.format_duration(end - start)}")
+        took = run_seconds(status)
+        if took is not None:
+            parts.append(f"took {charts.format_duration(took)}")
     if status.get("pid") and status.get("state") in ACTIVE:
         parts.append(f"pid {status['pid']}")
     return " · ".join(parts)
+
+
+def run_seconds(status: dict[str, Any]) -> float | None:
+    """How long an ended run ran: its launches' time (`active_s`); a run folder written before that field
+    existed falls back to ended minus started."""
+    if isinstance(status.get("active_s"), (int, float)):
+        return float(status["active_s"])
+    start, end = charts.parse_time(status.get("started")), charts.parse_time(status.get("ended"))
+    return end - start if start and end else None
 
 
 def launching_note(run: RunDir, status: dict[str, Any]) -> None:
