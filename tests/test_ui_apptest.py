@@ -677,3 +677,31 @@ def test_eta_is_smoothed_over_recent_steps():
     # Between two logs the estimate counts down, but not below the steps still to train.
     assert eta_seconds(status, metrics, now=times + 5) == pytest.approx(95.0)
     assert eta_seconds(status, metrics, now=times + 60) == pytest.approx(90.0)
+
+
+# ---------------------------------------------------------------------------------------------- compare during a run
+
+
+def live_run(runs: Path, run_id: str) -> Path:
+    """A run whose trainer is this test process: active and beating, so it reads `running`."""
+    run = make_run(runs, run_id, "running", pid=os.getpid())
+    (run / "heartbeat").touch()
+    return run
+
+
+def test_compare_during_a_run_offers_its_latest_checkpoint(dirs):
+    from core.checkpoints import record_checksums
+
+    runs, _ = dirs
+    run = live_run(runs, "image-20260101-100000")
+    at = app("image")
+    assert "is training: its latest checkpoint appears here" in texts(at.info)
+    assert "No adapter yet: finish or stop a training run first (a saved checkpoint" not in texts(at.info)
+
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text("{}")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    record_checksums(checkpoint)
+    at.run()
+    assert "latest checkpoint, step 2 (`checkpoints/checkpoint-2`)" in texts(at.caption)
