@@ -705,3 +705,19 @@ def test_compare_during_a_run_offers_its_latest_checkpoint(dirs):
     record_checksums(checkpoint)
     at.run()
     assert "latest checkpoint, step 2 (`checkpoints/checkpoint-2`)" in texts(at.caption)
+
+
+def test_runs_page_on_a_single_recipe_server_opens_its_own_recipe(dirs):
+    """The video container's Runs page opens the newest video run, though a newer image run exists."""
+    runs, _ = dirs
+    video = make_run(runs, "video-20260101-090000", "finished", recipe="video")
+    image = make_run(runs, "image-20260101-100000", "finished")
+    os.utime(video / "status.json", (1_000, 1_000))
+    os.utime(image / "status.json", (2_000, 2_000))
+    os.environ["VLM_PAGE"] = "video"
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/runs.py").run()
+    opener = [s for s in at.selectbox if s.label == "Open run"][0]
+    assert opener.value == "video-20260101-090000"
+    assert [row["run"] for row in at.dataframe[0].value.to_dict("records")][0] == "image-20260101-100000"

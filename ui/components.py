@@ -38,6 +38,7 @@ from ui.recipes import (
     recipe_of,
     recipe_runs,
     resume_training,
+    served_recipe,
     start_training,
     tail,
 )
@@ -534,6 +535,11 @@ def runs_overview() -> None:
     if current is not None and current not in ids:
         gone_message(current)
         del st.session_state[key]
+    if key not in st.session_state:
+        # A single-recipe server (one container per recipe) opens its own recipe's run first.
+        own = served_recipe()
+        chosen = default_run([run for run in runs if own is None or recipe_of(run) is own]) or default_run(runs)
+        st.session_state[key] = chosen.id
     run_id = st.selectbox("Open run", ids, key=key)
     (live_run_detail if is_live(run_at(run_id)) else still_run_detail)(run_id)
 

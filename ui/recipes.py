@@ -216,6 +216,11 @@ def recipe_of(run: RunDir) -> Recipe | None:
     return None
 
 
+def served_recipe() -> Recipe | None:
+    """The recipe this server is for (VLM_PAGE=image|video, one per container), None when it serves both."""
+    return RECIPES.get(os.environ.get("VLM_PAGE", "").strip().lower())
+
+
 def recipe_runs(recipe: Recipe, root: Path | None = None) -> list[RunDir]:
     """This recipe's runs, newest first."""
     return [run for run in list_runs(root or runs_root()) if recipe_of(run) is recipe]
