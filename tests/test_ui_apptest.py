@@ -721,3 +721,34 @@ def test_runs_page_on_a_single_recipe_server_opens_its_own_recipe(dirs):
     opener = [s for s in at.selectbox if s.label == "Open run"][0]
     assert opener.value == "video-20260101-090000"
     assert [row["run"] for row in at.dataframe[0].value.to_dict("records")][0] == "image-20260101-100000"
+
+
+# ---------------------------------------------------------------------------------------------- form values kept
+
+
+def number(at: AppTest, label: str):
+    return [r for r in at.number_input if r.label == label][0]
+
+
+def test_form_values_survive_a_reload(dirs, monkeypatch):
+    """The values of the last start come back in a new session (a page reload), from runs/.form-image.yaml."""
+    runs, _ = dirs
+    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen([]))
+    at = app("image")
+    number(at, "LoRA rank (r)").set_value(4)
+    button(at, "Start training").click().run()
+    assert "Started run image-" in texts(at.success)
+    assert (runs / ".form-image.yaml").is_file()
+    reloaded = app("image")
+    assert number(reloaded, "LoRA rank (r)").value == 4
+
+
+def test_load_a_runs_config_into_the_form(dirs):
+    runs, _ = dirs
+    make_run(runs, "image-20260101-100000", "finished", adapter=True, config_overrides={"finetune": {"r": 3}})
+    at = app("image")
+    assert number(at, "LoRA rank (r)").value != 3
+    button(at, "Load config into the form").click().run()
+    assert not at.exception, at.exception
+    assert number(at, "LoRA rank (r)").value == 3
+    assert "now holds the config of run image-20260101-100000" in texts(at.success)

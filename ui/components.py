@@ -38,6 +38,8 @@ from ui.recipes import (
     recipe_of,
     recipe_runs,
     resume_training,
+    save_form,
+    saved_form,
     served_recipe,
     start_training,
     tail,
@@ -91,18 +93,23 @@ def new_run_form(recipe: Recipe) -> None:
         st.warning(f"This build has no `{recipe.train_module}` yet, so training cannot start from here.")
     options = presets(recipe)
     labels = list(options)
+    saved = saved_form(recipe)  # the values of the last start (or loaded run), kept across reloads
     preset = st.selectbox(
         "Preset",
         labels,
-        index=labels.index(default_preset(labels)),
+        index=labels.index(saved[0] if saved and saved[0] in labels else default_preset(labels)),
         key=f"{recipe.name}:preset",
         help="Shipped configs: the tiny one runs on CPU in seconds with a locally built model; the full-size one is the real recipe.",
     )
-    try:
-        base = preset_values(recipe, options[preset])
-    except ConfigError as err:
-        st.error(f"The preset is not a valid config: {err}")
-        return
+    if saved and saved[0] == preset:
+        base = saved[1]
+        st.caption("The form holds your last values (from the last start or a loaded run).")
+    else:
+        try:
+            base = preset_values(recipe, options[preset])
+        except ConfigError as err:
+            st.error(f"The preset is not a valid config: {err}")
+            return
     prefix = f"{recipe.name}:{options[preset].stem if options[preset] else 'defaults'}"
     root = dataset_picker(recipe, base, prefix)
     gpu_note()
@@ -111,15 +118,16 @@ def new_run_form(recipe: Recipe) -> None:
         submitted = st.form_submit_button("Start training", type="primary", disabled=not recipe.available)
     if submitted:
         values["data.root"] = str(root)
-        launch_from_form(recipe, base, values)
+        launch_from_form(recipe, base, values, preset)
 
 
-def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any]) -> None:
+def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any], preset: str) -> None:
     try:
         cfg = build_config(recipe, base, values)
     except ConfigError as err:
         st.error(f"Not started: {err}")
         return
+    save_form(recipe, preset, cfg.model_dump(mode="json"))
     problem = dataset_problem(recipe, Path(cfg.data.root), cfg)
     if problem:
         st.error(f"Not started: {problem}")
@@ -358,6 +366,10 @@ def run_view(recipe_name: str, run_id: str) -> None:
                 stop_button(recipe.name, run, key=f"stop:{run_id}")
             if state in RESUMABLE and st.button("Resume training", key=f"resume:{run_id}", type="primary"):
                 request_resume(recipe, run, recipe.name)
+            if run.config_path.exists() and st.button(
+                "Load config into the form", key=f"load-config:{run_id}", help="Fill the new-run form with this run's config.yaml"
+            ):
+                load_run_config(recipe, run)
     show_flash(recipe_name)
     if state == "missing" or (state == "starting" and not status.get("total")):
         launching_note(run, status)
@@ -386,6 +398,26 @@ live_run_view = st.fragment(run_every=2)(run_view)
 
 
 still_run_view = st.fragment(run_view)
+
+
+def load_run_config(recipe: Recipe, run: RunDir) -> None:
+    """Put a run's resolved config into the new-run form (under the current preset), then redraw the page."""
+    from ui.inference import run_config
+
+    try:
+        values = run_config(recipe, run).model_dump(mode="json")
+    except (OSError, ConfigError) as err:
+        flash(recipe.name, "error", f"Cannot load the config of run {run.id}: {err}")
+        return
+    preset = st.session_state.get(f"{recipe.name}:preset") or next(iter(presets(recipe)))
+    save_form(recipe, preset, values)
+    # The form's widgets keep what they hold in this session; drop it so they take the loaded values.
+    stems = {path.stem if path else "defaults" for path in presets(recipe).values()}
+    for key in [k for k in st.session_state if isinstance(k, str) and k.split(":")[:1] == [recipe.name]
+                and len(k.split(":")) > 2 and k.split(":")[1] in stems]:
+        del st.session_state[key]
+    flash(recipe.name, "success", f"The form now holds the config of run {run.id}.")
+    st.rerun()
 
 
 def run_times(status: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
 from core.config import ConfigError, read_yaml, to_yaml, validate_config
@@ -181,6 +182,37 @@ def preset_values(recipe: Recipe, path: Path | None) -> dict[str, Any]:
     values = cfg.model_dump(mode="json")
     values["data"]["root"] = resolve_data_root(values["data"]["root"])
     return values
+
+
+# ---------------------------------------------------------------------------------------------- saved form
+
+
+def saved_form_path(recipe: Recipe) -> Path:
+    """The form's last values, one small file per recipe under the runs folder, so a reload keeps them."""
+    return runs_root() / f".form-{recipe.name}.yaml"
+
+
+def save_form(recipe: Recipe, preset: str, values: dict[str, Any]) -> None:
+    """Remember a validated config (as sections) and the preset it was made from; a failed write is harmless."""
+    path = saved_form_path(recipe)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump({"preset": preset, "config": values}, sort_keys=False))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def saved_form(recipe: Recipe) -> tuple[str, dict[str, Any]] | None:
+    """(preset label, config sections) last saved for this recipe; None when there is none or it no longer
+    validates (a config field that changed since)."""
+    try:
+        data = yaml.safe_load(saved_form_path(recipe).read_text())
+        cfg = validate_config(recipe.config_cls, data["config"], source=str(saved_form_path(recipe)))
+        return str(data["preset"]), cfg.model_dump(mode="json")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ConfigError):
+        return None
 
 
 def has_gpu() -> bool:
