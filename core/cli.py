@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
 from core.config import ConfigError, load_config, to_yaml
 from core.control import RunControl, record_state, run_lifecycle, storage_problem
+from core.hub import check_model_available
 from core.jobs import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.runs import RunDir, RunError, is_main_process, is_own_pending_launch, open_run_for_training, resolve_run_dir
 
@@ -35,9 +36,16 @@ def parse_training_args(argv, description: str, default_config: str) -> argparse
         action="store_true",
         help="Train from step 0 when the run's checkpoints exist but none is usable (they are set aside, never deleted)",
     )
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
-    # Intermixed: `key=value` overrides may come before or after the options.
-    return parser.parse_intermixed_args(argv)
+    parser.usage = f"{parser.format_usage().removeprefix('usage: ').strip()} [key=value ...]"
+    parser.epilog = "key=value overrides (e.g. train.max_steps=10) may come anywhere among the options."
+    # Overrides are whatever the options leave over, in their order. Not an argparse positional: with
+    # nargs="*", parse_intermixed_args rejects overrides placed before an option on some Python versions.
+    args, rest = parser.parse_known_args(argv)
+    stray = [item for item in rest if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)} (overrides are key=value)")
+    args.overrides = rest
+    return args
 
 
 def refuse(message: str, run: RunDir | None = None) -> int:
@@ -83,6 +91,7 @@ def train_with_control(args, control: RunControl, config_cls, prefix: str, train
     named = RunDir(args.run_dir) if args.run_dir else None
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
+        check_model_available(cfg.model.name, cfg.model.revision)  # seconds, not minutes of retries offline
         run = resolve_run_dir(args.run_dir, prefix)
     except (ConfigError, RunError) as err:
         return refuse(str(err), named)

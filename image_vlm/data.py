@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.credentials import kaggle_credentials_problem
+from core.config import ConfigError
+from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
 from core.media.errors import MediaError
 from core.media.image import IMAGE_SUFFIXES, open_image
 
@@ -69,7 +70,15 @@ _IGNORED_DIRS = {"__MACOSX"}
 Item = TypeVar("Item")
 
 
-class DatasetError(ValueError):
+def how_to_get_dataset(root: str | Path) -> str:
+    """The commands that fill a dataset folder, and the credentials the download needs."""
+    return (
+        f"Download the wildfire dataset with `python -m image_vlm.data download --dest {root}` ({KAGGLE_CREDENTIALS}), "
+        f"or create a synthetic one with `python -m image_vlm.data make-synthetic --out {root}`"
+    )
+
+
+class DatasetError(ConfigError):
     """A dataset folder that cannot be used. The message names the folder and what to do."""
 
 
@@ -179,8 +188,7 @@ def verify_image_folder(root: str | Path, progress: bool = True, *, write: bool 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(
-            f"{root}: dataset folder not found. Download it with `python -m image_vlm.data download --dest {root}` "
-            f"or create a synthetic one with `python -m image_vlm.data make-synthetic --out {root}`"
+            f"{root}: dataset folder not found. {how_to_get_dataset(root)}"
         )
     split_dirs = _find_split_dirs(root)
     if not split_dirs:

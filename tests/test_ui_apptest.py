@@ -752,3 +752,15 @@ def test_load_a_runs_config_into_the_form(dirs):
     assert not at.exception, at.exception
     assert number(at, "LoRA rank (r)").value == 3
     assert "now holds the config of run image-20260101-100000" in texts(at.success)
+
+
+@pytest.mark.parametrize("recipe, command", [("image", "python -m image_vlm.data download"), ("video", "python -m video_vlm.data import-nexar")])
+def test_dataset_not_found_says_how_to_get_it(dirs, recipe, command):
+    from ui.components import dataset_problem
+    from ui.recipes import RECIPES
+
+    cls = ImageConfig if recipe == "image" else VideoConfig
+    cfg = cls.model_validate({"data": {"root": "/nowhere/set", "synthetic": False}})
+    problem = dataset_problem(RECIPES[recipe], Path("/nowhere/set"), cfg)
+    assert problem.startswith("dataset folder /nowhere/set not found")
+    assert command in problem and "KAGGLE_API_TOKEN" in problem

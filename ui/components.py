@@ -254,7 +254,7 @@ def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[s
         if synthetic:
             st.info(f"{root} does not exist yet: the trainer generates the synthetic dataset there on the first run.")
         else:
-            st.error(f"{root}: dataset folder not found.")
+            st.error(f"{root}: dataset folder not found. {how_to_get(recipe, root)}")
         return
     manifest = "manifest.json"
     if needs_button(root, manifest) and not st.button("Check this dataset (decodes every file once)", key=f"{prefix}:verify"):
@@ -277,12 +277,21 @@ def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[s
         st.caption(f":material/warning: {warning if isinstance(warning, str) else warning.get('message')}")
 
 
+def how_to_get(recipe: Recipe, root: Path) -> str:
+    """The recipe's own words on filling a dataset folder (the command and the credentials it needs)."""
+    if recipe is IMAGE:
+        from image_vlm.data import how_to_get_dataset
+    else:
+        from video_vlm.data import how_to_get_dataset
+    return how_to_get_dataset(root)
+
+
 def dataset_problem(recipe: Recipe, root: Path, cfg) -> str | None:
     """Why the dataset cannot be trained on, or None. A synthetic dataset that does not exist yet is fine."""
     if not root.exists():
         if cfg.data.synthetic:
             return None
-        return f"dataset folder {root} not found"
+        return f"dataset folder {root} not found. {how_to_get(recipe, root)}"
     report = dataset_report(recipe, root, cfg.data.model_dump())
     if report.get("error"):
         return f"the dataset failed verification: {report['error']}"

@@ -47,7 +47,7 @@ from typing import Iterable, NamedTuple
 
 from tqdm import tqdm
 
-from core.credentials import kaggle_credentials_problem
+from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
 from core.media.errors import MediaError
 from core.media.video import VideoInfo, probe_video, read_frames, resolve_window
 from video_vlm.schema import UNKNOWN, SchemaSpec, load_schema
@@ -134,6 +134,15 @@ class VerifyReport:
 
 
 # ---------------------------------------------------------------------------------------------- verify
+
+
+def how_to_get_dataset(root: str | Path) -> str:
+    """The commands that fill a dataset folder, and the credentials the Nexar import needs."""
+    return (
+        f"Import the Nexar dashcam clips with `python -m video_vlm.data import-nexar --out {root}` ({KAGGLE_CREDENTIALS}), "
+        f"create a synthetic set with `python -m video_vlm.data make-synthetic --out {root}`, "
+        "or make a folder with videos/ and metadata.jsonl (see the README)"
+    )
 
 
 def split_for(video: str, val_fraction: float) -> str:
