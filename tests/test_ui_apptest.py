@@ -523,9 +523,15 @@ def test_hostile_upload_name_is_made_safe(dirs):
 def test_bad_video_upload_shows_a_message(dirs):
     runs, _ = dirs
     make_run(runs, "video-20260101-100000", "finished", recipe="video", adapter=True)
-    at = compare_upload(app("video"), "video", "clip.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
+    from ui.uploads import upload_root
+
+    before = set(upload_root().iterdir())
+    at = compare_upload(app("video"), "video", "bad.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
     assert not at.exception
-    assert "Upload refused" in texts(at.error)
+    error = texts(at.error)
+    assert "Upload refused: bad.mp4: cannot be read as a video: the file is damaged" in error, error
+    assert str(upload_root()) not in error and "Errno" not in error, "no server path, no raw error number"
+    assert set(upload_root().iterdir()) <= before, "the refused upload's folder is removed"
 
 
 def test_compare_panel_without_trained_runs_says_so(dirs):
