@@ -295,3 +295,36 @@ def test_synthetic_square_heads_the_way_its_label_says_and_fast_goes_further(act
         along = float(moved @ np.array(heading))
         assert along > 4 and abs(float(moved @ np.array(heading[::-1]))) < 1, (action, moved)
     assert float(fast @ np.array(heading)) > 1.5 * float(slow @ np.array(heading))
+
+
+# ------------------------------------------------------------------------------------------------ first-hour edges
+
+
+def one_line_dataset(tmp_path, record: dict, text: str | None = None, clip_seconds: float = 2.0, fps: int = 10):
+    root = tmp_path / "set"
+    small_clip(root / "videos" / "a.mp4", seconds=clip_seconds, fps=fps)
+    (root / "metadata.jsonl").write_bytes((text if text is not None else json.dumps(record) + "\n").encode("utf-8"))
+    return root
+
+
+def test_a_byte_order_mark_is_not_part_of_line_1(tmp_path):
+    """Windows editors save metadata.jsonl with a UTF-8 BOM."""
+    root = one_line_dataset(tmp_path, {}, text="\ufeff" + json.dumps({"video": "videos/a.mp4", **LABEL}) + "\n")
+    report = verify_dataset(root, progress=False, write_manifest=False)
+    assert report.problems == [] and len(report.items) == 1
+
+
+@pytest.mark.parametrize("clip_seconds, window", [(0.1, {}), (2.0, {"start": 0.5, "end": 0.55})])
+def test_a_window_of_one_frame_is_an_error_naming_the_line(tmp_path, clip_seconds, window):
+    root = one_line_dataset(tmp_path, {"video": "videos/a.mp4", **window, **LABEL}, clip_seconds=clip_seconds)
+    report = verify_dataset(root, progress=False, write_manifest=False)
+    assert report.items == []
+    (problem,) = report.problems
+    assert problem.kind == "too_few_frames" and problem.line_no == 1
+    assert problem.message.startswith("line 1: videos/a.mp4: the window holds 1 frame(s); a clip needs at least 2")
+
+
+def test_a_control_character_message_says_at_once(tmp_path):
+    root = one_line_dataset(tmp_path, {}, text='{"video": "videos/a.mp4", "caption": "a\tb"}\n')
+    (problem,) = verify_dataset(root, progress=False, write_manifest=False).problems
+    assert "Invalid control character at column" in problem.message and "at at" not in problem.message

@@ -136,6 +136,9 @@ class VerifyReport:
 # ---------------------------------------------------------------------------------------------- verify
 
 
+MIN_CLIP_FRAMES = 2  # fewer is a still image
+
+
 def how_to_get_dataset(root: str | Path) -> str:
     """The commands that fill a dataset folder, and the credentials the Nexar import needs."""
     return (
@@ -250,7 +253,8 @@ def verify_dataset(
 def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyReport) -> list[tuple]:
     """Cheap per-line checks; returns (line_no, video, start, end, label) for lines that pass them."""
     candidates = []
-    with metadata.open(encoding="utf-8", errors="replace") as lines:
+    # utf-8-sig: Windows editors start the file with a byte-order mark, which is not part of line 1's JSON.
+    with metadata.open(encoding="utf-8-sig", errors="replace") as lines:
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -262,7 +266,9 @@ def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyRep
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as error:
-                problem("malformed_json", f"not valid JSON ({error.msg} at column {error.colno})")
+                # Some of json's messages end in "at" already ("Invalid control character at").
+                reason = error.msg.removesuffix(" at")
+                problem("malformed_json", f"not valid JSON ({reason} at column {error.colno})")
                 continue
             if not isinstance(obj, dict):
                 problem("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -312,6 +318,13 @@ def _check_videos(
         except MediaError as error:
             kind = getattr(error, "kind", "unreadable_video")
             report.problems.append(Problem(line_no, kind, f"line {line_no}: {error}"))
+            continue
+        frames_in_window = round((end_s - start_s) * info.fps) if info.fps else info.num_frames
+        if frames_in_window is not None and min(frames_in_window, info.num_frames or frames_in_window) < MIN_CLIP_FRAMES:
+            # One repeated frame has no motion to learn from: it is a still image, not a clip.
+            shown = max(0, min(frames_in_window, info.num_frames or frames_in_window))
+            message = f"line {line_no}: {video}: the window holds {shown} frame(s); a clip needs at least {MIN_CLIP_FRAMES}"
+            report.problems.append(Problem(line_no, "too_few_frames", message))
             continue
         if info.fps and (end_s - start_s) * info.fps < num_frames:
             frames_in_window = max(1, round((end_s - start_s) * info.fps))
