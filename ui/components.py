@@ -243,7 +243,10 @@ def needs_button(root: Path, manifest: str, limit: int = 3000) -> bool:
 
 def dataset_report(recipe: Recipe, root: Path, cfg_data: dict[str, Any]) -> dict[str, Any]:
     if recipe is IMAGE:
-        return check_image_dataset(str(root), folder_stamp(root))
+        from image_vlm.data import files_fingerprint
+
+        # The manifest's own freshness stamp: it notices a file rewritten in place, which folder times miss.
+        return check_image_dataset(str(root), (files_fingerprint(root),))
     return check_video_dataset(
         str(root), folder_stamp(root), cfg_data.get("val_fraction", 0.2), cfg_data.get("num_frames", 8), cfg_data.get("schema_file")
     )
