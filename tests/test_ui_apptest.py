@@ -770,3 +770,24 @@ def test_dataset_not_found_says_how_to_get_it(dirs, recipe, command):
     problem = dataset_problem(RECIPES[recipe], Path("/nowhere/set"), cfg)
     assert problem.startswith("dataset folder /nowhere/set not found")
     assert command in problem and "KAGGLE_API_TOKEN" in problem
+
+
+def test_a_dataset_that_labels_one_field_says_so_where_it_is_chosen(dirs, tmp_path):
+    """A Nexar import supervises event_type only: the video page says so next to the dataset picker."""
+    from video_vlm.data import import_nexar
+    from core.media.video import write_clip
+
+    _, data = dirs
+    src = tmp_path / "nexar"
+    frames = np.zeros((30, 32, 32, 3), np.uint8)
+    write_clip(src / "train" / "00001.mp4", frames, fps=10)
+    write_clip(src / "train" / "00002.mp4", frames, fps=10)
+    (src / "train.csv").write_text("id,time_of_event,time_of_alert,target\n00001,2.5,1.9,1\n00002,,,0\n")
+    import_nexar(data / "nexar", src=src, clip_seconds=1.0, progress=False)
+    at = app("video")
+    picker = [s for s in at.selectbox if s.label == "Dataset folder"][0]
+    picker.set_value(data / "nexar").run()
+    assert not at.exception, at.exception
+    warning = texts(at.warning)
+    assert "This dataset labels only event_type (1 of 7 fields)" in warning, warning
+    assert "caption" in warning and "left out of the loss" in warning

@@ -328,3 +328,24 @@ def test_a_control_character_message_says_at_once(tmp_path):
     root = one_line_dataset(tmp_path, {}, text='{"video": "videos/a.mp4", "caption": "a\tb"}\n')
     (problem,) = verify_dataset(root, progress=False, write_manifest=False).problems
     assert "Invalid control character at column" in problem.message and "at at" not in problem.message
+
+
+def test_import_nexar_keeps_near_misses_when_the_csv_says_so(fake_nexar, tmp_path):
+    csv_path = fake_nexar / "train.csv"
+    csv_path.write_text(
+        "id,time_of_event,time_of_alert,target,event_type\n"
+        "00001,2.5,1.9,1,near-collision\n"
+        "00002,2.0,1.0,1,\n"
+        "00004,,,0,\n"
+    )
+    small_clip(fake_nexar / "train" / "00002.mp4", seconds=3.0)
+    out, _ = import_nexar(tmp_path / "out", src=fake_nexar, clip_seconds=1.0, progress=False)
+    records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["event_type"] for r in records] == ["near_miss", "collision", "no_incident"]
+
+
+def test_import_nexar_alert_to_event_window(fake_nexar, tmp_path):
+    assert main(["import-nexar", "--src", str(fake_nexar), "--out", str(tmp_path / "out"), "--window", "alert-to-event",
+                 "--clip-seconds", "1"]) == 0
+    first = json.loads((tmp_path / "out" / "metadata.jsonl").read_text().splitlines()[0])
+    assert (first["start"], first["end"]) == (1.9, 2.5)  # time_of_alert to time_of_event

@@ -169,7 +169,15 @@ def dataset_picker(recipe: Recipe, base: dict[str, Any], prefix: str) -> Path:
     )
     synthetic = bool(base["data"].get("synthetic")) and root == preset_root
     with st.expander("Dataset check", expanded=False):
-        show_dataset_check(recipe, root, synthetic, base, prefix)
+        report = show_dataset_check(recipe, root, synthetic, base, prefix)
+    if report and report.get("unsupervised"):
+        supervised = [name for name in report["fields"] if name not in report["unsupervised"]]
+        st.warning(
+            f"This dataset labels only {', '.join(supervised) or 'no field'} ({len(supervised)} of {len(report['fields'])} fields): "
+            f"{', '.join(report['unsupervised'])} are `unknown` in every clip, left out of the loss and the scores, "
+            "so the tuned model learns nothing about them.",
+            icon=":material/info:",
+        )
     return root
 
 
@@ -219,8 +227,14 @@ def check_video_dataset(root: str, stamp: tuple, val_fraction: float, num_frames
         report = verify_dataset(root, val_fraction, num_frames, schema=schema_file, progress=False)
     except (OSError, ValueError) as err:
         return {"error": f"{root}: {err}"}
+    from video_vlm.schema import UNKNOWN
+
     train = sum(item.split == "train" for item in report.items)
+    fields = list(dict.fromkeys(name for item in report.items for name in item.label))
     return {
+        # Fields no clip labels (Nexar has only event_type): masked from the loss, so nothing learns them.
+        "unsupervised": [name for name in fields if report.items and all(item.label.get(name, UNKNOWN) == UNKNOWN for item in report.items)],
+        "fields": fields,
         "summary": report.summary(),
         "ok": report.ok,
         "counts": {"train": train, "val": len(report.items) - train},
@@ -252,21 +266,22 @@ def dataset_report(recipe: Recipe, root: Path, cfg_data: dict[str, Any]) -> dict
     )
 
 
-def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[str, Any], prefix: str) -> None:
+def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """Show the dataset's check; returns its report (None when there is none yet)."""
     if not root.exists():
         if synthetic:
             st.info(f"{root} does not exist yet: the trainer generates the synthetic dataset there on the first run.")
         else:
             st.error(f"{root}: dataset folder not found. {how_to_get(recipe, root)}")
-        return
+        return None
     manifest = "manifest.json"
     if needs_button(root, manifest) and not st.button("Check this dataset (decodes every file once)", key=f"{prefix}:verify"):
         st.caption("Large folder without a manifest yet: the check runs on request (and when training starts).")
-        return
+        return None
     report = dataset_report(recipe, root, base["data"])
     if report.get("error"):
         st.error(report["error"])
-        return
+        return None
     if recipe is IMAGE:
         st.dataframe(pd.DataFrame(report["counts"]).T.rename_axis("split"), width="stretch")
         if report["excluded"]:
@@ -278,6 +293,7 @@ def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[s
             st.dataframe(pd.DataFrame(report["problems"]), hide_index=True, width="stretch")
     for warning in report.get("warnings", [])[:10]:
         st.caption(f":material/warning: {warning if isinstance(warning, str) else warning.get('message')}")
+    return report
 
 
 def how_to_get(recipe: Recipe, root: Path) -> str:
