@@ -91,13 +91,14 @@ def train_with_control(args, control: RunControl, config_cls, prefix: str, train
     named = RunDir(args.run_dir) if args.run_dir else None
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
-        check_model_available(cfg.model.name, cfg.model.revision)  # seconds, not minutes of retries offline
         run = resolve_run_dir(args.run_dir, prefix)
     except (ConfigError, RunError) as err:
         return refuse(str(err), named)
     try:
         if is_main_process():
             acquire_gpu_lock(run.id, kind="training")
+        # After the lock, so a busy GPU is still reported at once; seconds, not minutes of retries offline.
+        check_model_available(cfg.model.name, cfg.model.revision)
         run = open_run_for_training(run, prefix, cfg.model_dump(mode="json"), to_yaml(cfg))
     except (ConfigError, GpuBusy, RunError) as err:
         release_gpu_lock()
