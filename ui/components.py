@@ -127,7 +127,6 @@ def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any
     except ConfigError as err:
         st.error(f"Not started: {err}")
         return
-    save_form(recipe, preset, cfg.model_dump(mode="json"))
     problem = dataset_problem(recipe, Path(cfg.data.root), cfg)
     if problem:
         st.error(f"Not started: {problem}")
@@ -142,6 +141,7 @@ def launch_from_form(recipe: Recipe, base: dict[str, Any], values: dict[str, Any
         st.error(f"Could not start the trainer: {err}")
         return
     session("procs", {})[run.id] = process
+    save_form(recipe, preset, cfg.model_dump(mode="json"))  # what this run started with fills the form after a reload
     session(f"{recipe.name}:launched", []).append(run.id)
     st.session_state[f"{recipe.name}:run"] = run.id
     st.success(f"Started run {run.id}. Closing this tab does not stop it; reopening shows it again.")
