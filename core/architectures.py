@@ -8,13 +8,12 @@ download of config.json alone.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from core.config import ConfigError
 from core.estimate import EstimateError
+from core.hub import check_model_available
 from core.tiny import TINY_PREFIX, resolve_model_name
 
 QWEN2_5_VL_7B_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
@@ -253,51 +252,20 @@ def architecture_config(name: str, revision: str | None = None):
 
 
 def hub_config_file(name: str, revision: str | None = None) -> Path:
-    """config.json of a hub model: from the cache when it is there, else downloaded alone within seconds."""
+    """config.json of a hub model: from the cache when it is there, else downloaded alone, within seconds."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     cached = try_to_load_from_cache(name, "config.json", revision=revision)
     if isinstance(cached, str):
         return Path(cached)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    fetch = f"huggingface-cli download {name} config.json" + (f" --revision {revision}" if revision else "")
-    if offline:
-        raise UnknownArchitecture(
-            f"{name}: its config.json is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"run `{fetch}` on a connected machine (or unset HF_HUB_OFFLINE)"
-        )
-    unreachable = (
-        f"{name}: config.json is not in the Hugging Face cache and the hub cannot be reached; "
-        f"run `{fetch}` where it can, or set model.name to a local folder"
-    )
-    if not hub_reachable():
-        raise UnknownArchitecture(unreachable)
+    fetch = f"`hf download {name} config.json`" + (f" with --revision {revision}" if revision else "")
     try:
+        check_model_available(name, revision)  # offline, unknown, gated or unreachable: one line, in seconds
         return Path(hf_hub_download(name, "config.json", revision=revision, etag_timeout=CONFIG_DOWNLOAD_TIMEOUT_S))
-    except LocalEntryNotFoundError:
-        raise UnknownArchitecture(unreachable) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as err:
-        raise UnknownArchitecture(
-            f"{name}: no such model on the hub ({type(err).__name__}); check model.name, or set HF_TOKEN for a gated model"
-        ) from None
-    except OSError:  # connection errors come in several types, all meaning "cannot reach the hub"
-        raise UnknownArchitecture(unreachable) from None
-
-
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens within `timeout_s`: the hub client itself retries for minutes."""
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout_s).close()
-    except OSError:
-        return False
-    return True
+    except ConfigError as err:
+        raise UnknownArchitecture(f"{err} (the estimate needs only its config.json: {fetch})") from None
+    except OSError as err:  # connection errors come in several types, all meaning "cannot reach the hub"
+        raise UnknownArchitecture(f"{name}: config.json could not be downloaded ({type(err).__name__}); run {fetch} where the hub is reachable") from None
 
 
 def meta_model(config):

@@ -22,10 +22,19 @@ from pydantic import BaseModel
 
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
 from core.config import ConfigError, load_config, to_yaml
-from core.estimate import DEVICE_TARGETS, EstimateError, does_not_fit_line, format_table, summary_line
 from core.control import RunControl, record_state, run_lifecycle, storage_problem
+from core.estimate import DEVICE_TARGETS, EstimateError, does_not_fit_line, format_table, summary_line
+from core.hub import check_model_available
 from core.jobs import GpuBusy, acquire_gpu_lock, release_gpu_lock
-from core.runs import RunDir, RunError, is_main_process, write_json_atomic, is_own_pending_launch, open_run_for_training, resolve_run_dir
+from core.runs import (
+    RunDir,
+    RunError,
+    is_main_process,
+    is_own_pending_launch,
+    open_run_for_training,
+    resolve_run_dir,
+    write_json_atomic,
+)
 
 
 def parse_training_args(argv, description: str, default_config: str) -> argparse.Namespace:
@@ -49,9 +58,16 @@ def parse_training_args(argv, description: str, default_config: str) -> argparse
         help=f"With --estimate: the memory to fit, in GiB or one of {', '.join(DEVICE_TARGETS)} "
         "(default: model.max_memory_gb, else this GPU, else dgx-spark)",
     )
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=10")
-    # Intermixed: `key=value` overrides may come before or after the options.
-    return parser.parse_intermixed_args(argv)
+    parser.usage = f"{parser.format_usage().removeprefix('usage: ').strip()} [key=value ...]"
+    parser.epilog = "key=value overrides (e.g. train.max_steps=10) may come anywhere among the options."
+    # Overrides are whatever the options leave over, in their order. Not an argparse positional: with
+    # nargs="*", parse_intermixed_args rejects overrides placed before an option on some Python versions.
+    args, rest = parser.parse_known_args(argv)
+    stray = [item for item in rest if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)} (overrides are key=value)")
+    args.overrides = rest
+    return args
 
 
 def refuse(message: str, run: RunDir | None = None) -> int:
@@ -142,6 +158,8 @@ def train_with_control(args, control: RunControl, config_cls, prefix: str, train
     try:
         if is_main_process():
             acquire_gpu_lock(run.id, kind="training")
+        # After the lock, so a busy GPU is still reported at once; seconds, not minutes of retries offline.
+        check_model_available(cfg.model.name, cfg.model.revision)
         run = open_run_for_training(run, prefix, cfg.model_dump(mode="json"), to_yaml(cfg))
     except (ConfigError, GpuBusy, RunError) as err:
         release_gpu_lock()

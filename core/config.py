@@ -153,8 +153,16 @@ ConfigT = typing.TypeVar("ConfigT", bound=BaseModel)
 def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ConfigT:
     """Build a validated config from an optional YAML file plus `key=value` overrides."""
     data = read_yaml(path) if path else {}
-    data = deep_merge(data, parse_overrides(overrides))
-    return validate_config(cls, data, source=str(path) if path else "config")
+    source = str(path) if path else "config"
+    given = parse_overrides(overrides)
+    if not given:
+        return validate_config(cls, data, source=source)
+    try:
+        return validate_config(cls, deep_merge(data, given), source="command line")
+    except ConfigError:
+        # Name the file when the file alone is wrong; otherwise the mistake is in the key=value overrides.
+        validate_config(cls, data, source=source)
+        raise
 
 
 def validate_config(cls: type[ConfigT], data: dict[str, Any], source: str = "config") -> ConfigT:

@@ -34,6 +34,12 @@ _REPORT_TO_WANDB = {"auto", "wandb", "all"}
 _REPORT_TO_OFF = {"", "none", "off", "false", "no", "disabled", "0"}
 
 
+# One line for messages that name a Kaggle download before anyone runs it.
+KAGGLE_CREDENTIALS = (
+    f"it needs Kaggle credentials: KAGGLE_API_TOKEN, ~/.kaggle/kaggle.json, or KAGGLE_USERNAME + KAGGLE_KEY ({KAGGLE_TOKEN_URL})"
+)
+
+
 def kaggle_credentials_problem(env: Mapping[str, str] | None = None, home: Path | None = None) -> str | None:
     """Say what is missing for the Kaggle API to authenticate, or None when credentials exist.
 

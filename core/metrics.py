@@ -215,7 +215,9 @@ class RolloutRecorder:
 
     def write(self, completions, kwargs) -> None:
         state = kwargs.get("trainer_state")
-        step = getattr(state, "global_step", 0)
+        # Rewards are scored while step N is computed, when global_step still reads N - 1: the rows belong to
+        # step N, the number the progress bar and the curves show once it ends.
+        step = getattr(state, "global_step", 0) + 1
         if not is_main_process() or step % self.every:
             return
         for i, completion in enumerate(completions):

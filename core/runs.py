@@ -254,16 +254,26 @@ class RunDir:
             raise ValueError(f"unknown run state {state!r}; allowed: {', '.join(STATES)}")
         with _status_lock:
             status = self._stored_status()
+            previous = status.get("state")
             status.update(fields)
             status["state"] = state
             status["updated"] = now_iso()
             if state == "starting":
                 status.setdefault("started", now_iso())
+                # This launch's own clock: a resumed run adds its time to the earlier launches' `active_s`,
+                # so the time it sat stopped between them is not counted as time it ran.
+                # (The launcher writes `starting`, then its trainer does: one launch. A crashed launch ended
+                # unrecorded, and its time is not counted.)
+                if previous != "starting" or "active_since" not in status:
+                    status["active_since"] = time.time()
                 status.pop("ended", None)
                 status.pop("error", None)
                 status.pop("traceback", None)
             if state in ENDED_STATES:
                 status["ended"] = now_iso()
+                since = status.pop("active_since", None)
+                if isinstance(since, (int, float)):
+                    status["active_s"] = round(float(status.get("active_s") or 0.0) + max(0.0, time.time() - since), 1)
             write_json_atomic(self.status_path, status)
             return status
 

@@ -15,6 +15,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -28,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.credentials import kaggle_credentials_problem
+from core.config import ConfigError
+from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
 from core.media.errors import MediaError
 from core.media.image import IMAGE_SUFFIXES, open_image
 
@@ -53,7 +55,9 @@ __all__ = [
 KAGGLE_DATASET = "abdelghaniaaba/wildfire-prediction-dataset"
 DEFAULT_ROOT = Path("data/wildfire")
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: records the files' fingerprint (names, sizes, mtimes)
+# At train time, a few images that stopped decoding since `verify` are skipped; more than this share fails.
+MAX_UNREADABLE_FRACTION = 0.05
 SPLITS = ("train", "valid", "test")
 # Folder names accepted for each split; the manifest always uses the first (canonical) name.
 SPLIT_ALIASES = {
@@ -69,7 +73,15 @@ _IGNORED_DIRS = {"__MACOSX"}
 Item = TypeVar("Item")
 
 
-class DatasetError(ValueError):
+def how_to_get_dataset(root: str | Path) -> str:
+    """The commands that fill a dataset folder, and the credentials the download needs."""
+    return (
+        f"Download the wildfire dataset with `python -m image_vlm.data download --dest {root}` ({KAGGLE_CREDENTIALS}), "
+        f"or create a synthetic one with `python -m image_vlm.data make-synthetic --out {root}`"
+    )
+
+
+class DatasetError(ConfigError):
     """A dataset folder that cannot be used. The message names the folder and what to do."""
 
 
@@ -90,6 +102,7 @@ class ImageManifest:
     splits: dict[str, list[tuple[str, str]]]
     excluded: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    fingerprint: str = ""
 
     @property
     def counts(self) -> dict[str, dict[str, int]]:
@@ -135,6 +148,7 @@ class ImageManifest:
             "excluded": self.excluded,
             "counts": self.counts,
             "warnings": self.warnings,
+            "fingerprint": self.fingerprint,
         }
 
     @classmethod
@@ -148,6 +162,7 @@ class ImageManifest:
             },
             excluded=[dict(entry) for entry in data.get("excluded", [])],
             warnings=list(data.get("warnings", [])),
+            fingerprint=str(data.get("fingerprint", "")),
         )
 
     def save(self) -> Path:
@@ -179,8 +194,7 @@ def verify_image_folder(root: str | Path, progress: bool = True, *, write: bool 
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(
-            f"{root}: dataset folder not found. Download it with `python -m image_vlm.data download --dest {root}` "
-            f"or create a synthetic one with `python -m image_vlm.data make-synthetic --out {root}`"
+            f"{root}: dataset folder not found. {how_to_get_dataset(root)}"
         )
     split_dirs = _find_split_dirs(root)
     if not split_dirs:
@@ -216,7 +230,15 @@ def verify_image_folder(root: str | Path, progress: bool = True, *, write: bool 
                 )
             candidates[split][class_dir.name] = images
 
-    classes = sorted({label for per_class in candidates.values() for label in per_class})
+    # A class folder without an image in any split (a stray `train/unknown_class/`) is not a class.
+    found_classes = {label for per_class in candidates.values() for label in per_class}
+    classes = sorted(label for label in found_classes if any(per_class.get(label) for per_class in candidates.values()))
+    for label in sorted(found_classes - set(classes)):
+        places = ", ".join(f"{split}/{label}/" for split, per_class in candidates.items() if label in per_class)
+        warnings.append(f"{places}: empty class folder, not counted as a class")
+    for per_class in candidates.values():
+        for label in found_classes - set(classes):
+            per_class.pop(label, None)
     if len(classes) < 2:
         found = ", ".join(classes) or "none"
         raise DatasetError(
@@ -241,7 +263,9 @@ def verify_image_folder(root: str | Path, progress: bool = True, *, write: bool 
         else:
             excluded.append({"path": relative, "reason": reason})
 
-    manifest = ImageManifest(root=root, classes=classes, splits=splits, excluded=excluded, warnings=warnings)
+    manifest = ImageManifest(
+        root=root, classes=classes, splits=splits, excluded=excluded, warnings=warnings, fingerprint=files_fingerprint(root)
+    )
     for split, per_class in manifest.counts.items():
         for label, count in per_class.items():
             if count:
@@ -268,16 +292,15 @@ def verify_image_folder(root: str | Path, progress: bool = True, *, write: bool 
 def load_manifest(root: str | Path, progress: bool = True) -> ImageManifest:
     """Read `ROOT/manifest.json`, verifying the folder first when the manifest is missing, unreadable or stale.
 
-    Stale means older than the root, split or class folders, which change
-    whenever files are added, removed or renamed in them.
+    Stale means the files' fingerprint changed: a file added, removed, renamed, or rewritten (its size or
+    mtime), which folder times alone miss when a file is changed in place.
     """
     root = Path(root)
     manifest_path = root / MANIFEST_NAME
     try:
-        if manifest_path.stat().st_mtime >= _newest_folder_mtime(root):
-            data = json.loads(manifest_path.read_text(encoding="utf-8"))
-            if data.get("version") == MANIFEST_VERSION:
-                return ImageManifest.from_json(root, data)
+        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if data.get("version") == MANIFEST_VERSION and data.get("fingerprint") == files_fingerprint(root):
+            return ImageManifest.from_json(root, data)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # Missing or damaged manifest: rebuild it below.
     return verify_image_folder(root, progress=progress)
@@ -621,12 +644,42 @@ def _decode_all(paths: list[Path], root: Path, progress: bool) -> list[str | Non
         return list(tqdm(results, total=len(paths), desc="verify", unit="img", disable=not progress, file=sys.stderr))
 
 
-def _newest_folder_mtime(root: Path) -> float:
-    folders = [root]
-    for split_dir in _find_split_dirs(root).values():
-        folders.append(split_dir)
-        folders.extend(_visible_subdirs(split_dir))
-    return max(folder.stat().st_mtime for folder in folders)
+def files_fingerprint(root: str | Path) -> str:
+    """A hash of every split and class folder and every file in them, with each file's size and mtime.
+
+    Only names are listed and stat-ed (no decoding), so checking a manifest's freshness stays quick.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    for split, split_dir in sorted(_find_split_dirs(root).items()):
+        for class_dir in sorted(_visible_subdirs(split_dir), key=lambda path: path.name):
+            digest.update(f"{split}/{class_dir.name}/\n".encode())
+            images, others = _class_files(class_dir)
+            for path in sorted(images + others):
+                stat = path.stat()
+                digest.update(f"{_relative(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def drop_unreadable(rows: list[dict[str, Any]], root: Path, log=print) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose image still decodes, and how many were skipped; a file can break after `verify`.
+
+    Raises:
+        DatasetError: More than MAX_UNREADABLE_FRACTION of the rows are unreadable, naming the first file.
+    """
+    reasons = _decode_all([Path(row["image_path"]) for row in rows], root, progress=False)
+    bad = [(row["image_path"], reason) for row, reason in zip(rows, reasons) if reason is not None]
+    for path, reason in bad[:5]:
+        log(f"skipping unreadable image {path}: {reason}")
+    if bad and len(bad) > MAX_UNREADABLE_FRACTION * len(rows):
+        path, reason = bad[0]
+        raise DatasetError(
+            f"{len(bad)} of {len(rows)} training images are unreadable (more than {MAX_UNREADABLE_FRACTION:.0%}), "
+            f"e.g. {path}: {reason}; run `python -m image_vlm.data verify --root {root}` to list them"
+        )
+    if bad:
+        log(f"skipped {len(bad)} unreadable image(s) of {len(rows)}")
+    return [row for row, reason in zip(rows, reasons) if reason is None], len(bad)
 
 
 def _relative(path: Path, root: Path) -> str:

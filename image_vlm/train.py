@@ -93,7 +93,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
 
     # Dataset (rank 0 first: it may generate or verify files the other ranks then only read)
     with PartialState().main_process_first():
-        dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)
+        dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
     print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
 
     # Rewards: pure functions, weighted by the trainer; the recorder copies each scored batch to the run folder.

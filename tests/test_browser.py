@@ -7,6 +7,7 @@ tuned) appear. Screenshots go to the test's tmp_path, and to $UI_SCREENSHOT_DIR 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -78,21 +79,20 @@ def stop_group(pid: int, timeout_s: float = 15) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run ui/app.py` on a free port, with runs, data and tiny models in temporary folders."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    base = tmp_path_factory.mktemp("ui-browser")
+@contextlib.contextmanager
+def streamlit_server(base: Path, vlm_page: str):
+    """`streamlit run ui/app.py` on a free port (VLM_PAGE picks the pages, as in compose), with runs, data and
+    tiny models in temporary folders. Streamlit's settings come from the repository's .streamlit/config.toml."""
+    base.mkdir(parents=True, exist_ok=True)
     runs, data = base / "runs", base / "data"
-    runs.mkdir()
-    data.mkdir()
+    runs.mkdir(exist_ok=True)
+    data.mkdir(exist_ok=True)
     env = {
         **os.environ,
         "VLM_RUNS_DIR": str(runs),
         "VLM_DATA_DIR": str(data),
         "VLM_TINY_DIR": os.environ.get("VLM_TINY_DIR") or str(base / "tiny"),
-        "VLM_PAGE": "all",
+        "VLM_PAGE": vlm_page,
         "WANDB_MODE": "disabled",
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
@@ -102,7 +102,7 @@ def server(tmp_path_factory):
     command = [
         sys.executable, "-m", "streamlit", "run", str(ROOT / "ui" / "app.py"),
         "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
-        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -121,6 +121,15 @@ def server(tmp_path_factory):
                 continue
             if status.get("state") in ("starting", "running", "stopping") and status.get("pgid"):
                 stop_group(int(status["pgid"]))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The all-pages server (`make ui`)."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    with streamlit_server(tmp_path_factory.mktemp("ui-browser"), "all") as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +248,48 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe):
         save_screenshot(page, tmp_path, f"{recipe}-compare")
     finally:
         page.close()
+
+
+def open_by_url(browser, origin: str, path: str, watch_s: float = 3.0) -> dict:
+    """Open a URL in a fresh tab and watch it settle: whether a "Page not found" dialog showed at any moment,
+    the Deploy buttons, the title, and every request that went to another host."""
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    try:
+        page.goto(origin + path)
+        page.locator("h1").first.wait_for(timeout=60_000)
+        not_found = False
+        deadline = time.monotonic() + watch_s
+        while time.monotonic() < deadline:
+            not_found = not_found or page.get_by_text("Page not found").count() > 0
+            time.sleep(0.2)
+        return {
+            "not_found": not_found,
+            "deploy": page.get_by_role("button", name="Deploy").count(),
+            "streamlit_stop": page.locator("[data-testid='stStatusWidget']").count(),
+            "title": page.locator("h1").first.inner_text(),
+            "foreign": sorted({r for r in requests if r.startswith("http") and not r.startswith(origin)}),
+        }
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("vlm_page, paths", [("all", ["/image", "/video"]), ("image", ["/image"]), ("video", ["/video"])])
+def test_pages_open_by_their_own_url(tmp_path, browser, vlm_page, paths):
+    """Each page's URL opens that page on the all-pages server and on compose's single-page servers: no
+    "Page not found" dialog (the second visit used to show one), no Deploy button, no Streamlit status
+    widget, and no request to another host (usage statistics, a web-font icon)."""
+    titles = {"/image": "Image VLM", "/video": "Video VLM"}
+    with streamlit_server(tmp_path / vlm_page, vlm_page) as started:
+        for path in paths:
+            for visit in (1, 2):  # the first request of a fresh server takes another route than later ones
+                seen = open_by_url(browser, started["url"], path)
+                where = f"{path} (visit {visit}, VLM_PAGE={vlm_page})"
+                assert not seen["not_found"], f"{where}: a 'Page not found' dialog showed"
+                assert seen["deploy"] == 0, f"{where}: a Deploy button is shown"
+                assert seen["streamlit_stop"] == 0, f"{where}: Streamlit's status widget (with its Stop) is shown"
+                assert titles[path] in seen["title"], f"{where}: opened {seen['title']!r}"
+                assert not seen["foreign"], f"{where}: requests to other hosts: {seen['foreign']}"
+        root = open_by_url(browser, started["url"], "/", watch_s=1)
+        assert titles[paths[0]] in root["title"] and not root["not_found"]

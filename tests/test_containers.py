@@ -508,3 +508,21 @@ def test_setup_installs_the_gpu_extra_on_a_cuda_box(tmp_path):
     assert "--extra gpu" in dry_run(f"{fake}:{os.environ['PATH']}")
     without = ":".join(p for p in os.environ["PATH"].split(":") if not (Path(p) / "nvidia-smi").exists())
     assert "--extra gpu" not in dry_run(without)
+
+
+def test_streamlit_is_served_as_a_product_from_the_repository_settings():
+    """`make ui`, the browser test and the image all start Streamlit from the repository root (the image's
+    WORKDIR holds a copy of it), so .streamlit/config.toml reaches all three: no usage statistics, a
+    minimal toolbar (no Deploy), no status widget with Streamlit's own Stop."""
+    import tomllib
+
+    settings = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    assert settings["browser"]["gatherUsageStats"] is False
+    assert settings["client"]["toolbarMode"] == "minimal"
+    assert settings["ui"]["hideTopBar"] is True
+    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    assert not any(line.startswith(".streamlit") for line in ignored), "the image needs .streamlit/config.toml"
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "WORKDIR /app" in dockerfile and "COPY . /app" in dockerfile
+    assert "STREAMLIT_BROWSER_GATHER_USAGE_STATS=false" in dockerfile
+    assert "streamlit run ui/app.py" in (REPO / "Makefile").read_text()

@@ -31,7 +31,7 @@ def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, 
     assert status["pid"] != os.getpid()
     steps = [m["step"] for m in run.read_metrics() if "loss" in m]
     assert steps == [1, 2], steps
-    assert {r["step"] for r in run.read_rollouts()} <= {0, 1}
+    assert {r["step"] for r in run.read_rollouts()} <= {1, 2}  # the step each batch trains
     assert (run.adapter_dir / "adapter_config.json").exists()
     # Two processes x 4 completions per device: the global batch holds 8 completions per step.
     assert len(run.read_rollouts()) == 2 * 4

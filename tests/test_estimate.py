@@ -244,16 +244,7 @@ def test_unknown_model_offline_is_one_line(monkeypatch, capsys):
     code = main(["--config", IMAGE_7B, "--estimate", "model.name=someone/unknown-vlm"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
-    assert "huggingface-cli download someone/unknown-vlm config.json" in err and "HF_HUB_OFFLINE" in err
-
-
-def test_unreachable_hub_fails_fast_with_the_download_command(monkeypatch):
-    import core.architectures as architectures
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    with pytest.raises(architectures.UnknownArchitecture, match="cannot be reached.*huggingface-cli download"):
-        architectures.architecture_config("someone/unknown-vlm")
+    assert "hf download someone/unknown-vlm config.json" in err and "HF_HUB_OFFLINE" in err
 
 
 def test_a_config_that_cannot_be_estimated_still_trains(monkeypatch, capsys, tmp_path):

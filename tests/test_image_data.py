@@ -92,12 +92,64 @@ def test_non_image_files_are_ignored_with_a_warning(folder: Path) -> None:
     assert not any("DS_Store" in warning for warning in manifest.warnings)
 
 
-def test_empty_class_folder_warns(folder: Path) -> None:
-    (folder / "test" / "smoke").mkdir()
+def test_empty_class_folder_warns_and_is_not_a_class(folder: Path) -> None:
+    """A stray empty `train/unknown_class/` is not a third class."""
+    (folder / "train" / "unknown_class").mkdir()
+    (folder / "test" / "unknown_class").mkdir()
     manifest = verify_image_folder(folder, progress=False)
-    assert "smoke" in manifest.classes
-    assert "test/smoke: empty class folder" in manifest.warnings
-    assert "train: class 'smoke' has no folder here" in manifest.warnings
+    assert manifest.classes == ["nowildfire", "wildfire"]
+    assert "train/unknown_class/, test/unknown_class/: empty class folder, not counted as a class" in manifest.warnings
+    assert set(manifest.counts["train"]) == {"nowildfire", "wildfire"}
+
+
+def test_a_class_empty_in_one_split_stays_a_class(folder: Path) -> None:
+    for path in (folder / "test" / "wildfire").iterdir():
+        path.unlink()
+    manifest = verify_image_folder(folder, progress=False)
+    assert manifest.classes == ["nowildfire", "wildfire"]
+    assert "test/wildfire: empty class folder" in manifest.warnings
+
+
+def test_gif_images_are_part_of_the_dataset(folder: Path) -> None:
+    write_image(folder / "train" / "wildfire" / "animated.gif", image_format="GIF")
+    manifest = verify_image_folder(folder, progress=False)
+    assert manifest.counts["train"]["wildfire"] == 4 and not manifest.excluded
+    assert not any("animated.gif" in warning for warning in manifest.warnings)
+
+
+def test_a_file_rewritten_in_place_makes_the_manifest_stale(folder: Path) -> None:
+    """Folder times do not change when a file is overwritten; its size and mtime do."""
+    load_manifest(folder, progress=False)
+    target = folder / "train" / "wildfire" / "0.png"
+    stamp = (folder / "train" / "wildfire").stat()
+    target.write_bytes(b"corrupted after verify")
+    os.utime(folder / "train" / "wildfire", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    manifest = load_manifest(folder, progress=False)
+    assert [entry["path"] for entry in manifest.excluded] == ["train/wildfire/0.png"]
+
+
+def test_training_skips_an_image_that_broke_since_verify(tmp_path: Path) -> None:
+    """Same size, same mtime, damaged bytes: the manifest cannot tell; the training set still skips it,
+    counts it, and fails only past the threshold, naming the file."""
+    from image_vlm.config import ImageConfig
+    from image_vlm.task import training_dataset
+
+    def damage(path: Path) -> None:
+        stat = path.stat()
+        path.write_bytes(b"\0" * stat.st_size)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    big = build_folder(tmp_path / "big", {"train": {"wildfire": 20, "nowildfire": 20}, "valid": {"wildfire": 1, "nowildfire": 1}})
+    data = ImageConfig.model_validate({"data": {"root": str(big), "synthetic": False}}).data
+    load_manifest(big, progress=False)
+    damage(big / "train" / "wildfire" / "0.png")
+    records: list[dict] = []
+    assert len(training_dataset(data, "train", record=records.append)) == 39
+    assert records == [{"step": 0, "split": "train", "unreadable_images_skipped": 1}]
+    for index in (1, 2):  # 3 of 40 is past the 5% threshold
+        damage(big / "train" / "wildfire" / f"{index}.png")
+    with pytest.raises(DatasetError, match=r"3 of 40 training images are unreadable .*train/wildfire/0.png"):
+        training_dataset(data, "train")
 
 
 def test_missing_test_split_warns_but_works(folder: Path) -> None:

@@ -259,3 +259,42 @@ def test_training_refuses_a_compare_lease(tmp_path):
         assert holder.returncode != 0 and "GPU busy: run video-3" in holder.stderr and "is training" in holder.stderr
     finally:
         release_gpu_lock(tmp_path)
+
+
+def test_took_counts_only_the_time_a_run_ran(tmp_path, monkeypatch):
+    """A run stopped at 10:00:30 and resumed an hour later ran 30 s + 20 s, not an hour."""
+    import core.runs as runs_module
+
+    clock = [1_000.0]
+    monkeypatch.setattr(runs_module.time, "time", lambda: clock[0])
+    run = RunDir(tmp_path / "image-x")
+    run.write_status("starting")  # the launcher
+    clock[0] += 5
+    run.write_status("starting", pid=1)  # its trainer: the same launch
+    run.write_status("running")
+    clock[0] += 25
+    assert run.write_status("stopped")["active_s"] == 30.0
+    clock[0] += 3600  # sat stopped
+    run.write_status("starting")
+    run.write_status("running")
+    clock[0] += 20
+    status = run.write_status("finished")
+    assert status["active_s"] == 50.0 and "active_since" not in status
+
+
+def test_rollouts_carry_the_step_they_train(tmp_path):
+    """TRL scores step N's completions while global_step still reads N - 1; the rows say step N, as the
+    progress bar does when that step ends."""
+    from types import SimpleNamespace
+
+    from core.metrics import RolloutRecorder
+
+    def length_reward(completions, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    run = RunDir(tmp_path / "image-r")
+    recorder = RolloutRecorder(run, [length_reward], text_of=str)
+    (wrapped,) = recorder.wrapped()
+    wrapped(["ab", "c"], trainer_state=SimpleNamespace(global_step=0), answer=["Yes", "No"])
+    wrapped(["abc"], trainer_state=SimpleNamespace(global_step=1), answer=["Yes"])
+    assert [row["step"] for row in run.read_rollouts()] == [1, 1, 2]

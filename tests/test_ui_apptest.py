@@ -523,9 +523,15 @@ def test_hostile_upload_name_is_made_safe(dirs):
 def test_bad_video_upload_shows_a_message(dirs):
     runs, _ = dirs
     make_run(runs, "video-20260101-100000", "finished", recipe="video", adapter=True)
-    at = compare_upload(app("video"), "video", "clip.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
+    from ui.uploads import upload_root
+
+    before = set(upload_root().iterdir())
+    at = compare_upload(app("video"), "video", "bad.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
     assert not at.exception
-    assert "Upload refused" in texts(at.error)
+    error = texts(at.error)
+    assert "Upload refused: bad.mp4: cannot be read as a video: the file is damaged" in error, error
+    assert str(upload_root()) not in error and "Errno" not in error, "no server path, no raw error number"
+    assert set(upload_root().iterdir()) <= before, "the refused upload's folder is removed"
 
 
 def test_compare_panel_without_trained_runs_says_so(dirs):
@@ -672,7 +678,7 @@ def test_estimate_follows_the_form_and_start_asks_before_an_oversized_run(dirs, 
     preset = [s for s in at.selectbox if s.label == "Preset"][0]
     preset.set_value([o for o in preset.options if o.startswith("full-size")][0]).run()
     assert ":green-background[Fits:" in markdown_text(at)
-    [n for n in at.number_input if n.label == "Max GPU memory (GB)"][0].set_value(12.0)
+    [n for n in at.number_input if n.label == "Max GPU memory (GB)"][0].set_value(18.0)
     button(at, "Update estimate").click().run()
     assert not at.exception
     assert ":red-background[Will not fit:" in markdown_text(at)
@@ -683,3 +689,142 @@ def test_estimate_follows_the_form_and_start_asks_before_an_oversized_run(dirs, 
     button(at, "Start training").click().run()
     assert "the memory estimate says" not in texts(at.error)
     assert "Not started" in texts(at.error), "past the estimate, the missing 7B dataset stops it"
+
+
+# ---------------------------------------------------------------------------------------------- time figures
+
+
+def test_took_shows_the_running_time_not_the_stopped_gap(dirs):
+    """started 10:00, ended 10:01 after an hour-long stop in between would read "took 1 min"; the run ran 42 s."""
+    runs, _ = dirs
+    run = make_run(runs, "image-20260101-100000", "finished", adapter=True)
+    status = json.loads((run / "status.json").read_text())
+    status.update(started="2026-01-01T09:00:00+00:00", active_s=42.0)
+    (run / "status.json").write_text(json.dumps(status))
+    at = app("image")
+    captions = texts(at.caption)
+    assert "took 42 s" in captions, captions
+
+
+def test_eta_is_smoothed_over_recent_steps():
+    """Step times of 10 s with one 120 s step (an evaluation, a checkpoint save) between logs: the estimate
+    stays near 10 s a step instead of jumping with the outlier."""
+    from ui.charts import eta_seconds
+
+    times, metrics = 0.0, []
+    for step in range(1, 12):
+        times += 120.0 if step == 6 else 10.0
+        metrics.append({"step": step, "time": times, "loss": 1.0})
+    status = {"step": 11, "total": 21}
+    assert eta_seconds(status, metrics, now=times) == pytest.approx(100.0)
+    # Between two logs the estimate counts down, but not below the steps still to train.
+    assert eta_seconds(status, metrics, now=times + 5) == pytest.approx(95.0)
+    assert eta_seconds(status, metrics, now=times + 60) == pytest.approx(90.0)
+
+
+# ---------------------------------------------------------------------------------------------- compare during a run
+
+
+def live_run(runs: Path, run_id: str) -> Path:
+    """A run whose trainer is this test process: active and beating, so it reads `running`."""
+    run = make_run(runs, run_id, "running", pid=os.getpid())
+    (run / "heartbeat").touch()
+    return run
+
+
+def test_compare_during_a_run_offers_its_latest_checkpoint(dirs):
+    from core.checkpoints import record_checksums
+
+    runs, _ = dirs
+    run = live_run(runs, "image-20260101-100000")
+    at = app("image")
+    assert "is training: its latest checkpoint appears here" in texts(at.info)
+    assert "No adapter yet: finish or stop a training run first (a saved checkpoint" not in texts(at.info)
+
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text("{}")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    record_checksums(checkpoint)
+    at.run()
+    assert "latest checkpoint, step 2 (`checkpoints/checkpoint-2`)" in texts(at.caption)
+
+
+def test_runs_page_on_a_single_recipe_server_opens_its_own_recipe(dirs):
+    """The video container's Runs page opens the newest video run, though a newer image run exists."""
+    runs, _ = dirs
+    video = make_run(runs, "video-20260101-090000", "finished", recipe="video")
+    image = make_run(runs, "image-20260101-100000", "finished")
+    os.utime(video / "status.json", (1_000, 1_000))
+    os.utime(image / "status.json", (2_000, 2_000))
+    os.environ["VLM_PAGE"] = "video"
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/runs.py").run()
+    opener = [s for s in at.selectbox if s.label == "Open run"][0]
+    assert opener.value == "video-20260101-090000"
+    assert [row["run"] for row in at.dataframe[0].value.to_dict("records")][0] == "image-20260101-100000"
+
+
+# ---------------------------------------------------------------------------------------------- form values kept
+
+
+def number(at: AppTest, label: str):
+    return [r for r in at.number_input if r.label == label][0]
+
+
+def test_form_values_survive_a_reload(dirs, monkeypatch):
+    """The values of the last start come back in a new session (a page reload), from runs/.form-image.yaml."""
+    runs, _ = dirs
+    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen([]))
+    at = app("image")
+    number(at, "LoRA rank (r)").set_value(4)
+    button(at, "Start training").click().run()
+    assert "Started run image-" in texts(at.success)
+    assert (runs / ".form-image.yaml").is_file()
+    reloaded = app("image")
+    assert number(reloaded, "LoRA rank (r)").value == 4
+
+
+def test_load_a_runs_config_into_the_form(dirs):
+    runs, _ = dirs
+    make_run(runs, "image-20260101-100000", "finished", adapter=True, config_overrides={"finetune": {"r": 3}})
+    at = app("image")
+    assert number(at, "LoRA rank (r)").value != 3
+    button(at, "Load config into the form").click().run()
+    assert not at.exception, at.exception
+    assert number(at, "LoRA rank (r)").value == 3
+    assert "now holds the config of run image-20260101-100000" in texts(at.success)
+
+
+@pytest.mark.parametrize("recipe, command", [("image", "python -m image_vlm.data download"), ("video", "python -m video_vlm.data import-nexar")])
+def test_dataset_not_found_says_how_to_get_it(dirs, recipe, command):
+    from ui.components import dataset_problem
+    from ui.recipes import RECIPES
+
+    cls = ImageConfig if recipe == "image" else VideoConfig
+    cfg = cls.model_validate({"data": {"root": "/nowhere/set", "synthetic": False}})
+    problem = dataset_problem(RECIPES[recipe], Path("/nowhere/set"), cfg)
+    assert problem.startswith("dataset folder /nowhere/set not found")
+    assert command in problem and "KAGGLE_API_TOKEN" in problem
+
+
+def test_a_dataset_that_labels_one_field_says_so_where_it_is_chosen(dirs, tmp_path):
+    """A Nexar import supervises event_type only: the video page says so next to the dataset picker."""
+    from video_vlm.data import import_nexar
+    from core.media.video import write_clip
+
+    _, data = dirs
+    src = tmp_path / "nexar"
+    frames = np.zeros((30, 32, 32, 3), np.uint8)
+    write_clip(src / "train" / "00001.mp4", frames, fps=10)
+    write_clip(src / "train" / "00002.mp4", frames, fps=10)
+    (src / "train.csv").write_text("id,time_of_event,time_of_alert,target\n00001,2.5,1.9,1\n00002,,,0\n")
+    import_nexar(data / "nexar", src=src, clip_seconds=1.0, progress=False)
+    at = app("video")
+    picker = [s for s in at.selectbox if s.label == "Dataset folder"][0]
+    picker.set_value(data / "nexar").run()
+    assert not at.exception, at.exception
+    warning = texts(at.warning)
+    assert "This dataset labels only event_type (1 of 7 fields)" in warning, warning
+    assert "caption" in warning and "left out of the loss" in warning

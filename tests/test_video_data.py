@@ -295,3 +295,57 @@ def test_synthetic_square_heads_the_way_its_label_says_and_fast_goes_further(act
         along = float(moved @ np.array(heading))
         assert along > 4 and abs(float(moved @ np.array(heading[::-1]))) < 1, (action, moved)
     assert float(fast @ np.array(heading)) > 1.5 * float(slow @ np.array(heading))
+
+
+# ------------------------------------------------------------------------------------------------ first-hour edges
+
+
+def one_line_dataset(tmp_path, record: dict, text: str | None = None, clip_seconds: float = 2.0, fps: int = 10):
+    root = tmp_path / "set"
+    small_clip(root / "videos" / "a.mp4", seconds=clip_seconds, fps=fps)
+    (root / "metadata.jsonl").write_bytes((text if text is not None else json.dumps(record) + "\n").encode("utf-8"))
+    return root
+
+
+def test_a_byte_order_mark_is_not_part_of_line_1(tmp_path):
+    """Windows editors save metadata.jsonl with a UTF-8 BOM."""
+    root = one_line_dataset(tmp_path, {}, text="\ufeff" + json.dumps({"video": "videos/a.mp4", **LABEL}) + "\n")
+    report = verify_dataset(root, progress=False, write_manifest=False)
+    assert report.problems == [] and len(report.items) == 1
+
+
+@pytest.mark.parametrize("clip_seconds, window", [(0.1, {}), (2.0, {"start": 0.5, "end": 0.55})])
+def test_a_window_of_one_frame_is_an_error_naming_the_line(tmp_path, clip_seconds, window):
+    root = one_line_dataset(tmp_path, {"video": "videos/a.mp4", **window, **LABEL}, clip_seconds=clip_seconds)
+    report = verify_dataset(root, progress=False, write_manifest=False)
+    assert report.items == []
+    (problem,) = report.problems
+    assert problem.kind == "too_few_frames" and problem.line_no == 1
+    assert problem.message.startswith("line 1: videos/a.mp4: the window holds 1 frame(s); a clip needs at least 2")
+
+
+def test_a_control_character_message_says_at_once(tmp_path):
+    root = one_line_dataset(tmp_path, {}, text='{"video": "videos/a.mp4", "caption": "a\tb"}\n')
+    (problem,) = verify_dataset(root, progress=False, write_manifest=False).problems
+    assert "Invalid control character at column" in problem.message and "at at" not in problem.message
+
+
+def test_import_nexar_keeps_near_misses_when_the_csv_says_so(fake_nexar, tmp_path):
+    csv_path = fake_nexar / "train.csv"
+    csv_path.write_text(
+        "id,time_of_event,time_of_alert,target,event_type\n"
+        "00001,2.5,1.9,1,near-collision\n"
+        "00002,2.0,1.0,1,\n"
+        "00004,,,0,\n"
+    )
+    small_clip(fake_nexar / "train" / "00002.mp4", seconds=3.0)
+    out, _ = import_nexar(tmp_path / "out", src=fake_nexar, clip_seconds=1.0, progress=False)
+    records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["event_type"] for r in records] == ["near_miss", "collision", "no_incident"]
+
+
+def test_import_nexar_alert_to_event_window(fake_nexar, tmp_path):
+    assert main(["import-nexar", "--src", str(fake_nexar), "--out", str(tmp_path / "out"), "--window", "alert-to-event",
+                 "--clip-seconds", "1"]) == 0
+    first = json.loads((tmp_path / "out" / "metadata.jsonl").read_text().splitlines()[0])
+    assert (first["start"], first["end"]) == (1.9, 2.5)  # time_of_alert to time_of_event

@@ -209,9 +209,9 @@ def test_training_uses_the_verified_clips_and_reports_what_it_skipped(messy_data
     assert run.read_status()["state"] == "finished"
     counts = run.read_status()["data"]["train"]
     expected = {"empty_file": 1, "no_video_stream": 1, "window_past_end": 1, "malformed_json": 1,
-                "unsafe_path": 1, "bad_value": 1}
-    assert counts["problems"] == expected and counts["skipped"] == 6
-    assert counts["train"] == 8  # six synthetic clips, the one-frame clip and the VP9 clip
+                "unsafe_path": 1, "bad_value": 1, "too_few_frames": 1}  # a one-frame clip is a still, not a video
+    assert counts["problems"] == expected and counts["skipped"] == 7
+    assert counts["train"] == 7  # six synthetic clips and the VP9 clip
     for kind, count in expected.items():
         assert f"  {kind}: {count}" in out
     assert all(line["skipped_clips"] == 0 for line in metric_lines(run_dir))  # bad lines never reach a batch

@@ -25,14 +25,28 @@ CHOICES = {
     "video": ["video", "runs"],
 }
 
-st.set_page_config(page_title="VLM fine-tuning", page_icon=":material/tune:", layout="wide")
+# A local file, not a `:material/...:` name: the browser would fetch that icon from a font host, which
+# fails offline.
+st.set_page_config(page_title="VLM fine-tuning", page_icon=str(HERE / "assets" / "icon.svg"), layout="wide")
 
 choice = os.environ.get("VLM_PAGE", "all").strip().lower() or "all"
 if choice not in CHOICES:
     st.warning(f"VLM_PAGE={choice!r} is not one of {', '.join(CHOICES)}; showing every page.")
     choice = "all"
 st.session_state["vlm:router"] = True  # the pages check it (ui.components.ensure_router)
-page = st.navigation([PAGES[name] for name in CHOICES[choice]], position="sidebar" if choice == "all" else "top")
+
+
+def open_first_page() -> None:
+    st.switch_page(PAGES[CHOICES[choice][0]])
+
+
+# Streamlit serves its default page at "/" only, so a recipe page that is the default answers "Page not
+# found" at its own URL (/image, /video). A hidden landing page is the default instead: every recipe page
+# keeps its URL, and "/" opens this server's first page.
+landing = st.Page(open_first_page, title="VLM fine-tuning", url_path="start", visibility="hidden", default=True)
+page = st.navigation(
+    [landing, *(PAGES[name] for name in CHOICES[choice])], position="sidebar" if choice == "all" else "top"
+)
 # A page URL opened on a fresh server comes back here as ?page=<name> (see ui.components.ensure_router).
 wanted = st.query_params.get("page")
 if wanted:

@@ -96,22 +96,56 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
+def step_seconds(metrics: list[dict[str, Any]], recent: int = 10) -> float | None:
+    """Seconds per optimizer step: the median over the last `recent` logged intervals, None with fewer than two.
+
+    The median, not the mean of all steps: a first step that includes warm-up, an evaluation or a checkpoint
+    save between two logs would otherwise swing the estimate.
+
+    >>> step_seconds([{"step": 1, "time": 0.0}, {"step": 2, "time": 10.0}, {"step": 3, "time": 20.0}, {"step": 4, "time": 90.0}])
+    10.0
+    >>> step_seconds([{"step": 2, "time": 0.0}, {"step": 4, "time": 30.0}, {"step": 4, "time": 31.0, "eval_loss": 1.0}])
+    15.0
+    """
+    last_time: dict[int, float] = {}
+    for m in metrics:
+        if isinstance(m.get("time"), (int, float)) and isinstance(m.get("step"), int) and m["step"] not in last_time:
+            last_time[m["step"]] = float(m["time"])  # the first line of a step: an eval line after it adds no step
+    steps = sorted(last_time)
+    rates = [
+        (last_time[b] - last_time[a]) / (b - a)
+        for a, b in zip(steps, steps[1:])
+        if last_time[b] >= last_time[a]  # a resume restarts the clock: skip the gap
+    ][-recent:]
+    if not rates:
+        return None
+    rates.sort()
+    middle = len(rates) // 2
+    return rates[middle] if len(rates) % 2 else (rates[middle - 1] + rates[middle]) / 2
+
+
 def eta_seconds(status: dict[str, Any], metrics: list[dict[str, Any]], now: float) -> float | None:
-    """Seconds left, from the pace between logged steps (or since the start); None when unknown.
+    """Seconds left, from the recent pace (`step_seconds`) or, before two logged steps, the pace since the
+    start; None when unknown. Between logs it counts down, but never below the steps still to train.
 
     >>> eta_seconds({"step": 2, "total": 6}, [{"step": 1, "time": 100.0}, {"step": 2, "time": 110.0}], now=110.0)
     40.0
+    >>> eta_seconds({"step": 2, "total": 6}, [{"step": 1, "time": 100.0}, {"step": 2, "time": 110.0}], now=150.0)
+    30.0
     >>> eta_seconds({"step": 0, "total": 6}, [], now=5.0) is None
     True
     """
     step, total = status.get("step") or 0, status.get("total") or 0
     if not total or step >= total:
         return None if not total else 0.0
+    per_step = step_seconds(metrics)
     timed = [(m["step"], m["time"]) for m in metrics if isinstance(m.get("time"), (int, float)) and isinstance(m.get("step"), int)]
-    if len(timed) >= 2 and timed[-1][0] > timed[0][0]:
-        per_step = (timed[-1][1] - timed[0][1]) / (timed[-1][0] - timed[0][0])
-        since_last = max(0.0, now - timed[-1][1])
-        return max(0.0, per_step * (total - timed[-1][0]) - since_last)
+    if per_step is not None and timed:
+        last_step, last_time = max(timed)
+        last_step = max(last_step, step)
+        left = total - last_step
+        since_last = max(0.0, now - last_time)
+        return max(per_step * (left - 1) if left > 1 else 0.0, per_step * left - since_last)
     started = parse_time(status.get("started"))
     if started and step > 0:
         return (now - started) / step * (total - step)

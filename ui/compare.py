@@ -18,16 +18,16 @@ from core.jobs import GpuBusy
 from core.media.errors import MediaError
 from core.runs import RunDir
 from ui.inference import compare_data, load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
-from ui.recipes import IMAGE, Recipe, artifact_of
+from ui.recipes import ACTIVE, IMAGE, Recipe, artifact_of, recipe_runs
 from ui.uploads import UploadError, describe_size, save_upload, upload_root
-from ui.widgets import escape_markdown, select_trained_run, session, trained_runs
+from ui.widgets import escape_markdown, select_trained_run, session, state_of, trained_runs
 
 
 def compare_panel(recipe: Recipe) -> None:
     st.subheader("Compare base and tuned")
     runs = trained_runs(recipe)
     if not runs:
-        st.info("No adapter yet: finish or stop a training run first (a saved checkpoint is enough).")
+        waiting_for_weights(recipe)
         return
     run = select_trained_run(recipe, runs, "Adapter from run", f"{recipe.name}:compare-run")
     try:
@@ -46,6 +46,22 @@ def compare_panel(recipe: Recipe) -> None:
             compare_outputs(recipe, run, cfg, media)
     if recipe is not IMAGE:
         analytics_table(recipe, cfg)
+
+
+@st.fragment(run_every=5)
+def waiting_for_weights(recipe: Recipe) -> None:
+    """Nothing to compare yet. While a run trains this polls, and the page redraws with the run's first
+    checkpoint as soon as it is saved (the rest of the page is not redrawn by the live run view)."""
+    if trained_runs(recipe):
+        st.rerun()
+    training = [run for run in recipe_runs(recipe) if state_of(run) in ACTIVE]
+    if training:
+        st.info(
+            f"Run {training[0].id} is training: its latest checkpoint appears here as soon as one is saved "
+            "(every `logging.save_steps` steps)."
+        )
+    else:
+        st.info("No adapter yet: finish or stop a training run first (a saved checkpoint is enough).")
 
 
 def media_picker(recipe: Recipe, cfg) -> dict[str, Any] | None:

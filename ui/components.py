@@ -39,6 +39,9 @@ from ui.recipes import (
     recipe_of,
     recipe_runs,
     resume_training,
+    save_form,
+    saved_form,
+    served_recipe,
     start_training,
     tail,
 )
@@ -91,18 +94,23 @@ def new_run_form(recipe: Recipe) -> None:
         st.warning(f"This build has no `{recipe.train_module}` yet, so training cannot start from here.")
     options = presets(recipe)
     labels = list(options)
+    saved = saved_form(recipe)  # the values of the last start (or loaded run), kept across reloads
     preset = st.selectbox(
         "Preset",
         labels,
-        index=labels.index(default_preset(labels)),
+        index=labels.index(saved[0] if saved and saved[0] in labels else default_preset(labels)),
         key=f"{recipe.name}:preset",
         help="Shipped configs: the tiny one runs on CPU in seconds with a locally built model; the full-size one is the real recipe.",
     )
-    try:
-        base = preset_values(recipe, options[preset])
-    except ConfigError as err:
-        st.error(f"The preset is not a valid config: {err}")
-        return
+    if saved and saved[0] == preset:
+        base = saved[1]
+        st.caption("The form holds your last values (from the last start or a loaded run).")
+    else:
+        try:
+            base = preset_values(recipe, options[preset])
+        except ConfigError as err:
+            st.error(f"The preset is not a valid config: {err}")
+            return
     prefix = f"{recipe.name}:{options[preset].stem if options[preset] else 'defaults'}"
     root = dataset_picker(recipe, base, prefix)
     gpu_note()
@@ -125,10 +133,10 @@ def new_run_form(recipe: Recipe) -> None:
         with update:
             st.form_submit_button("Update estimate", help="Apply the edits above to the estimate without starting")
     if submitted:
-        launch_from_form(recipe, cfg, problem, oversized and not confirmed)
+        launch_from_form(recipe, cfg, problem, preset, oversized and not confirmed)
 
 
-def launch_from_form(recipe: Recipe, cfg, problem: str | None, unconfirmed_oversize: bool = False) -> None:
+def launch_from_form(recipe: Recipe, cfg, problem: str | None, preset: str, unconfirmed_oversize: bool = False) -> None:
     if cfg is None:
         st.error(f"Not started: {problem}")
         return
@@ -152,6 +160,7 @@ def launch_from_form(recipe: Recipe, cfg, problem: str | None, unconfirmed_overs
         st.error(f"Could not start the trainer: {err}")
         return
     session("procs", {})[run.id] = process
+    save_form(recipe, preset, cfg.model_dump(mode="json"))  # what this run started with fills the form after a reload
     session(f"{recipe.name}:launched", []).append(run.id)
     st.session_state[f"{recipe.name}:run"] = run.id
     st.success(f"Started run {run.id}. Closing this tab does not stop it; reopening shows it again.")
@@ -179,7 +188,15 @@ def dataset_picker(recipe: Recipe, base: dict[str, Any], prefix: str) -> Path:
     )
     synthetic = bool(base["data"].get("synthetic")) and root == preset_root
     with st.expander("Dataset check", expanded=False):
-        show_dataset_check(recipe, root, synthetic, base, prefix)
+        report = show_dataset_check(recipe, root, synthetic, base, prefix)
+    if report and report.get("unsupervised"):
+        supervised = [name for name in report["fields"] if name not in report["unsupervised"]]
+        st.warning(
+            f"This dataset labels only {', '.join(supervised) or 'no field'} ({len(supervised)} of {len(report['fields'])} fields): "
+            f"{', '.join(report['unsupervised'])} are `unknown` in every clip, left out of the loss and the scores, "
+            "so the tuned model learns nothing about them.",
+            icon=":material/info:",
+        )
     return root
 
 
@@ -229,8 +246,14 @@ def check_video_dataset(root: str, stamp: tuple, val_fraction: float, num_frames
         report = verify_dataset(root, val_fraction, num_frames, schema=schema_file, progress=False)
     except (OSError, ValueError) as err:
         return {"error": f"{root}: {err}"}
+    from video_vlm.schema import UNKNOWN
+
     train = sum(item.split == "train" for item in report.items)
+    fields = list(dict.fromkeys(name for item in report.items for name in item.label))
     return {
+        # Fields no clip labels (Nexar has only event_type): masked from the loss, so nothing learns them.
+        "unsupervised": [name for name in fields if report.items and all(item.label.get(name, UNKNOWN) == UNKNOWN for item in report.items)],
+        "fields": fields,
         "summary": report.summary(),
         "ok": report.ok,
         "counts": {"train": train, "val": len(report.items) - train},
@@ -253,27 +276,31 @@ def needs_button(root: Path, manifest: str, limit: int = 3000) -> bool:
 
 def dataset_report(recipe: Recipe, root: Path, cfg_data: dict[str, Any]) -> dict[str, Any]:
     if recipe is IMAGE:
-        return check_image_dataset(str(root), folder_stamp(root))
+        from image_vlm.data import files_fingerprint
+
+        # The manifest's own freshness stamp: it notices a file rewritten in place, which folder times miss.
+        return check_image_dataset(str(root), (files_fingerprint(root),))
     return check_video_dataset(
         str(root), folder_stamp(root), cfg_data.get("val_fraction", 0.2), cfg_data.get("num_frames", 8), cfg_data.get("schema_file")
     )
 
 
-def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[str, Any], prefix: str) -> None:
+def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """Show the dataset's check; returns its report (None when there is none yet)."""
     if not root.exists():
         if synthetic:
             st.info(f"{root} does not exist yet: the trainer generates the synthetic dataset there on the first run.")
         else:
-            st.error(f"{root}: dataset folder not found.")
-        return
+            st.error(f"{root}: dataset folder not found. {how_to_get(recipe, root)}")
+        return None
     manifest = "manifest.json"
     if needs_button(root, manifest) and not st.button("Check this dataset (decodes every file once)", key=f"{prefix}:verify"):
         st.caption("Large folder without a manifest yet: the check runs on request (and when training starts).")
-        return
+        return None
     report = dataset_report(recipe, root, base["data"])
     if report.get("error"):
         st.error(report["error"])
-        return
+        return None
     if recipe is IMAGE:
         st.dataframe(pd.DataFrame(report["counts"]).T.rename_axis("split"), width="stretch")
         if report["excluded"]:
@@ -285,6 +312,16 @@ def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[s
             st.dataframe(pd.DataFrame(report["problems"]), hide_index=True, width="stretch")
     for warning in report.get("warnings", [])[:10]:
         st.caption(f":material/warning: {warning if isinstance(warning, str) else warning.get('message')}")
+    return report
+
+
+def how_to_get(recipe: Recipe, root: Path) -> str:
+    """The recipe's own words on filling a dataset folder (the command and the credentials it needs)."""
+    if recipe is IMAGE:
+        from image_vlm.data import how_to_get_dataset
+    else:
+        from video_vlm.data import how_to_get_dataset
+    return how_to_get_dataset(root)
 
 
 def dataset_problem(recipe: Recipe, root: Path, cfg) -> str | None:
@@ -292,7 +329,7 @@ def dataset_problem(recipe: Recipe, root: Path, cfg) -> str | None:
     if not root.exists():
         if cfg.data.synthetic:
             return None
-        return f"dataset folder {root} not found"
+        return f"dataset folder {root} not found. {how_to_get(recipe, root)}"
     report = dataset_report(recipe, root, cfg.data.model_dump())
     if report.get("error"):
         return f"the dataset failed verification: {report['error']}"
@@ -376,6 +413,10 @@ def run_view(recipe_name: str, run_id: str) -> None:
                 stop_button(recipe.name, run, key=f"stop:{run_id}")
             if state in RESUMABLE and st.button("Resume training", key=f"resume:{run_id}", type="primary"):
                 request_resume(recipe, run, recipe.name)
+            if run.config_path.exists() and st.button(
+                "Load config into the form", key=f"load-config:{run_id}", help="Fill the new-run form with this run's config.yaml"
+            ):
+                load_run_config(recipe, run)
     show_flash(recipe_name)
     if state == "missing" or (state == "starting" and not status.get("total")):
         launching_note(run, status)
@@ -406,18 +447,47 @@ live_run_view = st.fragment(run_every=2)(run_view)
 still_run_view = st.fragment(run_view)
 
 
+def load_run_config(recipe: Recipe, run: RunDir) -> None:
+    """Put a run's resolved config into the new-run form (under the current preset), then redraw the page."""
+    from ui.inference import run_config
+
+    try:
+        values = run_config(recipe, run).model_dump(mode="json")
+    except (OSError, ConfigError) as err:
+        flash(recipe.name, "error", f"Cannot load the config of run {run.id}: {err}")
+        return
+    preset = st.session_state.get(f"{recipe.name}:preset") or next(iter(presets(recipe)))
+    save_form(recipe, preset, values)
+    # The form's widgets keep what they hold in this session; drop it so they take the loaded values.
+    stems = {path.stem if path else "defaults" for path in presets(recipe).values()}
+    for key in [k for k in st.session_state if isinstance(k, str) and k.split(":")[:1] == [recipe.name]
+                and len(k.split(":")) > 2 and k.split(":")[1] in stems]:
+        del st.session_state[key]
+    flash(recipe.name, "success", f"The form now holds the config of run {run.id}.")
+    st.rerun()
+
+
 def run_times(status: dict[str, Any]) -> str:
     parts = []
     if status.get("started"):
         parts.append(f"started {status['started']}")
     if status.get("ended"):
         parts.append(f"ended {status['ended']}")
-        start, end = charts.parse_time(status.get("started")), charts.parse_time(status.get("ended"))
-        if start and end:
-            parts.append(f"took {charts.format_duration(end - start)}")
+        took = run_seconds(status)
+        if took is not None:
+            parts.append(f"took {charts.format_duration(took)}")
     if status.get("pid") and status.get("state") in ACTIVE:
         parts.append(f"pid {status['pid']}")
     return " · ".join(parts)
+
+
+def run_seconds(status: dict[str, Any]) -> float | None:
+    """How long an ended run ran: its launches' time (`active_s`); a run folder written before that field
+    existed falls back to ended minus started."""
+    if isinstance(status.get("active_s"), (int, float)):
+        return float(status["active_s"])
+    start, end = charts.parse_time(status.get("started")), charts.parse_time(status.get("ended"))
+    return end - start if start and end else None
 
 
 def launching_note(run: RunDir, status: dict[str, Any]) -> None:
@@ -544,6 +614,11 @@ def runs_overview() -> None:
     if current is not None and current not in ids:
         gone_message(current)
         del st.session_state[key]
+    if key not in st.session_state:
+        # A single-recipe server (one container per recipe) opens its own recipe's run first.
+        own = served_recipe()
+        chosen = default_run([run for run in runs if own is None or recipe_of(run) is own]) or default_run(runs)
+        st.session_state[key] = chosen.id
     run_id = st.selectbox("Open run", ids, key=key)
     (live_run_detail if is_live(run_at(run_id)) else still_run_detail)(run_id)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel
 
 from core.config import ConfigError, read_yaml, to_yaml, validate_config
@@ -187,6 +188,37 @@ def preset_values(recipe: Recipe, path: Path | None) -> dict[str, Any]:
     return values
 
 
+# ---------------------------------------------------------------------------------------------- saved form
+
+
+def saved_form_path(recipe: Recipe) -> Path:
+    """The form's last values, one small file per recipe under the runs folder, so a reload keeps them."""
+    return runs_root() / f".form-{recipe.name}.yaml"
+
+
+def save_form(recipe: Recipe, preset: str, values: dict[str, Any]) -> None:
+    """Remember a validated config (as sections) and the preset it was made from; a failed write is harmless."""
+    path = saved_form_path(recipe)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.tmp")
+        tmp.write_text(yaml.safe_dump({"preset": preset, "config": values}, sort_keys=False))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def saved_form(recipe: Recipe) -> tuple[str, dict[str, Any]] | None:
+    """(preset label, config sections) last saved for this recipe; None when there is none or it no longer
+    validates (a config field that changed since)."""
+    try:
+        data = yaml.safe_load(saved_form_path(recipe).read_text())
+        cfg = validate_config(recipe.config_cls, data["config"], source=str(saved_form_path(recipe)))
+        return str(data["preset"]), cfg.model_dump(mode="json")
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ConfigError):
+        return None
+
+
 def has_gpu() -> bool:
     """A cheap check (no torch import) for an NVIDIA GPU, to pick the default preset."""
     return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
@@ -218,6 +250,11 @@ def recipe_of(run: RunDir) -> Recipe | None:
     if "stages" in config or "num_frames" in (config.get("data") or {}):
         return VIDEO
     return None
+
+
+def served_recipe() -> Recipe | None:
+    """The recipe this server is for (VLM_PAGE=image|video, one per container), None when it serves both."""
+    return RECIPES.get(os.environ.get("VLM_PAGE", "").strip().lower())
 
 
 def recipe_runs(recipe: Recipe, root: Path | None = None) -> list[RunDir]:

@@ -7,6 +7,7 @@ an `UploadError` whose message is shown as is.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ def save_upload(
         UploadError: Wrong type, empty, too large, or not decodable; nothing is left on disk.
     """
     safe = check_upload(name, len(data), suffixes, limit_mb, kind)
+    own_folder = folder is None  # a folder made here for this upload goes again when the upload is refused
     folder = folder or upload_root() / uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / safe
@@ -117,12 +119,17 @@ def save_upload(
             open_image(data, name=safe)
         else:
             check_video(path, safe)
-    except MediaError as error:
-        path.unlink(missing_ok=True)
-        raise UploadError(str(error)) from None
     except Exception as error:  # noqa: BLE001 - a decoder crash on hostile bytes is still just a bad upload.
         path.unlink(missing_ok=True)
-        raise UploadError(f"{safe}: cannot be read as {kind} ({type(error).__name__}: {error})") from None
+        if own_folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        if kind == "image" and isinstance(error, MediaError):
+            raise UploadError(str(error)) from None
+        # Video decoders name the server's temporary path and raw error numbers: say it in the file's own terms.
+        raise UploadError(
+            f"{safe}: cannot be read as {'an' if kind[0] in 'aeiou' else 'a'} {kind}: the file is damaged, "
+            f"or it is not a {'/'.join(s.lstrip('.') for s in suffixes)} file"
+        ) from None
     return SavedUpload(path=path, name=safe, original_name=name, size=len(data))
 
 

@@ -109,7 +109,7 @@ def select_trained_run(recipe: Recipe, runs: list[RunDir], label: str, key: str)
     if st.session_state.get(key) not in ids:
         st.session_state.pop(key, None)
     run = run_at(st.selectbox(label, ids, key=key))
-    st.caption(f"{state_of(run)} · weights: `{artifact_name(run)}`")
+    st.caption(f"{state_of(run)} · weights: {weights_label(run)}")
     return run
 
 
@@ -118,6 +118,16 @@ def artifact_name(run: RunDir) -> str:
     if artifact is None:
         return "no weights"
     return str(artifact.relative_to(run.path)) if artifact.is_relative_to(run.path) else str(artifact)
+
+
+def weights_label(run: RunDir) -> str:
+    """The weights in words: a run still training (or stopped) offers its latest checkpoint, said so."""
+    from core.checkpoints import checkpoint_step
+
+    artifact = artifact_of(run)
+    name = f"`{artifact_name(run)}`"
+    step = checkpoint_step(artifact) if artifact is not None else None
+    return f"latest checkpoint, step {step} ({name})" if step is not None else name
 
 
 def escape_markdown(text: str) -> str:

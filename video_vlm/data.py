@@ -19,10 +19,12 @@ Commands::
     python -m video_vlm.data make-synthetic --out DIR [--n 40] [--seed 0]
 
 Nexar import (Kaggle competition "nexar-collision-prediction"): `train.csv` has columns id,
-time_of_event, time_of_alert, target and the clips are `train/<id>.mp4`. Nexar's target=1 covers both
-collisions and near-misses, and the CSV does not say which, so positives are labelled event_type
-"collision" (the majority); negatives are "no_incident". A positive's window is the `--clip-seconds`
-before time_of_event (ending at the event); a negative gets a window of the same length at the end of
+time_of_event, time_of_alert, target and the clips are `train/<id>.mp4`. Nexar documents target=1 as
+"a collision or a near-collision" and its CSV does not say which, so a positive is labelled event_type
+"collision", Nexar's merged class; a CSV with an `event_type` column (collision / near_miss) keeps
+near-misses as "near_miss". Negatives are "no_incident". A positive's window (`--window`) is the
+`--clip-seconds` before time_of_event (default), time_of_alert to time_of_event, or `--clip-seconds`
+around the event; a negative gets `--clip-seconds` at the end of
 its clip, where positives' events usually are, so window position says nothing about the label. Nexar
 has no captions, rule violations, intended actions, traffic density, visibility or scene: those fields
 are "unknown", masked from the loss and left out of scores. Clips are hard-linked into DIR/videos when
@@ -47,7 +49,7 @@ from typing import Iterable, NamedTuple
 
 from tqdm import tqdm
 
-from core.credentials import kaggle_credentials_problem
+from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
 from core.media.errors import MediaError
 from core.media.video import VideoInfo, probe_video, read_frames, resolve_window
 from video_vlm.schema import UNKNOWN, SchemaSpec, load_schema
@@ -134,6 +136,18 @@ class VerifyReport:
 
 
 # ---------------------------------------------------------------------------------------------- verify
+
+
+MIN_CLIP_FRAMES = 2  # fewer is a still image
+
+
+def how_to_get_dataset(root: str | Path) -> str:
+    """The commands that fill a dataset folder, and the credentials the Nexar import needs."""
+    return (
+        f"Import the Nexar dashcam clips with `python -m video_vlm.data import-nexar --out {root}` ({KAGGLE_CREDENTIALS}), "
+        f"create a synthetic set with `python -m video_vlm.data make-synthetic --out {root}`, "
+        "or make a folder with videos/ and metadata.jsonl (see the README)"
+    )
 
 
 def split_for(video: str, val_fraction: float) -> str:
@@ -241,7 +255,8 @@ def verify_dataset(
 def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyReport) -> list[tuple]:
     """Cheap per-line checks; returns (line_no, video, start, end, label) for lines that pass them."""
     candidates = []
-    with metadata.open(encoding="utf-8", errors="replace") as lines:
+    # utf-8-sig: Windows editors start the file with a byte-order mark, which is not part of line 1's JSON.
+    with metadata.open(encoding="utf-8-sig", errors="replace") as lines:
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -253,7 +268,9 @@ def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyRep
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as error:
-                problem("malformed_json", f"not valid JSON ({error.msg} at column {error.colno})")
+                # Some of json's messages end in "at" already ("Invalid control character at").
+                reason = error.msg.removesuffix(" at")
+                problem("malformed_json", f"not valid JSON ({reason} at column {error.colno})")
                 continue
             if not isinstance(obj, dict):
                 problem("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -303,6 +320,13 @@ def _check_videos(
         except MediaError as error:
             kind = getattr(error, "kind", "unreadable_video")
             report.problems.append(Problem(line_no, kind, f"line {line_no}: {error}"))
+            continue
+        frames_in_window = round((end_s - start_s) * info.fps) if info.fps else info.num_frames
+        if frames_in_window is not None and min(frames_in_window, info.num_frames or frames_in_window) < MIN_CLIP_FRAMES:
+            # One repeated frame has no motion to learn from: it is a still image, not a clip.
+            shown = max(0, min(frames_in_window, info.num_frames or frames_in_window))
+            message = f"line {line_no}: {video}: the window holds {shown} frame(s); a clip needs at least {MIN_CLIP_FRAMES}"
+            report.problems.append(Problem(line_no, "too_few_frames", message))
             continue
         if info.fps and (end_s - start_s) * info.fps < num_frames:
             frames_in_window = max(1, round((end_s - start_s) * info.fps))
@@ -407,16 +431,70 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def nexar_label(target: int) -> dict:
-    """Dashcam-schema label of a Nexar clip: event_type from `target`, every other field unknown."""
+# A per-row kind of positive, when a copy of train.csv carries one (Nexar's own CSV does not).
+NEXAR_KIND_COLUMN = "event_type"
+NEXAR_WINDOWS = ("before-event", "alert-to-event", "around-event")
+
+
+def nexar_event_type(target: int, kind: str | None = None) -> str:
+    """The dashcam `event_type` of a Nexar row.
+
+    Nexar's documentation defines target=1 as "a collision or a near-collision". A row that says which (an
+    `event_type` column reading collision or near_miss / near-miss / near-collision) keeps it, so near-misses
+    stay their own value; a positive that does not say is labelled `collision`, Nexar's merged positive class.
+
+    >>> nexar_event_type(1, "near-collision"), nexar_event_type(1, "collision"), nexar_event_type(1), nexar_event_type(0)
+    ('near_miss', 'collision', 'collision', 'no_incident')
+    """
+    if target != 1:
+        return "no_incident"
+    kind = (kind or "").strip().lower().replace("-", "_").replace(" ", "_")
+    return "near_miss" if kind in ("near_miss", "near_collision", "nearmiss") else "collision"
+
+
+def nexar_label(target: int, kind: str | None = None) -> dict:
+    """Dashcam-schema label of a Nexar clip: event_type from `target` (and the row's kind), every other field unknown."""
     spec = load_schema(None)
     label = {name: UNKNOWN for name in spec.field_names}
-    label["event_type"] = "collision" if target == 1 else "no_incident"
+    label["event_type"] = nexar_event_type(target, kind)
     return label
 
 
+def nexar_window(
+    duration: float, event: float | None, alert: float | None, clip_seconds: float, window: str = "before-event"
+) -> tuple[float, float]:
+    """(start, end) seconds of a Nexar example.
+
+    `before-event`: the `clip_seconds` ending at time_of_event. `alert-to-event`: from time_of_alert (the
+    earliest moment the event could be foreseen) to time_of_event, or `before-event` without an alert time.
+    `around-event`: `clip_seconds` centred on the event. A negative (no event) gets `clip_seconds` at the
+    end of its clip, where positives' events usually are.
+
+    >>> nexar_window(10.0, 6.0, 4.5, 4.0), nexar_window(10.0, 6.0, 4.5, 4.0, "alert-to-event")
+    ((2.0, 6.0), (4.5, 6.0))
+    >>> nexar_window(10.0, 6.0, None, 4.0, "around-event"), nexar_window(10.0, None, None, 4.0, "alert-to-event")
+    ((4.0, 8.0), (6.0, 10.0))
+    """
+    if window not in NEXAR_WINDOWS:
+        raise ValueError(f"window {window!r}; allowed: {' | '.join(NEXAR_WINDOWS)}")
+    if event is None:
+        end = duration
+        return max(0.0, end - clip_seconds), end
+    event = min(event, duration)
+    if window == "alert-to-event" and alert is not None and 0 <= alert < event:
+        return alert, event
+    if window == "around-event":
+        start = max(0.0, event - clip_seconds / 2)
+        return start, min(duration, start + clip_seconds)
+    return max(0.0, event - clip_seconds), event
+
+
 def import_nexar(
-    out: str | Path, src: str | Path | None = None, clip_seconds: float = 4.0, progress: bool = True
+    out: str | Path,
+    src: str | Path | None = None,
+    clip_seconds: float = 4.0,
+    progress: bool = True,
+    window: str = "before-event",
 ) -> tuple[Path, list[str]]:
     """Write the Nexar training clips as a dataset folder (see the module docstring for the mapping).
 
@@ -425,6 +503,7 @@ def import_nexar(
         src: Folder with train.csv and train/<id>.mp4; None downloads it with the Kaggle API into out/_download.
         clip_seconds: Window length for every example.
         progress: Show a progress bar.
+        window: Which seconds of a positive clip train (`nexar_window`): before-event, alert-to-event, around-event.
 
     Returns:
         (the dataset folder, one message per CSV row skipped).
@@ -454,19 +533,17 @@ def import_nexar(
         except MediaError as error:
             skipped.append(f"train.csv row {row_no}: {error}")
             continue
+        event = None
         if target_value == 1.0:
             event = _float_or_none(row.get("time_of_event"))
             if event is None or event <= 0:
                 skipped.append(f"train.csv row {row_no}: positive clip without a time_of_event")
                 continue
-            end = min(event, duration)
-        else:
-            end = duration
-        start = max(0.0, end - clip_seconds)
+        start, end = nexar_window(duration, event, _float_or_none(row.get("time_of_alert")), clip_seconds, window)
         name = f"videos/{source.name}"
         _link_or_copy(source, out / name)
         record = {"video": name, "start": round(start, 3), "end": round(end, 3), "id": clip_id}
-        lines.append(json.dumps({**record, **nexar_label(int(target_value))}))
+        lines.append(json.dumps({**record, **nexar_label(int(target_value), row.get(NEXAR_KIND_COLUMN))}))
     (out / METADATA_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return out, skipped
 
@@ -521,6 +598,11 @@ def _parser() -> argparse.ArgumentParser:
     nexar.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     nexar.add_argument("--src", type=Path, default=None, help="already-downloaded folder with train.csv")
     nexar.add_argument("--clip-seconds", type=float, default=4.0, help="window length in seconds")
+    nexar.add_argument(
+        "--window", choices=NEXAR_WINDOWS, default="before-event",
+        help="the seconds of a positive clip that train: the --clip-seconds before the event (default), "
+        "time_of_alert to time_of_event, or --clip-seconds centred on the event",
+    )
     split_options(nexar)
 
     synthetic = commands.add_parser("make-synthetic", help="generate a tiny synthetic dataset")
@@ -538,7 +620,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         return _verify_and_report(args.root, args)
     if args.command == "import-nexar":
         try:
-            out, skipped = import_nexar(args.out, args.src, args.clip_seconds)
+            out, skipped = import_nexar(args.out, args.src, args.clip_seconds, window=args.window)
         except (RuntimeError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

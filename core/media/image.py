@@ -23,7 +23,8 @@ from core.media.errors import MediaError
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "open_image", "safe_filename"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# Every format open_image decodes (GIF: its first frame), so a dataset keeps all the files it can read.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 # 64 megapixels is far above any satellite tile or photo we train on, and well
 # below the size where decoding one file could exhaust memory.
