@@ -363,6 +363,14 @@ class RunDir:
                 return candidate
         return None
 
+    def stage_artifact(self, name: str) -> Path | None:
+        """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
+        for kind in ("adapter", "model"):
+            path = self.path / "stages" / name / kind
+            if holds_weights(path):
+                return path
+        return None
+
     def newest_weights(self) -> Path | None:
         """The weights to evaluate or compare: the final adapter/model, else the newest finished curriculum
         stage (`stages/<name>/adapter|model`), else the newest complete checkpoint

@@ -53,11 +53,12 @@ def task_rows(data: ImageDataSection, split: str, limit: int | None = None) -> l
 
 
 def training_dataset(data: ImageDataSection, split: str, limit: int | None = None):
-    """A `datasets.Dataset` in TRL's VLM format: `prompt` messages, an `image` column, reward columns."""
+    """A `datasets.Dataset` in TRL's VLM format: `prompt` messages, an `image` column, reward columns
+    (`answer`, and `reasoning`, which tells the format reward which format was asked for)."""
     from datasets import Dataset, Image
 
     rows = [
-        {"prompt": prompt_messages(data), "image": row["image_path"], **row}
+        {"prompt": prompt_messages(data), "image": row["image_path"], "reasoning": data.reasoning, **row}
         for row in task_rows(data, split, limit)
     ]
     return Dataset.from_list(rows).cast_column("image", Image())

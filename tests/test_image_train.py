@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
+from conftest import IMAGE_SMOKE, ROOT, run_cli
 from core.runs import RunDir, stop_run
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export
@@ -24,7 +24,7 @@ TINY = "image_vlm/configs/tiny.yaml"
 
 def tiny_args(run_dir: Path, model: Path, data: Path, *extra: str) -> list[str]:
     return [
-        "--config", TINY, "--run-dir", str(run_dir),
+        "--config", TINY, "--run-dir", str(run_dir), *IMAGE_SMOKE,
         f"model.name={model}", f"data.root={data}", "train.max_completion_length=24", *extra,
     ]
 
