@@ -205,7 +205,7 @@ def test_the_tiny_preset_learns_to_see_the_red_blob(tmp_path):
         torch.set_num_threads(threads)
     assert code == 0
     grpo = [m for m in run.read_metrics() if m.get("stage") == "grpo" and "loss" in m]
-    assert len(grpo) == 250 and any(m.get("stage") == "warm_start" for m in run.read_metrics())
+    assert len(grpo) == 300 and any(m.get("stage") == "warm_start" for m in run.read_metrics())
     fmt = sum(m["rewards/format_reward/mean"] for m in grpo[:10]) / 10
     correctness = [m["rewards/correctness_reward/mean"] for m in grpo]
     start, end = sum(correctness[:30]) / 30, sum(correctness[-30:]) / 30
