@@ -179,7 +179,8 @@ def warm_start(cfg: ImageConfig, run: RunDir, control: RunControl, processor, ro
     if control.poll():
         return None
     if is_main_process():
-        run.write_status("running", pid=os.getpid(), stage=WARM_START, stages=stages)
+        # Steps count from 0 in each stage: the trainer's first callback writes the real step and total.
+        run.write_status("running", pid=os.getpid(), stage=WARM_START, stages=stages, step=0, total=None)
     try:
         train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as err:
@@ -249,7 +250,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     if control.poll():
         return
     if is_main_process() and stage:
-        run.write_status("running", pid=os.getpid(), stage=stage, stages=stages)
+        run.write_status("running", pid=os.getpid(), stage=stage, stages=stages, step=0, total=None)
     try:
         train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as err:
