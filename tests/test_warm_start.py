@@ -160,7 +160,7 @@ def test_random_answers_are_coin_flips_drawn_afresh(qwen_processor, wildfire_syn
 
 STAGED = (
     "warm_start.max_steps=300", "warm_start.per_device_train_batch_size=8", "train.max_steps=40",
-    "finetune.method=lora", "train.per_device_train_batch_size=4", "train.max_completion_length=24",
+    "train.per_device_train_batch_size=4", "train.max_completion_length=24",
     "logging.save_steps=5", "data.max_train_samples=32",
 )
 
@@ -211,7 +211,8 @@ def test_stop_and_resume_inside_either_stage(tmp_path, wildfire_synthetic):
     assert "resuming from" in log and "[warm_start] finished earlier" in log
     status = run.read_status()
     assert status["state"] == "finished" and status["stage"] == "grpo" and status["stages"] == ["warm_start", "grpo"]
-    assert status["step"] == 40 and (run.adapter_dir / "adapter_config.json").exists()
+    # The preset fine-tunes in full (a LoRA on the 2-layer tiny model does not learn the tags in minutes).
+    assert status["step"] == 40 and (run.model_dir / "config.json").exists()
     lines = [m for m in run.read_metrics() if "loss" in m]
     assert {m.get("stage") for m in lines} == {"warm_start", "grpo"}
     for stage, steps in (("warm_start", 300), ("grpo", 40)):
