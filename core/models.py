@@ -216,6 +216,58 @@ def is_adapter_dir(path: Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
 
 
+def save_atomic(model, processor, out: Path) -> Path:
+    """Save into a temporary sibling, then rename: a half-written folder never reads as a finished stage."""
+    import shutil
+
+    staging = out.with_name(f".{out.name}.saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_final(model, processor, staging)
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(staging, out)
+    return out
+
+
+def load_stage_start(model: ModelSection, finetune: FinetuneSection, previous: Path | None):
+    """The model a training stage starts from: fresh LoRA (or base weights), or the previous stage's result, trainable."""
+    if previous is None:
+        return apply_finetune(load_model(model, finetune), finetune)
+    if not is_adapter_dir(previous):  # full fine-tuning: the previous stage saved whole weights
+        return load_model(model.model_copy(update={"name": str(previous), "revision": None}), finetune)
+    from peft import PeftModel, prepare_model_for_kbit_training
+
+    base = load_model(model, finetune)
+    if finetune.method == "qlora":
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=finetune.gradient_checkpointing)
+    return PeftModel.from_pretrained(base, str(previous), is_trainable=True)
+
+
+def freeze_vision_tower(model) -> int:
+    """Stop training every parameter of the vision tower and its merger; returns how many tensors were frozen.
+
+    >>> import torch.nn as nn
+    >>> m = nn.Module(); m.visual = nn.Linear(2, 2); m.lm_head = nn.Linear(2, 2)
+    >>> freeze_vision_tower(m), [p.requires_grad for p in m.parameters()]
+    (2, [False, False, True, True])
+    """
+    frozen = 0
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        if param.requires_grad and any(p in VISION_PARTS or p in ("merger", "multi_modal_projector") for p in parts):
+            param.requires_grad = False
+            frozen += 1
+    return frozen
+
+
+def release_memory() -> None:
+    """Free a finished stage's model before the next one loads (two 8B copies do not fit)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | None = None):
     """Load the base model with a run's adapter attached as `tuned`, ready to toggle for comparison, in eval
     mode and on the GPU when there is one.

@@ -381,20 +381,29 @@ class RunDir:
                 return candidate
         return None
 
+    def stage_artifact(self, name: str) -> Path | None:
+        """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
+        for kind in ("adapter", "model"):
+            path = self.path / "stages" / name / kind
+            if holds_weights(path):
+                return path
+        return None
+
     def newest_weights(self) -> Path | None:
-        """The weights to evaluate or compare: the final adapter/model, else the newest finished curriculum
-        stage (`stages/<name>/adapter|model`), else the newest complete checkpoint
+        """The weights to evaluate or compare: the final adapter/model, else whichever was saved last of the
+        finished stages (`stages/<name>/adapter|model`) and the newest complete checkpoint of each folder
         (`checkpoints/[<stage>/]checkpoint-N`); None when nothing has been saved yet."""
         final = self.final_artifact()
         if final:
             return final
-        candidates = [p for p in self.path.glob("stages/*/*") if holds_weights(p)]
-        if candidates:
-            return max(candidates, key=lambda p: p.stat().st_mtime)
-        # Within a folder the step decides, not the mtime: deleting files inside an old checkpoint (rotation)
-        # makes it look new.
-        newest = [ckpts[-1] for folder in self.checkpoint_roots() if (ckpts := complete_checkpoints(folder))]
-        return max(newest, key=lambda p: (p / "checksums.json").stat().st_mtime) if newest else None
+        # A finished stage against a later stage's checkpoints (a run stopped in GRPO after its warm start):
+        # whichever was saved last. Within a folder the step decides, not the mtime: deleting files inside an
+        # old checkpoint (rotation) makes it look new.
+        saved = {p: p.stat().st_mtime for p in self.path.glob("stages/*/*") if holds_weights(p)}
+        for folder in self.checkpoint_roots():
+            if ckpts := complete_checkpoints(folder):
+                saved[ckpts[-1]] = (ckpts[-1] / "checksums.json").stat().st_mtime
+        return max(saved, key=saved.get) if saved else None
 
     def eval_reports(self) -> dict[str, dict[str, Any]]:
         reports = {}

@@ -12,6 +12,8 @@ SYSTEM_PROMPT = (
     "You are an expert in satellite imagery. Think about the image step by step inside "
     "<REASONING></REASONING>, then answer Yes or No inside <SOLUTION></SOLUTION>."
 )
+# The system message when `data.reasoning` is false and no system_prompt is given.
+ANSWER_ONLY_PROMPT = "You are an expert in satellite imagery. Answer Yes or No inside <SOLUTION></SOLUTION>, nothing else."
 QUESTION = "Identify if this region has been affected by a wildfire."
 
 
@@ -25,10 +27,20 @@ class ImageDataSection(Section):
         description="Class folder name -> expected answer inside <SOLUTION>",
     )
     max_train_samples: int | None = Field(None, ge=2, description="Use at most this many training images, balanced across classes")
-    system_prompt: str = Field(SYSTEM_PROMPT, description="System message: asks for reasoning then a tagged answer")
+    reasoning: bool = Field(True, description="Ask for <REASONING> before the <SOLUTION>; false asks for the tagged answer alone")
+    system_prompt: str = Field(
+        SYSTEM_PROMPT, description="System message: asks for reasoning then a tagged answer (the answer alone when reasoning is false)"
+    )
     question: str = Field(QUESTION, description="User question shown with each image")
     max_pixels: int = Field(350 * 350, ge=28 * 28, description="Image budget in pixels; larger images are downscaled by the processor")
     seed: int = Field(0, description="Seed for class-balanced sampling")
+
+    @model_validator(mode="after")
+    def prompt_follows_reasoning(self) -> "ImageDataSection":
+        # The default prompt asks for reasoning; answer-only runs get the matching default unless one was given.
+        if not self.reasoning and "system_prompt" not in self.model_fields_set:
+            object.__setattr__(self, "system_prompt", ANSWER_ONLY_PROMPT)
+        return self
 
 
 class RewardSection(Section):
@@ -74,6 +86,27 @@ class GRPOSection(Section):
     )
 
 
+class WarmStartSection(Section):
+    enabled: bool = Field(False, description="Run a short SFT stage before GRPO, so the model already writes the answer format")
+    answers: Literal["random", "labels"] = Field(
+        "random", description="random: coin-flip answers teach the format only (GRPO learns the task); labels: the true answers too"
+    )
+    reasoning_text: str = Field("I see.", description="Fixed text inside <REASONING> in the template targets")
+    jsonl: str | None = Field(
+        None, description="JSONL of your own targets, one {\"image\", \"answer\" or \"label\", \"reasoning\"} per line; empty uses the template"
+    )
+    max_samples: int | None = Field(None, ge=1, description="Warm-start on at most this many examples; empty uses them all")
+    max_steps: int = Field(50, ge=1, description="Optimizer steps of the warm start")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Examples per device per step")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated before each optimizer update")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Learning rate (constant)")
+    freeze_vision: bool = Field(True, description="Keep the vision tower fixed: random answers would teach it to ignore the image")
+    seed: int = Field(0, description="Seed for the random answers and the data order")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="Other SFTConfig arguments, passed through verbatim and validated by TRL"
+    )
+
+
 class EvalSection(Section):
     batch_size: int = Field(8, ge=1, description="Images per generation batch")
     max_new_tokens: int = Field(256, ge=8, description="Longest answer in tokens")
@@ -85,6 +118,7 @@ class ImageConfig(Section):
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     data: ImageDataSection = Field(default_factory=ImageDataSection)
     rewards: RewardSection = Field(default_factory=RewardSection)
+    warm_start: WarmStartSection = Field(default_factory=WarmStartSection)
     train: GRPOSection = Field(default_factory=GRPOSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
@@ -96,5 +130,14 @@ class ImageConfig(Section):
             raise ValueError(
                 f"train.per_device_train_batch_size x train.gradient_accumulation_steps ({group}) must be a multiple "
                 f"of train.num_generations ({self.train.num_generations})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def warm_start_fits_the_data(self) -> "ImageConfig":
+        limit, wanted = self.data.max_train_samples, self.warm_start.max_samples
+        if self.warm_start.enabled and not self.warm_start.jsonl and limit and wanted and wanted > limit:
+            raise ValueError(
+                f"warm_start.max_samples ({wanted}) is larger than the training data (data.max_train_samples is {limit})"
             )
         return self

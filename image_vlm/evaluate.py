@@ -113,7 +113,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
                     use_adapter=use_adapter, batch_size=batch_size,
                 )
                 bar.update(len(batch))
-        scores = [score_answer(t, r["answer"]) for t, r in zip(texts, rows)]
+        scores = [score_answer(t, r["answer"], cfg.data.reasoning) for t, r in zip(texts, rows)]
         predicted = [canonical_answer(s["parsed"], answers) for s in scores]
         metrics = classification_metrics([r["answer"] for r in rows], predicted, [s["format_ok"] for s in scores], positive)
         metrics["seconds"] = round(time.perf_counter() - started, 2)

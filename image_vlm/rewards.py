@@ -130,15 +130,17 @@ def is_degenerate(text: str) -> bool:
     return False
 
 
-def format_score(text: str) -> float:
-    """Score how well `text` follows the reasoning-then-solution format, in [0, 1].
+def format_score(text: str, reasoning: bool = True) -> float:
+    """Score how well `text` follows the answer format, in [0, 1].
 
-    A quarter point each for:
+    With `reasoning` (reasoning, then solution), a quarter point each for:
       1. exactly one `<REASONING>` block, with something inside;
       2. exactly one `<SOLUTION>` block, with something inside;
       3. the reasoning block closing before the solution block opens;
       4. nothing substantial outside the two blocks (given only when 1-3 hold,
          so an empty completion earns nothing).
+    Without it (`data.reasoning: false`, the answer alone), half a point for 2, a quarter for no
+    reasoning tag at all, and a quarter for nothing substantial outside the solution (given only with 2).
     Degenerate repetition (see `is_degenerate`) zeroes the score: otherwise a
     well-tagged loop would still be rewarded and GRPO would reinforce it.
 
@@ -148,17 +150,33 @@ def format_score(text: str) -> float:
     0.25
     >>> format_score("no tags at all")
     0.0
+    >>> format_score("<SOLUTION>Yes</SOLUTION>", reasoning=False)
+    1.0
+    >>> format_score("<REASONING>Red blob.</REASONING><SOLUTION>Yes</SOLUTION>", reasoning=False)
+    0.5
+    >>> format_score("no tags at all", reasoning=False)
+    0.0
     """
-    reasoning = _single_block(text, REASONING_START, REASONING_END, _REASONING_BLOCK)
     solution = _single_block(text, SOLUTION_START, SOLUTION_END, _SOLUTION_BLOCK)
+    if not reasoning:
+        score = 0.0
+        if solution is not None:
+            score += 0.5
+            if REASONING_START not in text and REASONING_END not in text:
+                score += 0.25
+            outside = text[: solution.start()] + text[solution.end() :]
+            if len("".join(outside.split())) <= _ALLOWED_STRAY_CHARS:
+                score += 0.25
+        return 0.0 if score and is_degenerate(text) else score
+    reasoning_block = _single_block(text, REASONING_START, REASONING_END, _REASONING_BLOCK)
     score = 0.0
-    if reasoning is not None:
+    if reasoning_block is not None:
         score += 0.25
     if solution is not None:
         score += 0.25
-    if reasoning is not None and solution is not None and reasoning.end() <= solution.start():
+    if reasoning_block is not None and solution is not None and reasoning_block.end() <= solution.start():
         score += 0.25
-        outside = text[: reasoning.start()] + text[reasoning.end() : solution.start()] + text[solution.end() :]
+        outside = text[: reasoning_block.start()] + text[reasoning_block.end() : solution.start()] + text[solution.end() :]
         if len("".join(outside.split())) <= _ALLOWED_STRAY_CHARS:
             score += 0.25
     if score and is_degenerate(text):
@@ -166,30 +184,37 @@ def format_score(text: str) -> float:
     return score
 
 
-def score_answer(text: str, answer: str) -> dict[str, Any]:
+def score_answer(text: str, answer: str, reasoning: bool = True) -> dict[str, Any]:
     """Score one completion against the expected answer; evaluation and rewards both use this.
 
     Returns:
         `{"parsed": str | None, "correct": bool, "format_ok": bool}`; `format_ok`
-        means full format credit (`format_score(text) == 1.0`).
+        means full format credit (`format_score(text, reasoning) == 1.0`).
 
     >>> score_answer("<REASONING>Smoke plume.</REASONING><SOLUTION> YES </SOLUTION>", "Yes")
     {'parsed': 'YES', 'correct': True, 'format_ok': True}
     >>> score_answer("Yes", "Yes")
     {'parsed': None, 'correct': False, 'format_ok': False}
+    >>> score_answer("<SOLUTION>No</SOLUTION>", "No", reasoning=False)
+    {'parsed': 'No', 'correct': True, 'format_ok': True}
     """
     parsed = parse_solution(text)
     correct = parsed is not None and normalize_answer(parsed) == normalize_answer(str(answer))
-    return {"parsed": parsed, "correct": correct, "format_ok": format_score(text) == 1.0}
+    return {"parsed": parsed, "correct": correct, "format_ok": format_score(text, reasoning) == 1.0}
 
 
-def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+def format_reward(completions: Sequence[Any], reasoning: Sequence[bool] | bool = True, **kwargs: Any) -> list[float]:
     """GRPO reward for following the tag format, in [0, 1] per completion (see `format_score`).
+
+    `reasoning` is the dataset's column of the same name (`data.reasoning`, one per completion) or one flag.
 
     >>> format_reward(["<REASONING>Green only.</REASONING><SOLUTION>No</SOLUTION>", "No"])
     [1.0, 0.0]
+    >>> format_reward(["<SOLUTION>No</SOLUTION>", "<SOLUTION>No</SOLUTION>"], reasoning=[False, True])
+    [1.0, 0.25]
     """
-    return [format_score(completion_text(completion)) for completion in completions]
+    flags = [reasoning] * len(completions) if isinstance(reasoning, bool) else [bool(r) for r in reasoning]
+    return [format_score(completion_text(completion), flag) for completion, flag in zip(completions, flags)]
 
 
 def correctness_reward(completions: Sequence[Any], answer: Sequence[str] | str, **kwargs: Any) -> list[float]:

@@ -53,7 +53,8 @@ def task_rows(data: ImageDataSection, split: str, limit: int | None = None) -> l
 
 
 def training_dataset(data: ImageDataSection, split: str, limit: int | None = None, record=None):
-    """A `datasets.Dataset` in TRL's VLM format: `prompt` messages, an `image` column, reward columns.
+    """A `datasets.Dataset` in TRL's VLM format: `prompt` messages, an `image` column, reward columns
+    (`answer`, and `reasoning`, which tells the format reward which format was asked for).
 
     Every image is decoded once more here: one that broke since `verify` is skipped and counted (in the log,
     and through `record`, e.g. `RunDir.append_metric`, in metrics.jsonl) rather than crashing the trainer.
@@ -66,5 +67,5 @@ def training_dataset(data: ImageDataSection, split: str, limit: int | None = Non
     readable, skipped = drop_unreadable(task_rows(data, split, limit), Path(data.root), log=lambda line: print(line, flush=True))
     if skipped and record is not None and is_main_process():  # one line, from rank 0
         record({"step": 0, "split": split, "unreadable_images_skipped": skipped})
-    rows = [{"prompt": prompt_messages(data), "image": row["image_path"], **row} for row in readable]
+    rows = [{"prompt": prompt_messages(data), "image": row["image_path"], "reasoning": data.reasoning, **row} for row in readable]
     return Dataset.from_list(rows).cast_column("image", Image())

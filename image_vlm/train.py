@@ -4,7 +4,13 @@
 
 The run folder (see core/runs.py) is created or resumed: a folder holding a checkpoint continues from it.
 A stop request (`python -m core.runs stop RUN_DIR`, the UI's Stop) or SIGTERM saves a checkpoint and ends
-with state `stopped`; a finished run leaves `adapter/`.
+with state `stopped`; a finished run leaves `adapter/` (`model/` for full fine-tuning).
+
+Warm start: with `warm_start.enabled`, a short SFT stage teaches the answer format first (see
+image_vlm/warm_start.py), and GRPO starts from its weights, as the video curriculum's stages do. The stages
+share the run folder: `warm_start` checkpoints under `checkpoints/warm_start/` and leaves
+`stages/warm_start/`, GRPO checkpoints under `checkpoints/grpo/`; `status.json` and every `metrics.jsonl`
+line name the stage. A relaunch skips a finished warm start and resumes the interrupted stage.
 
 torch, transformers and TRL are imported inside the functions: the CLI takes the GPU lock first, so a
 second launch is told "GPU busy" in a second instead of after the libraries load.
@@ -14,16 +20,22 @@ from __future__ import annotations
 
 import sys
 
+import os
+from pathlib import Path
+
+from core.checkpoints import complete_checkpoints
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
-from core.runs import RunDir
+from core.runs import RunDir, is_main_process
 from image_vlm.config import ImageConfig
+
+WARM_START, GRPO = "warm_start", "grpo"
 
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
 
 
-def grpo_arguments(cfg: ImageConfig, run: RunDir):
+def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None):
     """TRL's GRPOConfig from our config; `train.trainer` passes through verbatim and TRL validates it."""
     import torch
     from trl import GRPOConfig
@@ -33,7 +45,7 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir):
 
     t = cfg.train
     arguments = dict(
-        output_dir=str(run.checkpoints_dir),
+        output_dir=str(output_dir or run.checkpoints_dir),
         max_steps=t.max_steps,
         num_train_epochs=t.num_train_epochs,
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -70,6 +82,121 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir):
         raise ConfigError(f"train: {err}") from None
 
 
+def sft_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path):
+    """TRL's SFTConfig for the warm start; `warm_start.trainer` passes through verbatim and TRL validates it."""
+    import torch
+    from trl import SFTConfig
+
+    from core.metrics import configure_wandb
+    from core.models import checkpointing_arguments
+
+    w = cfg.warm_start
+    arguments = dict(
+        output_dir=str(output_dir),
+        max_steps=w.max_steps,
+        per_device_train_batch_size=w.per_device_train_batch_size,
+        gradient_accumulation_steps=w.gradient_accumulation_steps,
+        learning_rate=w.learning_rate,
+        lr_scheduler_type="constant",
+        seed=w.seed,
+        # The warm-start collator builds input_ids and labels; TRL must neither tokenise nor truncate.
+        max_length=None,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        **checkpointing_arguments(SFTConfig, cfg.finetune.gradient_checkpointing),
+        bf16=torch.cuda.is_available(),
+        logging_steps=cfg.logging.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.logging.save_steps,
+        save_total_limit=cfg.logging.save_total_limit,
+        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
+        run_name=run.id,
+        dataloader_num_workers=0,
+    )
+    arguments.update(w.trainer)
+    try:
+        return SFTConfig(**arguments)
+    except TypeError as err:
+        raise ConfigError(f"warm_start.trainer: {err} (see trl.SFTConfig for the accepted arguments)") from None
+    except ValueError as err:
+        raise ConfigError(f"warm_start: {err}") from None
+
+
+def warm_start_rows(cfg: ImageConfig, train_rows: list[dict]) -> list[dict]:
+    """The warm start's rows: the user's JSONL (bad lines reported and left out) or the template over the
+    training split; a budget the data cannot fill is a config error."""
+    from image_vlm.warm_start import print_report, read_warm_start_jsonl, template_rows
+
+    w = cfg.warm_start
+    if w.jsonl:
+        report = read_warm_start_jsonl(w.jsonl, cfg.data)
+        print_report(report)
+        rows, source = report.rows, f"warm_start.jsonl ({w.jsonl})"
+        if not rows:
+            raise ConfigError(f"{source}: no usable line ({len(report.problems)} problem(s), listed above)")
+    else:
+        rows, source = template_rows(train_rows), f"the training split ({cfg.data.root}/{cfg.data.train_split})"
+    if w.max_samples is not None:
+        if w.max_samples > len(rows):
+            raise ConfigError(f"warm_start.max_samples ({w.max_samples}) is larger than {source}, which has {len(rows)} example(s)")
+        rows = rows[: w.max_samples]
+    if w.per_device_train_batch_size > len(rows):
+        raise ConfigError(
+            f"warm_start.per_device_train_batch_size ({w.per_device_train_batch_size}) is larger than {source}, "
+            f"which has {len(rows)} example(s)"
+        )
+    return rows
+
+
+def warm_start(cfg: ImageConfig, run: RunDir, control: RunControl, processor, rows: list[dict], stages: list[str]) -> Path | None:
+    """Run (or resume, or skip when done) the SFT warm start; returns its saved weights, None when stopped."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from core.checkpoints import train_from
+    from core.metrics import GracefulStop, RunMetricsCallback
+    from core.models import freeze_vision_tower, load_stage_start, memory_hint, release_memory, save_atomic, trainable_summary
+    from image_vlm.warm_start import WarmStartCollator
+
+    done = run.stage_artifact(WARM_START)
+    if done:
+        print(f"[{WARM_START}] finished earlier: {done}", flush=True)
+        return done
+    model = load_stage_start(cfg.model, cfg.finetune, None)
+    if cfg.warm_start.freeze_vision:
+        freeze_vision_tower(model)
+    print(f"[{WARM_START}] {len(rows)} example(s), {cfg.warm_start.answers} answers; {trainable_summary(model)}", flush=True)
+    output_dir = run.checkpoints_dir / WARM_START
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_arguments(cfg, run, output_dir),
+        data_collator=WarmStartCollator(processor, cfg.data, cfg.warm_start),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        callbacks=[RunMetricsCallback(run, stage=WARM_START), GracefulStop(control)],
+    )
+    if control.poll():
+        return None
+    if is_main_process():
+        # Steps count from 0 in each stage: the trainer's first callback writes the real step and total.
+        run.write_status("running", pid=os.getpid(), stage=WARM_START, stages=stages, step=0, total=None)
+    try:
+        train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
+    except torch.OutOfMemoryError as err:
+        raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
+    if control.requested:
+        return None
+    out = run.path / "stages" / WARM_START / ("model" if cfg.finetune.method == "full" else "adapter")
+    if trainer.is_world_process_zero():
+        save_atomic(trainer.model, processor, out)
+        print(f"saved {out}", flush=True)
+    trainer.accelerator.wait_for_everyone()  # GRPO loads what rank 0 just saved
+    del trainer, model
+    release_memory()
+    return out
+
+
 def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     import torch
     from accelerate import PartialState
@@ -77,41 +204,55 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
 
     from core.checkpoints import train_from
     from core.metrics import GracefulStop, RolloutRecorder, RunMetricsCallback
-    from core.models import apply_finetune, apply_memory_cap, load_model, load_processor, memory_hint, save_final, trainable_summary
+    from core.models import apply_memory_cap, load_processor, load_stage_start, memory_hint, save_final, trainable_summary
     from image_vlm.rewards import completion_text, get_reward
-    from image_vlm.task import image_size_arguments, training_dataset
+    from image_vlm.task import image_size_arguments, task_rows, training_dataset
+
+    # Dataset first (rank 0 first: it may generate or verify files the other ranks then only read), so that a
+    # warm start the data cannot fill is refused before any weights load.
+    with PartialState().main_process_first():
+        dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
+        warm_rows = warm_start_rows(cfg, task_rows(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)) if cfg.warm_start.enabled else []
+    print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
 
     # Model
     cap = apply_memory_cap(cfg.model.max_memory_gb)
     if cap:
         print(cap, flush=True)
     processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
-    model = apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
-    print(trainable_summary(model), flush=True)
+    stages = [WARM_START, GRPO] if cfg.warm_start.enabled else []
     if control.poll():  # a stop during start-up: nothing trained, nothing to save
         return
 
-    # Dataset (rank 0 first: it may generate or verify files the other ranks then only read)
-    with PartialState().main_process_first():
-        dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
-    print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
+    # Warm start (SFT): the answer format, so that GRPO's rewards are not all 0
+    start = None
+    if cfg.warm_start.enabled:
+        start = warm_start(cfg, run, control, processor, warm_rows, stages)
+        if start is None:
+            return
+    model = load_stage_start(cfg.model, cfg.finetune, start)
+    stage = GRPO if stages else None
+    print(f"[{stage or 'train'}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
 
     # Rewards: pure functions, weighted by the trainer; the recorder copies each scored batch to the run folder.
     rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights], completion_text)
 
-    # Training
+    # Training (GRPO)
+    output_dir = run.checkpoints_dir / GRPO if stage else run.checkpoints_dir
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards.wrapped(),
-        args=grpo_arguments(cfg, run),
+        args=grpo_arguments(cfg, run, output_dir),
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[RunMetricsCallback(run), GracefulStop(control)],
+        callbacks=[RunMetricsCallback(run, stage=stage), GracefulStop(control)],
     )
     if control.poll():
         return
+    if is_main_process() and stage:
+        run.write_status("running", pid=os.getpid(), stage=stage, stages=stages, step=0, total=None)
     try:
-        train_from(trainer, run.latest_checkpoint(), log=lambda line: print(line, flush=True))
+        train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as err:
         raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
     if not control.requested and trainer.is_world_process_zero():

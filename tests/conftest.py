@@ -41,63 +41,39 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 600
     )
 
 
-def warm_start_format(
-    model_dir: Path, out_dir: Path, data_root: Path, steps: int = 60, seed: int = 0, **data_overrides
-) -> Path:
-    """Teach a tiny model the answer format with coin-flip answers, so GRPO has a signal to work with.
+# The tiny image preset learns for minutes (full fine-tuning, a warm start, 250 GRPO steps of 32); the smoke
+# tests of the run-folder contract need a few cheap LoRA steps of it instead.
+IMAGE_SMOKE = (
+    "warm_start.enabled=false", "finetune.method=lora", "finetune.r=8", "finetune.alpha=16",
+    "train.per_device_train_batch_size=4", "train.temperature=1.0", "train.loss_type=dapo",
+    "rewards.weights.format=1.0", "data.max_train_samples=32", "logging.save_steps=3",
+)
 
-    Random weights never emit `<SOLUTION>`, so every reward is 0 and GRPO's advantages vanish. After this
-    short SFT the model writes the format but guesses Yes/No independently of the image: correctness starts
-    near 50 %, and anything above that later has to come from GRPO looking at the image.
-    """
-    import random
-
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from core.inference import build_inputs
-    from core.media.image import open_image
-    from image_vlm.config import ImageDataSection
-    from image_vlm.task import image_size_arguments, prompt_messages, task_rows
-
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    data = ImageDataSection(root=str(data_root), max_pixels=3136, **data_overrides)
-    processor = AutoProcessor.from_pretrained(model_dir, **image_size_arguments(data.max_pixels))
-    model = AutoModelForImageTextToText.from_pretrained(model_dir)
-    rows = task_rows(data, "train")
-    # Coin-flip answers would teach the vision tower to erase the image (fire and no-fire tiles end up
-    # with the same features), leaving GRPO nothing to learn from; only the language side learns the format.
-    for name, param in model.named_parameters():
-        param.requires_grad = not any(part in name.split(".") for part in ("visual", "merger"))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    model.train()
-    for _ in range(steps):
-        batch = rng.sample(rows, 4)
-        prompts = [prompt_messages(data, open_image(r["image_path"])) for r in batch]
-        answers = [f"<REASONING>I see.</REASONING><SOLUTION>{rng.choice(['Yes', 'No'])}</SOLUTION>" for _ in batch]
-        full = [p + [{"role": "assistant", "content": [{"type": "text", "text": a}]}] for p, a in zip(prompts, answers)]
-        inputs = build_inputs(processor, full, add_generation_prompt=False)
-        prompt_lengths = build_inputs(processor, prompts)["attention_mask"].sum(1)
-        lengths = inputs["attention_mask"].sum(1)
-        labels = inputs["input_ids"].clone()
-        width = labels.shape[1]
-        for i in range(len(batch)):  # left-padded: the answer is the last (length - prompt_length) tokens
-            labels[i, : width - int(lengths[i] - prompt_lengths[i])] = -100
-        loss = model(**inputs, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return out_dir
+# Likewise the tiny video preset fine-tunes in full for 120 steps; the contract tests train a few LoRA steps.
+VIDEO_SMOKE = (
+    "finetune.method=lora", "finetune.r=16", "finetune.alpha=32", "finetune.dropout=0.0",
+    "finetune.vision_attention=true", "finetune.vision_mlp=true",
+    "train.max_steps=6", "train.per_device_train_batch_size=4", "logging.save_steps=3",
+)
 
 
 @pytest.fixture(scope="session")
 def warm_qwen(tmp_path_factory, wildfire_synthetic) -> Path:
-    from core.tiny import tiny_model_path
+    """The tiny Qwen after the product's warm start (coin-flip answers: the format, not the task).
 
-    return warm_start_format(tiny_model_path("qwen2_5_vl"), tmp_path_factory.mktemp("warm-qwen"), wildfire_synthetic)
+    Random weights never emit `<SOLUTION>`, so every reward would be 0 and GRPO's advantages would vanish.
+    The run's `stages/warm_start/model` is a whole model (the preset fine-tunes in full) that the smoke
+    tests then start GRPO from.
+    """
+    from image_vlm import train
+
+    run = tmp_path_factory.mktemp("warm-qwen") / "run"
+    code = train.main([
+        "--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run), f"data.root={wildfire_synthetic}",
+        "warm_start.max_steps=60", "train.max_steps=1", "train.per_device_train_batch_size=4", "logging.save_steps=1000",
+    ])
+    assert code == 0
+    return run / "stages" / "warm_start" / "model"
 
 
 def write_audio_only(path) -> None:

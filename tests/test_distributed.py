@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import IMAGE_SMOKE, ROOT
 from core.runs import RunDir
 
 
@@ -18,7 +18,7 @@ def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, 
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no",
-        "-m", "image_vlm.train", "--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path),
+        "-m", "image_vlm.train", "--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path), *IMAGE_SMOKE,
         f"model.name={warm_qwen}", f"data.root={wildfire_synthetic}", "train.max_steps=2",
         "train.per_device_train_batch_size=4", "train.max_completion_length=24", "logging.save_steps=2",
     ]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_cli
+from conftest import IMAGE_SMOKE, ROOT, run_cli
 from core.runs import RunDir, stop_run
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export
@@ -24,7 +24,7 @@ TINY = "image_vlm/configs/tiny.yaml"
 
 def tiny_args(run_dir: Path, model: Path, data: Path, *extra: str) -> list[str]:
     return [
-        "--config", TINY, "--run-dir", str(run_dir),
+        "--config", TINY, "--run-dir", str(run_dir), *IMAGE_SMOKE,
         f"model.name={model}", f"data.root={data}", "train.max_completion_length=24", *extra,
     ]
 
@@ -191,50 +191,54 @@ def test_config_errors_exit_2_before_loading_anything(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-LEARNABILITY_ARGS = (
-    "train.max_steps=250", "train.max_completion_length=16", "train.per_device_train_batch_size=32",
-    "train.learning_rate=7e-4", "train.temperature=0.5", "train.loss_type=grpo", "finetune.method=full",
-    "rewards.weights.format=0.0", "data.max_train_samples=96", "logging.save_steps=1000",
-    "data.system_prompt=Answer in tags.", "data.question=Fire?",
-)
-
-
 @pytest.mark.slow
-def test_grpo_learns_to_see_the_red_blob(tmp_path):
-    """GRPO alone must make the answer depend on the image: correctness rises clearly above its start.
-
-    The warm-start teaches only the format, with coin-flip answers and the vision tower frozen, so the model
-    starts at chance. The short prompt keeps the 4 image tokens from drowning in text for a 2-layer model;
-    temperature 0.5 keeps the (learned) format tokens steady while the 50/50 answer still explores.
-    """
+def test_the_tiny_preset_learns_to_see_the_red_blob(tmp_path):
+    """The shipped tiny preset, untouched but for its data folder: the product's warm start teaches the format
+    with coin-flip answers (the vision tower frozen), so GRPO starts at chance with the format in place; GRPO
+    alone must then make the answer depend on the image, and held-out accuracy must show it."""
     import torch
-
-    from conftest import warm_start_format
-    from core.tiny import tiny_model_path
-    from image_vlm.synthetic import make_synthetic_dataset
 
     # One thread keeps the float sums, and so the whole trajectory, the same on every machine.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    data = make_synthetic_dataset(tmp_path / "data", per_class=40, seed=0)
     try:
-        warm = warm_start_format(
-            tiny_model_path("qwen2_5_vl"), tmp_path / "warm", data, steps=150,
-            system_prompt="Answer in tags.", question="Fire?",
-        )
         run = RunDir(tmp_path / "learn")
-        code = image_train.main(["--config", TINY, "--run-dir", str(run.path), f"model.name={warm}",
-                                 f"data.root={data}", *LEARNABILITY_ARGS])
+        code = image_train.main(["--config", TINY, "--run-dir", str(run.path), f"data.root={tmp_path / 'data'}"])
     finally:
         torch.set_num_threads(threads)
     assert code == 0
-    correctness = [m["rewards/correctness_reward/mean"] for m in run.read_metrics() if "loss" in m]
+    grpo = [m for m in run.read_metrics() if m.get("stage") == "grpo" and "loss" in m]
+    assert len(grpo) == 300 and any(m.get("stage") == "warm_start" for m in run.read_metrics())
+    fmt = sum(m["rewards/format_reward/mean"] for m in grpo[:10]) / 10
+    correctness = [m["rewards/correctness_reward/mean"] for m in grpo]
     start, end = sum(correctness[:30]) / 30, sum(correctness[-30:]) / 30
-    print(f"GRPO correctness reward: first 30 steps {start:.2f}, last 30 steps {end:.2f}")
+    print(f"format reward after the warm start {fmt:.2f}; GRPO correctness: first 30 steps {start:.2f}, last 30 {end:.2f}")
+    assert fmt >= 0.8, "the warm start taught the format"
+    assert 0.3 <= start <= 0.7, "coin-flip answers: GRPO starts near chance"
     assert end >= start + 0.2, (start, end)
 
-    assert image_evaluate.main(["--run", str(run.path), "--limit", "48"]) == 0
+    assert image_evaluate.main(["--run", str(run.path)]) == 0
     report = json.loads((run.eval_dir / "test.json").read_text())
     base, tuned = report["models"]["base"]["accuracy"], report["models"]["tuned"]["accuracy"]
     print(f"held-out accuracy: base {base:.2f}, tuned {tuned:.2f}")
-    assert tuned >= 0.75 and tuned >= base + 0.2, (base, tuned)
+    assert tuned >= 0.8 and tuned >= base + 0.25, (base, tuned)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_reasoning_or_answer_only_both_train_and_evaluate(tmp_path, wildfire_synthetic, reasoning):
+    """`data.reasoning` reaches the warm-start targets, the format reward and evaluation's format check."""
+    run = RunDir(tmp_path / "run")
+    code = image_train.main([
+        "--config", TINY, "--run-dir", str(run.path), f"data.root={wildfire_synthetic}", f"data.reasoning={str(reasoning).lower()}",
+        "warm_start.max_steps=60", "train.max_steps=2", "train.per_device_train_batch_size=8", "logging.save_steps=1000",
+    ])
+    assert code == 0
+    grpo = [m for m in run.read_metrics() if m.get("stage") == "grpo" and "loss" in m]
+    assert grpo and grpo[0]["rewards/format_reward/mean"] >= 0.8
+    completions = [r["completion"] for r in run.read_rollouts()]
+    assert completions and all(("<REASONING>" in c) == reasoning for c in completions), completions[:4]
+    assert image_evaluate.main(["--run", str(run.path), "--limit", "8"]) == 0
+    report = json.loads((run.eval_dir / "test.json").read_text())
+    assert report["models"]["tuned"]["format_rate"] >= 0.8 and report["models"]["base"]["format_rate"] == 0.0
+    assert all(("<REASONING>" in e["tuned"]) == reasoning for e in report["examples"])

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_VIDEO = str(ROOT / "video_vlm" / "configs" / "tiny.yaml")
 HEARTBEAT_TIMEOUT = 6
 # A long run (stopped by the tests), a checkpoint every 2 steps, a short heartbeat timeout.
-LONG_RUN = ["train.max_steps=400", "logging.save_steps=2", "logging.save_total_limit=3", f"logging.heartbeat_timeout_s={HEARTBEAT_TIMEOUT}"]
+LONG_RUN = ["finetune.method=lora", "train.per_device_train_batch_size=4", "train.max_steps=400", "logging.save_steps=2", "logging.save_total_limit=3", f"logging.heartbeat_timeout_s={HEARTBEAT_TIMEOUT}"]
 
 
 @pytest.fixture

@@ -47,28 +47,71 @@ def curve_columns(columns) -> list[tuple[str, str]]:
 
 
 def metrics_frame(metrics: list[dict[str, Any]]) -> pd.DataFrame:
-    """The metrics log as a frame with a numeric `step`; rows without a step are dropped."""
+    """The metrics log as a frame with a numeric `step`; rows without a step are dropped.
+
+    Stages (a warm start, curriculum stages) each count their steps from 1; `run_step` lays them end to end,
+    so the curves run left to right through the stages instead of drawing over each other.
+
+    >>> frame = metrics_frame([{"step": 1, "stage": "warm_start"}, {"step": 2, "stage": "warm_start"}, {"step": 1, "stage": "grpo"}])
+    >>> frame["run_step"].tolist()
+    [1, 2, 3]
+    """
     frame = pd.DataFrame(metrics)
     if frame.empty or "step" not in frame:
-        return pd.DataFrame(columns=["step"])
+        return pd.DataFrame(columns=["step", "run_step"])
     frame = frame[pd.to_numeric(frame["step"], errors="coerce").notna()].copy()
     frame["step"] = frame["step"].astype(int)
+    frame["run_step"] = frame["step"]
+    if "stage" in frame:
+        offset = 0
+        for stage in dict.fromkeys(frame["stage"].dropna()):
+            rows = frame["stage"] == stage
+            frame.loc[rows, "run_step"] = frame.loc[rows, "step"] + offset
+            offset += int(frame.loc[rows, "step"].max())
     return frame
 
 
-def curve_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart:
-    """A small line chart of one metric against the optimizer step (coloured by curriculum stage if any)."""
-    keep = ["step", column] + (["stage"] if "stage" in frame else [])
+def stage_boundaries(frame: pd.DataFrame) -> list[tuple[float, str]]:
+    """(x, stage) where each stage after the first begins on the run-wide step axis.
+
+    >>> stage_boundaries(metrics_frame([{"step": 1, "stage": "warm_start"}, {"step": 2, "stage": "warm_start"}, {"step": 1, "stage": "grpo"}]))
+    [(2.5, 'grpo')]
+    >>> stage_boundaries(metrics_frame([{"step": 1}]))
+    []
+    """
+    if "stage" not in frame or frame["stage"].dropna().nunique() < 2:
+        return []
+    boundaries = []
+    for stage in list(dict.fromkeys(frame["stage"].dropna()))[1:]:
+        first = int(frame.loc[frame["stage"] == stage, "run_step"].min())
+        boundaries.append((first - 0.5, str(stage)))
+    return boundaries
+
+
+def curve_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart | alt.LayerChart:
+    """A small line chart of one metric against the step, coloured by stage, with a rule where each stage begins."""
+    x = "run_step" if "run_step" in frame else "step"
+    keep = list(dict.fromkeys(["step", x, column] + (["stage"] if "stage" in frame else [])))
     data = frame[keep].rename(columns={column: "value"})
     data = data[pd.to_numeric(data["value"], errors="coerce").notna()]
+    staged = "stage" in data and data["stage"].notna().any()
     encoding: dict[str, Any] = {
-        "x": alt.X("step:Q", title="step", axis=alt.Axis(tickMinStep=1, format="d")),
+        "x": alt.X(f"{x}:Q", title="step (all stages)" if staged else "step", axis=alt.Axis(tickMinStep=1, format="d")),
         "y": alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
-        "tooltip": ["step:Q", alt.Tooltip("value:Q", title=title, format=".4g")],
+        "tooltip": ["step:Q", alt.Tooltip("value:Q", title=title, format=".4g")] + (["stage:N"] if staged else []),
     }
-    if "stage" in data and data["stage"].notna().any():
+    if staged:
         encoding["color"] = alt.Color("stage:N", legend=alt.Legend(orient="bottom", title=None))
-    return alt.Chart(data).mark_line(point=True).encode(**encoding).properties(title=title, height=170)
+    line = alt.Chart(data).mark_line(point=True).encode(**encoding).properties(title=title, height=170)
+    boundaries = stage_boundaries(frame)
+    if not boundaries:
+        return line
+    marks = pd.DataFrame(boundaries, columns=["x", "stage"])
+    rule = alt.Chart(marks).mark_rule(strokeDash=[4, 3], color="#888").encode(x="x:Q")
+    label = alt.Chart(marks).mark_text(align="left", dx=3, dy=4, color="#666", baseline="top").encode(
+        x="x:Q", y=alt.value(0), text="stage:N"
+    )
+    return alt.layer(line, rule, label).properties(title=title, height=170)
 
 
 def parse_time(value: Any) -> float | None:
@@ -136,6 +179,8 @@ def eta_seconds(status: dict[str, Any], metrics: list[dict[str, Any]], now: floa
     True
     """
     step, total = status.get("step") or 0, status.get("total") or 0
+    if status.get("stage"):  # steps count from 1 in each stage: pace the current one only
+        metrics = [m for m in metrics if m.get("stage") == status["stage"]]
     if not total or step >= total:
         return None if not total else 0.0
     per_step = step_seconds(metrics)
@@ -217,32 +262,73 @@ def confusion_chart(confusion: dict[str, dict[str, int]], title: str) -> alt.Lay
 
 
 def per_field_frame(models: dict[str, dict[str, Any]], key: str = "field_accuracy") -> pd.DataFrame:
-    """Long form of a per-field metric (`field_accuracy`, `macro_f1`) for each model that reports it.
+    """Long form of a per-field metric (`field_accuracy`, `macro_f1`): every field any model reports, for every
+    model, a missing score as 0 (a model that wrote no usable JSON scores nothing, and the bar says so).
 
-    >>> per_field_frame({"base": {"field_accuracy": {"scene": 0.5}}, "tuned": {"field_accuracy": {"scene": 0.9}}}).values.tolist()
-    [['base', 'scene', 0.5], ['tuned', 'scene', 0.9]]
+    >>> per_field_frame({"base": {"field_accuracy": {}}, "tuned": {"field_accuracy": {"scene": 0.9}}}).values.tolist()
+    [['base', 'scene', 0.0], ['tuned', 'scene', 0.9]]
     """
-    rows = [
-        (model, str(name), float(value))
-        for model, report in models.items()
-        for name, value in ((report or {}).get(key) or {}).items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-    ]
+    fields = list(dict.fromkeys(name for report in models.values() for name in ((report or {}).get(key) or {})))
+    rows = []
+    for model, report in models.items():
+        values = (report or {}).get(key) or {}
+        for name in fields:
+            value = values.get(name)
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+            rows.append((model, str(name), number))
     return pd.DataFrame(rows, columns=["model", "field", "value"])
 
 
-def per_field_chart(models: dict[str, dict[str, Any]], key: str = "field_accuracy", title: str = "per-field accuracy") -> alt.Chart:
-    """Grouped horizontal bars: one group per schema field, base against tuned."""
+def per_field_chart(models: dict[str, dict[str, Any]], key: str = "field_accuracy", title: str = "per-field accuracy") -> alt.LayerChart:
+    """Grouped horizontal bars, one group per schema field, base against tuned, each labelled with its value
+    (a 0 has no visible bar, so its label is what shows it)."""
     data = per_field_frame(models, key)
-    return (
-        alt.Chart(data)
-        .mark_bar()
-        .encode(
-            y=alt.Y("field:N", title=None, sort=list(dict.fromkeys(data["field"]))),
-            yOffset="model:N",
-            x=alt.X("value:Q", scale=alt.Scale(domain=[0, 1]), title=title),
-            color=alt.Color("model:N", scale=alt.Scale(domain=["base", "tuned"], range=["#9aa5b1", "#ff4b4b"])),
-            tooltip=["field", "model", alt.Tooltip("value:Q", title=title, format=".3f")],
-        )
-        .properties(title=title, height=max(120, 44 * data["field"].nunique()))
+    base = alt.Chart(data).encode(
+        y=alt.Y("field:N", title=None, sort=list(dict.fromkeys(data["field"]))),
+        yOffset="model:N",
+        x=alt.X("value:Q", scale=alt.Scale(domain=[0, 1.15]), title=title, axis=alt.Axis(values=[0, 0.25, 0.5, 0.75, 1])),
+        tooltip=["field", "model", alt.Tooltip("value:Q", title=title, format=".3f")],
     )
+    bars = base.mark_bar().encode(
+        color=alt.Color("model:N", scale=alt.Scale(domain=["base", "tuned"], range=["#9aa5b1", "#ff4b4b"]))
+    )
+    labels = base.mark_text(align="left", dx=3, fontSize=11).encode(text=alt.Text("value:Q", format=".2f"))
+    return alt.layer(bars, labels).properties(title=title, height=max(120, 44 * data["field"].nunique()))
+
+
+def missing_data_notes(models: dict[str, dict[str, Any]]) -> list[str]:
+    """Why a model's charts are empty or all zero, one line per model: nothing parseable came out of it.
+
+    >>> missing_data_notes({"base": {"n": 8, "json_rate": 0.0, "unparseable": 8}, "tuned": {"n": 8, "json_rate": 1.0}})
+    ['base: no valid JSON from this model yet (8 of 8 answers unparseable), so every field scores 0']
+    >>> missing_data_notes({"base": {"n": 4, "accuracy": 0.0, "unparseable": 4}})
+    ['base: no answer in a <SOLUTION> block from this model yet (4 of 4 unparseable)']
+    """
+    notes = []
+    for name, report in models.items():
+        report = report or {}
+        n, unparseable = report.get("n") or 0, report.get("unparseable") or 0
+        if not n:
+            notes.append(f"{name}: no sample was scored")
+        elif "json_rate" in report and not report.get("json_rate"):
+            notes.append(f"{name}: no valid JSON from this model yet ({unparseable} of {n} answers unparseable), so every field scores 0")
+        elif "accuracy" in report and unparseable >= n:
+            notes.append(f"{name}: no answer in a <SOLUTION> block from this model yet ({unparseable} of {n} unparseable)")
+    return notes
+
+
+# The metric that sums a report up, in order of preference: image accuracy, then video JSON validity.
+HEADLINE_METRICS = (("accuracy", "accuracy"), ("valid_rate", "valid JSON rate"), ("field_accuracy_mean", "field accuracy"))
+
+
+def headline(models: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Base against tuned on the report's main metric, with the gain; None without both models.
+
+    >>> headline({"base": {"accuracy": 0.5}, "tuned": {"accuracy": 0.875}})
+    {'metric': 'accuracy', 'label': 'accuracy', 'base': 0.5, 'tuned': 0.875, 'gain': 0.375}
+    """
+    base, tuned = models.get("base") or {}, models.get("tuned") or {}
+    for key, label in HEADLINE_METRICS:
+        if isinstance(base.get(key), (int, float)) and isinstance(tuned.get(key), (int, float)):
+            return {"metric": key, "label": label, "base": base[key], "tuned": tuned[key], "gain": round(tuned[key] - base[key], 3)}
+    return None

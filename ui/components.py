@@ -508,6 +508,9 @@ def progress_bar(status: dict[str, Any], metrics: list[dict], active: bool) -> N
     if not total:
         return
     text = f"step {step} of {total}"
+    stages = status.get("stages") or []
+    if status.get("stage") in stages:  # a warm start or curriculum: each stage counts its own steps
+        text = f"stage {stages.index(status['stage']) + 1} of {len(stages)} ({status['stage']}) · " + text
     if active:
         eta = charts.eta_seconds(status, metrics, time.time())
         text += f" · about {charts.format_duration(eta)} left" if eta is not None else " · estimating time left…"

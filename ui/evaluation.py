@@ -78,6 +78,17 @@ def render_report(report: dict[str, Any]) -> None:
     if isinstance(report.get("created"), (int, float)):
         facts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(report["created"])))
     st.markdown(" · ".join(facts))
+    summary = charts.headline(models)
+    if summary:
+        with st.container(key="eval-headline"):
+            better = "better" if summary["gain"] > 0 else ("no better" if summary["gain"] == 0 else "worse")
+            st.metric(
+                f"{summary['label']}: tuned against base", f"{summary['tuned']:.3f}", delta=f"{summary['gain']:+.3f}",
+                help=f"base {summary['base']:.3f} → tuned {summary['tuned']:.3f}",
+            )
+            st.caption(f"base {summary['base']:.3f} → tuned {summary['tuned']:.3f}: tuned is {better} than base ({summary['gain']:+.3f})")
+    for note in charts.missing_data_notes(models):
+        st.caption(note)
     table = charts.scalar_metrics(models)
     counts = {key for key in table.index if all(isinstance(m.get(key), int) for m in models.values() if key in m)}
     st.dataframe(format_metric_table(table, counts), width="stretch")

@@ -172,7 +172,7 @@ def presets(recipe: Recipe) -> dict[str, Path | None]:
             validate_config(recipe.config_cls, read_yaml(path), source=str(path))
         except ConfigError:
             continue
-        label = "tiny (local test model, CPU, seconds)" if path.stem == "tiny" else f"full-size: {path.stem}"
+        label = "tiny (local test model, CPU, ~3 min, visibly learns)" if path.stem == "tiny" else f"full-size: {path.stem}"
         found[label] = path
     if not found:
         found["defaults"] = None

@@ -26,7 +26,7 @@ from core.checkpoints import complete_checkpoints
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
-from core.runs import RunDir, holds_weights, is_main_process
+from core.runs import RunDir, is_main_process
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
@@ -75,27 +75,6 @@ def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: 
         raise ConfigError(f"train: {err}") from None
 
 
-def stage_artifact(run: RunDir, name: str) -> Path | None:
-    """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
-    for kind in ("adapter", "model"):
-        path = run.path / "stages" / name / kind
-        if holds_weights(path):
-            return path
-    return None
-
-
-def save_atomic(model, processor, out: Path) -> Path:
-    """Save into a temporary sibling, then rename: a half-written folder never reads as a finished stage."""
-    from core.models import save_final
-
-    staging = out.with_name(f".{out.name}.saving")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_final(model, processor, staging)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
-    return out
-
-
 def link_tree(source: Path, target: Path) -> None:
     """Copy a folder by hard links where the filesystem allows (a full model is not duplicated on disk)."""
 
@@ -111,29 +90,9 @@ def link_tree(source: Path, target: Path) -> None:
 
 def stage_model(cfg: VideoConfig, previous: Path | None):
     """The model a stage starts from: fresh LoRA (or base weights), or the previous stage's result, trainable."""
-    from core.models import apply_finetune, is_adapter_dir, load_model
+    from core.models import load_stage_start
 
-    if previous is None:
-        return apply_finetune(load_model(cfg.model, cfg.finetune), cfg.finetune)
-    if not is_adapter_dir(previous):  # full fine-tuning: the previous stage saved whole weights
-        return load_model(cfg.model.model_copy(update={"name": str(previous), "revision": None}), cfg.finetune)
-    from peft import PeftModel, prepare_model_for_kbit_training
-
-    base = load_model(cfg.model, cfg.finetune)
-    if cfg.finetune.method == "qlora":
-        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=cfg.finetune.gradient_checkpointing)
-    return PeftModel.from_pretrained(base, str(previous), is_trainable=True)
-
-
-def release_memory() -> None:
-    """Free the finished stage's model before the next one loads (two 8B copies do not fit)."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    return load_stage_start(cfg.model, cfg.finetune, previous)
 
 
 def stage_plan(cfg: VideoConfig) -> list[tuple[StageSection | None, VideoDataSection, SFTSection]]:
@@ -175,7 +134,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
 
     from core.checkpoints import train_from
     from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, trainable_summary
+    from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, release_memory, save_atomic, trainable_summary
     from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator
 
     # Model: the processor first, so the token budget is checked before loading any weights
@@ -198,7 +157,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     result: Path | None = None
     for stage, data, train_section, schema, dataset, _ in plan:
         name = stage.name if stage else None
-        done = stage_artifact(run, name) if name else None
+        done = run.stage_artifact(name) if name else None
         if done:
             print(f"[{name}] finished earlier: {done}", flush=True)
             previous = result = done
