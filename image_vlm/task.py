@@ -69,3 +69,9 @@ def training_dataset(data: ImageDataSection, split: str, limit: int | None = Non
         record({"step": 0, "split": split, "unreadable_images_skipped": skipped})
     rows = [{"prompt": prompt_messages(data), "image": row["image_path"], "reasoning": data.reasoning, **row} for row in readable]
     return Dataset.from_list(rows).cast_column("image", Image())
+
+
+def dataset_rows(dataset) -> list[dict[str, Any]]:
+    """The task rows (`image_path`, `label`, `answer`) behind a training dataset: what it kept, so a stage built
+    from them (the warm start) skips the images the dataset skipped as unreadable."""
+    return dataset.select_columns(["image_path", "label", "answer"]).to_list()

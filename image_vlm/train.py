@@ -206,13 +206,13 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     from core.metrics import GracefulStop, RolloutRecorder, RunMetricsCallback
     from core.models import apply_memory_cap, load_processor, load_stage_start, memory_hint, save_final, trainable_summary
     from image_vlm.rewards import completion_text, get_reward
-    from image_vlm.task import image_size_arguments, task_rows, training_dataset
+    from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
     # Dataset first (rank 0 first: it may generate or verify files the other ranks then only read), so that a
     # warm start the data cannot fill is refused before any weights load.
     with PartialState().main_process_first():
         dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
-        warm_rows = warm_start_rows(cfg, task_rows(cfg.data, cfg.data.train_split, cfg.data.max_train_samples)) if cfg.warm_start.enabled else []
+        warm_rows = warm_start_rows(cfg, dataset_rows(dataset)) if cfg.warm_start.enabled else []
     print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
 
     # Model

@@ -146,6 +146,10 @@ def test_training_skips_an_image_that_broke_since_verify(tmp_path: Path) -> None
     records: list[dict] = []
     assert len(training_dataset(data, "train", record=records.append)) == 39
     assert records == [{"step": 0, "split": "train", "unreadable_images_skipped": 1}]
+    from image_vlm.task import dataset_rows
+
+    kept = dataset_rows(training_dataset(data, "train"))  # what the warm start trains on
+    assert len(kept) == 39 and not any(row["image_path"].endswith("/train/wildfire/0.png") for row in kept)
     for index in (1, 2):  # 3 of 40 is past the 5% threshold
         damage(big / "train" / "wildfire" / f"{index}.png")
     with pytest.raises(DatasetError, match=r"3 of 40 training images are unreadable .*train/wildfire/0.png"):
