@@ -198,6 +198,34 @@ def checkpointing_arguments(args_cls, enabled: bool) -> dict[str, Any]:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
+def trainer_config(args_cls, cfg, run, output_dir: Path, section: str, passthrough: dict[str, Any], **arguments):
+    """TRL's GRPOConfig or SFTConfig: a stage's own `arguments`, what every stage shares (activation
+    checkpointing, bf16 on CUDA, logging, saving, W&B, the run's name), then the section's `trainer:` mapping
+    verbatim, which TRL validates. A rejected value is a ConfigError naming the section."""
+    from core.config import ConfigError
+    from core.metrics import configure_wandb
+
+    shared = dict(
+        output_dir=str(output_dir),
+        **checkpointing_arguments(args_cls, cfg.finetune.gradient_checkpointing),
+        bf16=torch.cuda.is_available(),
+        logging_steps=cfg.logging.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.logging.save_steps,
+        save_total_limit=cfg.logging.save_total_limit,
+        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
+        run_name=run.id,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+    try:
+        return args_cls(**{**shared, **arguments, **passthrough})
+    except TypeError as err:
+        raise ConfigError(f"{section}.trainer: {err} (see trl.{args_cls.__name__} for the accepted arguments)") from None
+    except ValueError as err:
+        raise ConfigError(f"{section}: {err}") from None
+
+
 def trainable_summary(model) -> str:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

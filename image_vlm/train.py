@@ -37,15 +37,18 @@ DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
 
 def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None):
     """TRL's GRPOConfig from our config; `train.trainer` passes through verbatim and TRL validates it."""
-    import torch
     from trl import GRPOConfig
 
-    from core.metrics import configure_wandb
-    from core.models import checkpointing_arguments
+    from core.models import trainer_config
 
     t = cfg.train
-    arguments = dict(
-        output_dir=str(output_dir or run.checkpoints_dir),
+    return trainer_config(
+        GRPOConfig,
+        cfg,
+        run,
+        output_dir or run.checkpoints_dir,
+        "train",
+        t.trainer,
         max_steps=t.max_steps,
         num_train_epochs=t.num_train_epochs,
         per_device_train_batch_size=t.per_device_train_batch_size,
@@ -62,37 +65,23 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None
         seed=t.seed,
         # The UI's reward weights reach the trainer here; the reference playbook dropped them.
         reward_weights=list(cfg.rewards.weights.values()),
-        **checkpointing_arguments(GRPOConfig, cfg.finetune.gradient_checkpointing),
-        bf16=torch.cuda.is_available(),
-        logging_steps=cfg.logging.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.logging.save_steps,
-        save_total_limit=cfg.logging.save_total_limit,
-        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
-        run_name=run.id,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
     )
-    arguments.update(t.trainer)
-    try:
-        return GRPOConfig(**arguments)
-    except TypeError as err:
-        raise ConfigError(f"train.trainer: {err} (see trl.GRPOConfig for the accepted arguments)") from None
-    except ValueError as err:
-        raise ConfigError(f"train: {err}") from None
 
 
 def sft_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path):
     """TRL's SFTConfig for the warm start; `warm_start.trainer` passes through verbatim and TRL validates it."""
-    import torch
     from trl import SFTConfig
 
-    from core.metrics import configure_wandb
-    from core.models import checkpointing_arguments
+    from core.models import trainer_config
 
     w = cfg.warm_start
-    arguments = dict(
-        output_dir=str(output_dir),
+    return trainer_config(
+        SFTConfig,
+        cfg,
+        run,
+        output_dir,
+        "warm_start",
+        w.trainer,
         max_steps=w.max_steps,
         per_device_train_batch_size=w.per_device_train_batch_size,
         gradient_accumulation_steps=w.gradient_accumulation_steps,
@@ -102,24 +91,7 @@ def sft_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path):
         # The warm-start collator builds input_ids and labels; TRL must neither tokenise nor truncate.
         max_length=None,
         dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=False,
-        **checkpointing_arguments(SFTConfig, cfg.finetune.gradient_checkpointing),
-        bf16=torch.cuda.is_available(),
-        logging_steps=cfg.logging.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.logging.save_steps,
-        save_total_limit=cfg.logging.save_total_limit,
-        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
-        run_name=run.id,
-        dataloader_num_workers=0,
     )
-    arguments.update(w.trainer)
-    try:
-        return SFTConfig(**arguments)
-    except TypeError as err:
-        raise ConfigError(f"warm_start.trainer: {err} (see trl.SFTConfig for the accepted arguments)") from None
-    except ValueError as err:
-        raise ConfigError(f"warm_start: {err}") from None
 
 
 def warm_start_rows(cfg: ImageConfig, train_rows: list[dict]) -> list[dict]:

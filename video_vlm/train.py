@@ -34,14 +34,17 @@ DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
 
 def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: Path):
     """TRL's SFTConfig for one stage; `train.trainer` passes through verbatim and TRL validates it."""
-    import torch
     from trl import SFTConfig
 
-    from core.metrics import configure_wandb
-    from core.models import checkpointing_arguments
+    from core.models import trainer_config
 
-    arguments = dict(
-        output_dir=str(output_dir),
+    return trainer_config(
+        SFTConfig,
+        cfg,
+        run,
+        output_dir,
+        "train",
+        train.trainer,
         max_steps=train.max_steps,
         num_train_epochs=train.num_train_epochs,
         per_device_train_batch_size=train.per_device_train_batch_size,
@@ -55,24 +58,7 @@ def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: 
         # enforced before launch and per sample in the collator, by refusing, never by cutting).
         max_length=None,
         dataset_kwargs={"skip_prepare_dataset": True},
-        remove_unused_columns=False,
-        **checkpointing_arguments(SFTConfig, cfg.finetune.gradient_checkpointing),
-        bf16=torch.cuda.is_available(),
-        logging_steps=cfg.logging.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.logging.save_steps,
-        save_total_limit=cfg.logging.save_total_limit,
-        report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
-        run_name=run.id,
-        dataloader_num_workers=0,
     )
-    arguments.update(train.trainer)
-    try:
-        return SFTConfig(**arguments)
-    except TypeError as err:
-        raise ConfigError(f"train.trainer: {err} (see trl.SFTConfig for the accepted arguments)") from None
-    except ValueError as err:
-        raise ConfigError(f"train: {err}") from None
 
 
 def link_tree(source: Path, target: Path) -> None:
