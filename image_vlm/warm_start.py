@@ -15,7 +15,6 @@ afterwards shows in its correctness curve.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 from collections import Counter
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from core.jsonl import json_object_lines
 from image_vlm.config import ImageDataSection, WarmStartSection
 from image_vlm.rewards import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
 
@@ -91,54 +91,46 @@ def read_warm_start_jsonl(path: str | Path, data: ImageDataSection) -> WarmStart
 
         raise ConfigError(f"warm_start.jsonl: {path} not found")
     answers = {answer.casefold(): answer for answer in data.labels.values()}
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            report.lines += 1
+    for line_no, obj, bad in json_object_lines(path):
+        report.lines += 1
 
-            def problem(kind: str, message: str) -> None:
-                report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
+        def problem(kind: str, message: str) -> None:
+            report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
 
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                problem("malformed_json", f"not valid JSON ({error.msg} at column {error.colno})")
+        if bad:
+            problem(*bad)
+            continue
+        image = obj.get("image")
+        if not isinstance(image, str) or not image.strip():
+            problem("missing_field", "no 'image' path")
+            continue
+        if "answer" in obj:
+            answer = answers.get(str(obj["answer"]).strip().casefold())
+            if answer is None:
+                problem("unknown_label", f"answer {obj['answer']!r} is not one of {', '.join(data.labels.values())} (data.labels)")
                 continue
-            if not isinstance(obj, dict):
-                problem("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+        elif "label" in obj:
+            if obj["label"] not in data.labels:
+                problem("unknown_label", f"label {obj['label']!r} is not one of {', '.join(data.labels)} (data.labels)")
                 continue
-            image = obj.get("image")
-            if not isinstance(image, str) or not image.strip():
-                problem("missing_field", "no 'image' path")
-                continue
-            if "answer" in obj:
-                answer = answers.get(str(obj["answer"]).strip().casefold())
-                if answer is None:
-                    problem("unknown_label", f"answer {obj['answer']!r} is not one of {', '.join(data.labels.values())} (data.labels)")
-                    continue
-            elif "label" in obj:
-                if obj["label"] not in data.labels:
-                    problem("unknown_label", f"label {obj['label']!r} is not one of {', '.join(data.labels)} (data.labels)")
-                    continue
-                answer = data.labels[obj["label"]]
-            else:
-                problem("missing_field", "no 'answer' or 'label'")
-                continue
-            reasoning = obj.get("reasoning", "")
-            if not isinstance(reasoning, str):
-                problem("bad_reasoning", f"'reasoning' must be text, got {type(reasoning).__name__}")
-                continue
-            image_path = Path(image) if Path(image).is_absolute() else path.parent / image
-            if not image_path.is_file():
-                problem("missing_image", f"{image}: no such file")
-                continue
-            try:
-                open_image(image_path)
-            except MediaError as error:
-                problem("unreadable_image", str(error))
-                continue
-            report.rows.append({"image_path": str(image_path), "answer": answer, "reasoning": reasoning.strip(), "own": True})
+            answer = data.labels[obj["label"]]
+        else:
+            problem("missing_field", "no 'answer' or 'label'")
+            continue
+        reasoning = obj.get("reasoning", "")
+        if not isinstance(reasoning, str):
+            problem("bad_reasoning", f"'reasoning' must be text, got {type(reasoning).__name__}")
+            continue
+        image_path = Path(image) if Path(image).is_absolute() else path.parent / image
+        if not image_path.is_file():
+            problem("missing_image", f"{image}: no such file")
+            continue
+        try:
+            open_image(image_path)
+        except MediaError as error:
+            problem("unreadable_image", str(error))
+            continue
+        report.rows.append({"image_path": str(image_path), "answer": answer, "reasoning": reasoning.strip(), "own": True})
     return report
 
 

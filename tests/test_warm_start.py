@@ -57,6 +57,15 @@ def test_a_warm_start_jsonl_is_checked_line_by_line(tmp_path, wildfire_synthetic
     assert "2 valid line(s) of 11; 9 problem(s)" in report.summary()
 
 
+def test_a_warm_start_jsonl_from_a_windows_editor_reads_line_1(tmp_path, wildfire_synthetic):
+    """A byte-order mark is not part of line 1's JSON (the same reader as the video metadata's)."""
+    fire = sorted((wildfire_synthetic / "train" / "wildfire").iterdir())[0]
+    path = tmp_path / "warm.jsonl"
+    path.write_text(json.dumps({"image": str(fire), "answer": "Yes"}) + "\n", encoding="utf-8-sig")
+    report = read_warm_start_jsonl(path, ImageDataSection(root=str(wildfire_synthetic)))
+    assert not report.problems and len(report.rows) == 1
+
+
 def test_bad_warm_start_lines_never_reach_training(tmp_path, wildfire_synthetic, capsys):
     fire = sorted((wildfire_synthetic / "train" / "wildfire").iterdir())[0]
     path = write_jsonl(tmp_path / "warm.jsonl", [{"image": str(fire), "answer": "Yes"}, {"image": "gone.png", "answer": "No"}, "oops"])

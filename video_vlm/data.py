@@ -50,6 +50,7 @@ from typing import Iterable, NamedTuple
 from tqdm import tqdm
 
 from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
+from core.jsonl import json_object_lines
 from core.media.errors import MediaError
 from core.media.video import VideoInfo, probe_video, read_frames, resolve_window
 from video_vlm.schema import UNKNOWN, SchemaSpec, load_schema
@@ -255,47 +256,36 @@ def verify_dataset(
 def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyReport) -> list[tuple]:
     """Cheap per-line checks; returns (line_no, video, start, end, label) for lines that pass them."""
     candidates = []
-    # utf-8-sig: Windows editors start the file with a byte-order mark, which is not part of line 1's JSON.
-    with metadata.open(encoding="utf-8-sig", errors="replace") as lines:
-        for line_no, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            report.lines += 1
+    for line_no, obj, bad in json_object_lines(metadata):
+        report.lines += 1
 
-            def problem(kind: str, message: str) -> None:
-                report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
+        def problem(kind: str, message: str) -> None:
+            report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
 
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as error:
-                # Some of json's messages end in "at" already ("Invalid control character at").
-                reason = error.msg.removesuffix(" at")
-                problem("malformed_json", f"not valid JSON ({reason} at column {error.colno})")
-                continue
-            if not isinstance(obj, dict):
-                problem("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-                continue
-            if not isinstance(obj.get("video"), str):
-                problem("missing_video_field", 'no "video" path (a string relative to the dataset folder)')
-                continue
-            video, why = _safe_relative_path(root, obj["video"])
-            if video is None:
-                problem("unsafe_path", why)
-                continue
-            if not (root / video).is_file():
-                problem("missing_file", f"video {video!r} not found in {root}")
-                continue
-            start, end = obj.get("start"), obj.get("end")
-            window_issue = _window_problem(start, end)
-            if window_issue:
-                problem("bad_window", f"{video}: {window_issue}")
-                continue
-            label = {key: value for key, value in obj.items() if key not in NON_LABEL_KEYS}
-            label_problems = spec.problems(label, allow_unknown=True)
-            for kind, message in label_problems:
-                problem(kind, f"{video}: {message}")
-            if not label_problems:
-                candidates.append((line_no, video, start, end, spec.validate_label(label)[0]))
+        if bad:
+            problem(*bad)
+            continue
+        if not isinstance(obj.get("video"), str):
+            problem("missing_video_field", 'no "video" path (a string relative to the dataset folder)')
+            continue
+        video, why = _safe_relative_path(root, obj["video"])
+        if video is None:
+            problem("unsafe_path", why)
+            continue
+        if not (root / video).is_file():
+            problem("missing_file", f"video {video!r} not found in {root}")
+            continue
+        start, end = obj.get("start"), obj.get("end")
+        window_issue = _window_problem(start, end)
+        if window_issue:
+            problem("bad_window", f"{video}: {window_issue}")
+            continue
+        label = {key: value for key, value in obj.items() if key not in NON_LABEL_KEYS}
+        label_problems = spec.problems(label, allow_unknown=True)
+        for kind, message in label_problems:
+            problem(kind, f"{video}: {message}")
+        if not label_problems:
+            candidates.append((line_no, video, start, end, spec.validate_label(label)[0]))
     return candidates
 
 
