@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from core.config import ConfigError, load_config
+from core.config import load_config
 from core.runs import RunDir, stop_run
 from image_vlm import train as image_train
 from image_vlm.config import ImageConfig, ImageDataSection, WarmStartSection
