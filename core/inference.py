@@ -116,12 +116,21 @@ def stream_generate(
     use_adapter: bool = True,
     **processor_kwargs,
 ) -> Iterator[str]:
-    """Yield the answer's text as it grows, for the compare view. Greedy decoding."""
-    from transformers import TextIteratorStreamer
+    """Yield the answer's text as it grows, for the compare view. Greedy decoding.
+
+    Closing the iterator early (a page rerun) stops the generation and waits for its thread, so a caller that
+    holds a lock around it keeps it until the model is idle, with its adapter switched back on.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     inputs = build_inputs(processor, [messages], **processor_kwargs).to(model_device(model))
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     error: list[BaseException] = []
+    stop = threading.Event()
+
+    class StopWhenAsked(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def run():
         try:
@@ -131,19 +140,23 @@ def stream_generate(
                     max_new_tokens=max_new_tokens,
                     do_sample=False,
                     streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([StopWhenAsked()]),
                     pad_token_id=processor.tokenizer.pad_token_id,
                 )
         except BaseException as err:  # surfaced to the caller below
             error.append(err)
             streamer.end()
 
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=run, daemon=True, name="compare-generate")
     thread.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
-    thread.join()
+    try:
+        for piece in streamer:
+            text += piece
+            yield text
+    finally:
+        stop.set()
+        thread.join()
     if error:
         raise error[0]
 

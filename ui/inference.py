@@ -28,7 +28,8 @@ _REASONING = re.compile(r"<REASONING>(.*?)(?:</REASONING>|$)", re.DOTALL)
 
 @dataclass
 class CompareModel:
-    model: Any
+    model: Any  # the tuned weights (base + adapter, or a fully fine-tuned model)
+    base: Any  # the base weights: the same object with an adapter (switched off to answer), else a second copy
     processor: Any
     config: Any
     lock: threading.Lock  # one generation at a time: the adapter switch is global to the model
@@ -54,11 +55,12 @@ def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: s
     The caller holds the compare lease (`take_compare_lease`).
     """
     global _loaded
-    from core.models import load_processor, load_tuned
+    from core.models import load_base_and_tuned, load_processor
 
     recipe = RECIPES[recipe_name]
     cfg = run_config(recipe, RunDir(run_path))
-    model = load_tuned(cfg.model, Path(artifact), cfg.finetune)
+    # A fully fine-tuned run has no adapter to switch off: its base column needs the base weights, as in evaluation.
+    model, base = load_base_and_tuned(cfg.model, Path(artifact), cfg.finetune)
     if recipe is IMAGE:
         from image_vlm.task import image_size_arguments
 
@@ -66,7 +68,7 @@ def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: s
         processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
     else:
         processor = load_processor(cfg.model)
-    _loaded = CompareModel(model, processor, cfg, threading.Lock())
+    _loaded = CompareModel(model, base, processor, cfg, threading.Lock())
     return _loaded
 
 
@@ -112,12 +114,13 @@ def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: f
 
 
 def stream_answer(loaded: CompareModel, messages, use_adapter: bool) -> Iterator[str]:
-    """The growing answer text; base when `use_adapter` is False."""
+    """The growing answer text; base when `use_adapter` is False. The lock is held until the generation has
+    stopped, even when the page reruns mid-answer, so base and tuned answers never mix."""
     from core.inference import stream_generate
 
     with loaded.lock:
         yield from stream_generate(
-            loaded.model,
+            loaded.model if use_adapter else loaded.base,
             loaded.processor,
             messages,
             max_new_tokens=loaded.config.eval.max_new_tokens,
