@@ -286,6 +286,16 @@ def _weights(model, finetune: FinetuneSection, dtype_bytes: float) -> tuple[floa
     return weight_bytes, total, trainable, targets
 
 
+def empty_model(model: ModelSection, config):
+    """The meta-device model of `config`, or an EstimateError saying why it cannot be built."""
+    from core.architectures import meta_model
+
+    try:
+        return meta_model(config)
+    except (ValueError, KeyError, OSError) as err:
+        raise EstimateError(f"{model.name}: this architecture cannot be built on the meta device ({err})") from None
+
+
 def estimate_memory(
     model: ModelSection,
     finetune: FinetuneSection,
@@ -293,17 +303,14 @@ def estimate_memory(
     workload: Workload,
     device: DeviceTarget,
     config=None,
+    empty=None,
 ) -> Estimate:
-    """Parameters and memory, part by part, of training `model` with `finetune` on `workload`."""
-    from core.architectures import UnknownArchitecture, architecture_config, meta_model
+    """Parameters and memory, part by part, of training `model` with `finetune` on `workload`; `empty` is the
+    architecture's meta-device model when the caller already built it (nothing here changes it)."""
+    from core.architectures import architecture_config
 
-    try:
-        config = config if config is not None else architecture_config(model.name, model.revision)
-        empty = meta_model(config)
-    except UnknownArchitecture as err:
-        raise EstimateError(str(err)) from None
-    except (ValueError, KeyError, OSError) as err:
-        raise EstimateError(f"{model.name}: this architecture cannot be built on the meta device ({err})") from None
+    config = config if config is not None else architecture_config(model.name, model.revision)
+    empty = empty if empty is not None else empty_model(model, config)
     dtype_bytes = 4 if model.dtype == "float32" else 2  # `auto` is bf16 on the GPU this estimates for
     weight_bytes, total, trainable, targets = _weights(empty, finetune, dtype_bytes)
     shapes = _shapes(config)
@@ -392,10 +399,11 @@ def estimate_config(
     from core.architectures import architecture_config
 
     architecture = architecture_config(cfg.model.name, cfg.model.revision)
+    empty = empty_model(cfg.model, architecture)  # built once: every candidate of the advice shares it
     target = device_target(device, cfg.model)
 
     def one(c) -> Estimate:
-        return estimate_memory(c.model, c.finetune, c.train.optim, workload(c, architecture), target, architecture)
+        return estimate_memory(c.model, c.finetune, c.train.optim, workload(c, architecture), target, architecture, empty)
 
     result = one(cfg)
     if with_advice and not result.fits:

@@ -23,7 +23,7 @@ def cached_estimate(recipe_name: str, config_json: str) -> dict[str, Any]:
         result = importlib.import_module(recipe.estimate_module).estimate(cfg)
     except Exception as err:  # noqa: BLE001 - the estimate is advice: it never blocks the form
         return {"error": str(err)}
-    return {**result.to_json(), "advice": result.advice}
+    return result.to_json()
 
 
 def estimate_for(recipe: Recipe, cfg) -> dict[str, Any] | None:
