@@ -188,6 +188,43 @@ def complete_checkpoints(folder: Path) -> list[Path]:
     return [path for path in checkpoint_folders(folder) if checkpoint_problem(path) is None]
 
 
+def agreed_by_all_ranks(value):
+    """Rank 0's `value` on every rank of a distributed job; `value` itself in a single process.
+
+    Resume and stage decisions are read from local disk, and two machines' disks can disagree (a save that
+    finished on one node only). Ranks that take different paths hang in the first collective, so every such
+    decision is rank 0's.
+    """
+    import torch.distributed as dist
+
+    from core.runs import start_distributed, world_size
+
+    if world_size() == 1:
+        return value
+    start_distributed()
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def resume_point(folder: Path) -> Path | None:
+    """The checkpoint every rank resumes from: rank 0's newest complete one in `folder`, or None to start fresh.
+
+    A rank whose own disk lacks it stops with a message instead of training from another step.
+    """
+    newest = next(reversed(complete_checkpoints(folder)), None)
+    chosen = agreed_by_all_ranks(newest.name if newest else None)  # a name: each machine reads its own disk
+    if chosen is None:
+        return None
+    checkpoint = Path(folder) / chosen
+    if checkpoint_problem(checkpoint) is not None:
+        raise NoUsableCheckpoint(
+            f"rank {os.environ.get('RANK', '0')}: rank 0 resumes from {checkpoint}, which this machine's disk does not "
+            "hold complete; put the run folder on storage every machine shares, or copy it there"
+        )
+    return checkpoint
+
+
 def set_aside(checkpoint: Path, reason: str) -> Path:
     """Move an unusable checkpoint out of the way, keeping it for inspection.
 

@@ -29,10 +29,12 @@ from core.jobs import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.runs import (
     RunDir,
     RunError,
+    distributed_mode,
     is_main_process,
     is_own_pending_launch,
     open_run_for_training,
     resolve_run_dir,
+    start_distributed,
     write_json_atomic,
 )
 
@@ -150,6 +152,7 @@ def log_estimate(run: RunDir, cfg, module: str | None) -> None:
 
 def train_with_control(args, control: RunControl, config_cls, prefix: str, train, estimate: str | None = None) -> int:
     named = RunDir(args.run_dir) if args.run_dir else None
+    start_distributed()
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
         run = resolve_run_dir(args.run_dir, prefix)
@@ -168,6 +171,8 @@ def train_with_control(args, control: RunControl, config_cls, prefix: str, train
         release_gpu_lock()
         return refuse(storage_problem(err, run.path) or f"{run.path}: {err}", named)
     print(f"run folder: {run.path}", flush=True)
+    if is_main_process():
+        print(f"distributed: {distributed_mode()}", flush=True)
     try:
         with run_lifecycle(run, control, cfg.logging.heartbeat_timeout_s):
             if not control.poll():

@@ -52,6 +52,11 @@ class FinetuneSection(Section):
     language_attention: bool = Field(True, description="Adapt the language model's attention layers")
     language_mlp: bool = Field(True, description="Adapt the language model's MLP layers")
     gradient_checkpointing: bool = Field(True, description="Recompute activations in backward to save memory")
+    full_precision: Literal["bf16_stochastic_rounding", "fp32_master_weights"] = Field(
+        "bf16_stochastic_rounding",
+        description="Full fine-tuning in bf16: bf16 weights + 8-bit AdamW with stochastic rounding (~6 bytes a weight), "
+        "or fp32 master weights under bf16 autocast (~16 bytes a weight; 8B does not fit 128 GB)",
+    )
 
 
 class LoggingSection(Section):

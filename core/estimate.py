@@ -312,10 +312,17 @@ def estimate_memory(
     config = config if config is not None else architecture_config(model.name, model.revision)
     empty = empty if empty is not None else empty_model(model, config)
     dtype_bytes = 4 if model.dtype == "float32" else 2  # `auto` is bf16 on the GPU this estimates for
+    full = finetune.method == "full"
+    precision_note = None
+    if full and dtype_bytes == 2 and finetune.full_precision == "fp32_master_weights":
+        dtype_bytes = 4  # fp32 weights and gradients under bf16 autocast
+        precision_note = "full fine-tuning keeps fp32 master weights (bf16 autocast): exact updates, ~16 bytes a weight"
+    elif full and dtype_bytes == 2 and model.dtype != "float16":
+        optim = "adamw_8bit"  # what full_update_arguments trains with: 8-bit AdamW, bf16 stochastic rounding
+        precision_note = "full fine-tuning in bf16: 8-bit AdamW with stochastic rounding keeps small updates, ~6 bytes a weight"
     weight_bytes, total, trainable, targets = _weights(empty, finetune, dtype_bytes)
     shapes = _shapes(config)
 
-    full = finetune.method == "full"
     trainable_bytes = dtype_bytes if full else 4  # PEFT keeps LoRA weights in fp32
     state = OPTIMIZER_STATE.get(optim, 2.0)
     optimizer_bytes = trainable * (ADAM_8BIT_BYTES if state is None else state * trainable_bytes)
@@ -367,7 +374,7 @@ def estimate_memory(
     live = steady + max(step, generation)
     runtime = RUNTIME_FIXED_GIB * GIB + ALLOCATOR_SLACK * live
     parts["runtime"] = runtime
-    notes = list(workload.notes)
+    notes = list(workload.notes) + ([precision_note] if precision_note else [])
     if not finetune.gradient_checkpointing:
         with_checkpointing = tokens * (shapes.layers * h + 2 * per_layer) * act
         notes.append(f"gradient checkpointing would keep {with_checkpointing / GIB:.1f} GiB of activations instead of {language_activations / GIB:.1f}")

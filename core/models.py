@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from core.config import FinetuneSection, ModelSection
+from core.runs import world_size
 from core.tiny import resolve_model_name
 
 VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")
@@ -75,7 +76,10 @@ def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
     """Load the base VLM in the configured dtype; 4-bit when the method is QLoRA."""
     from transformers import AutoModelForImageTextToText
 
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(model.dtype), "revision": model.revision}
+    dtype = resolve_dtype(model.dtype)
+    if finetune is not None and finetune.method == "full" and finetune.full_precision == "fp32_master_weights":
+        dtype = torch.float32  # the Trainer's bf16 autocast computes in bf16; the weights it updates stay fp32
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": model.revision}
     if model.attn_implementation != "auto":
         kwargs["attn_implementation"] = model.attn_implementation
     if finetune is not None and finetune.method == "qlora":
@@ -198,6 +202,25 @@ def checkpointing_arguments(args_cls, enabled: bool) -> dict[str, Any]:
     return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
+def full_update_arguments(model: ModelSection, finetune: FinetuneSection, optim: str) -> dict[str, Any]:
+    """Trainer kwargs that keep full fine-tuning's updates when the weights are bf16.
+
+    An update of lr=1e-5 on a bf16 weight of 0.02 (spacing 1.2e-4) rounds to nothing: plain AdamW on bf16
+    weights loses most of training. 8-bit AdamW with stochastic rounding (torchao) rounds up or down with the
+    odds that keep every update in expectation, at ~6 bytes a weight; fp32 master weights would take ~16.
+    """
+    from core.config import ConfigError
+
+    if finetune.method != "full" or finetune.full_precision != "bf16_stochastic_rounding" or resolve_dtype(model.dtype) != torch.bfloat16:
+        return {}
+    if optim == "sgd":
+        raise ConfigError(
+            "finetune.full_precision=bf16_stochastic_rounding trains with 8-bit AdamW; set train.optim to an AdamW "
+            "(adamw_torch) or finetune.full_precision=fp32_master_weights"
+        )
+    return {"optim": "adamw_torch_8bit", "optim_args": "bf16_stochastic_round=True"}
+
+
 def trainer_config(args_cls, cfg, run, output_dir: Path, section: str, passthrough: dict[str, Any], **arguments):
     """TRL's GRPOConfig or SFTConfig: a stage's own `arguments`, what every stage shares (activation
     checkpointing, bf16 on CUDA, logging, saving, W&B, the run's name), then the section's `trainer:` mapping
@@ -218,8 +241,13 @@ def trainer_config(args_cls, cfg, run, output_dir: Path, section: str, passthrou
         remove_unused_columns=False,
         dataloader_num_workers=0,
     )
+    if world_size() > 1 and not torch.cuda.is_available():
+        # TrainingArguments rebuilds accelerate's state, and without use_cpu a CPU launch would not join the
+        # process group: every rank would then train alone and save as rank 0.
+        shared["use_cpu"] = True
+    precision = full_update_arguments(cfg.model, cfg.finetune, arguments.get("optim", "adamw_torch"))
     try:
-        return args_cls(**{**shared, **arguments, **passthrough})
+        return args_cls(**{**shared, **arguments, **precision, **passthrough})
     except TypeError as err:
         raise ConfigError(f"{section}.trainer: {err} (see trl.{args_cls.__name__} for the accepted arguments)") from None
     except ValueError as err:
@@ -253,6 +281,28 @@ def save_atomic(model, processor, out: Path) -> Path:
     save_final(model, processor, staging)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(staging, out)
+    return out
+
+
+def save_trained(trainer, out: Path) -> Path:
+    """Save a trained stage's adapter or model, with the processor, from every rank.
+
+    The Trainer's own save gathers sharded (FSDP) weights in a collective that every rank joins and writes on
+    the main process only; a rank-0-only `save_pretrained` on a sharded model crashes or hangs. The folder is
+    written under a temporary sibling and renamed, so a half-written one never reads as a finished stage.
+    """
+    import shutil
+
+    staging = out.with_name(f".{out.name}.saving")
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        (staging / "training_args.bin").unlink(missing_ok=True)  # the run folder's config.yaml says it all
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    trainer.accelerator.wait_for_everyone()  # the next stage, evaluation or the UI loads what was just saved
     return out
 
 

@@ -64,6 +64,54 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def start_distributed() -> None:
+    """Join the launcher's process group before anything is decided from local disk.
+
+    On a machine without CUDA, accelerate forms the group only when told it runs on CPU; otherwise every
+    process of `accelerate launch --num_processes N` trains alone and writes the run folder as rank 0.
+    """
+    if world_size() > 1:
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+
+
+def distributed_mode(cuda: bool | None = None) -> str:
+    """What really runs, from the launcher's environment, for the first lines of `train.log`.
+
+    accelerate shards with FSDP on GPUs only: on CPU the same launch is data-parallel over gloo, and says so.
+
+    >>> import os; os.environ.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
+    >>> distributed_mode(cuda=True)
+    'FSDP2, 2 processes'
+    >>> distributed_mode(cuda=False)
+    'DDP over gloo on CPU, 2 processes (FSDP was asked for; accelerate runs it on GPUs only)'
+    >>> os.environ.update(WORLD_SIZE="4", ACCELERATE_USE_FSDP="false"); distributed_mode(cuda=True)
+    'DDP, 4 processes on 2 machines'
+    >>> for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_USE_FSDP", "FSDP_VERSION"): del os.environ[key]
+    >>> distributed_mode()
+    'single process'
+    """
+    processes = world_size()
+    if processes == 1:
+        return "single process"
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    machines = processes // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
+    where = f"{processes} processes" + (f" on {machines} machines" if machines > 1 else "")
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    if not cuda:
+        return f"DDP over gloo on CPU, {where}" + (" (FSDP was asked for; accelerate runs it on GPUs only)" if fsdp else "")
+    if fsdp:
+        return f"FSDP{os.environ.get('FSDP_VERSION', '1')}, {where}"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        return f"DeepSpeed, {where}"
+    return f"DDP, {where}"
+
+
 def runs_root() -> Path:
     """Where run folders live: `VLM_RUNS_DIR`, else `runs/` under the working directory."""
     return Path(os.environ.get("VLM_RUNS_DIR", "runs"))

@@ -23,7 +23,6 @@ import sys
 import os
 from pathlib import Path
 
-from core.checkpoints import complete_checkpoints
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
@@ -126,12 +125,12 @@ def warm_start(cfg: ImageConfig, run: RunDir, control: RunControl, processor, ro
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from core.checkpoints import train_from
+    from core.checkpoints import agreed_by_all_ranks, resume_point, train_from
     from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import freeze_vision_tower, load_stage_start, memory_hint, release_memory, save_atomic, trainable_summary
+    from core.models import freeze_vision_tower, load_stage_start, memory_hint, release_memory, save_trained, trainable_summary
     from image_vlm.warm_start import WarmStartCollator
 
-    done = run.stage_artifact(WARM_START)
+    done = agreed_by_all_ranks(run.stage_artifact(WARM_START))
     if done:
         print(f"[{WARM_START}] finished earlier: {done}", flush=True)
         return done
@@ -154,16 +153,15 @@ def warm_start(cfg: ImageConfig, run: RunDir, control: RunControl, processor, ro
         # Steps count from 0 in each stage: the trainer's first callback writes the real step and total.
         run.write_status("running", pid=os.getpid(), stage=WARM_START, stages=stages, step=0, total=None)
     try:
-        train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
+        train_from(trainer, resume_point(output_dir), log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as err:
         raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
     if control.requested:
         return None
     out = run.path / "stages" / WARM_START / ("model" if cfg.finetune.method == "full" else "adapter")
+    save_trained(trainer, out)
     if trainer.is_world_process_zero():
-        save_atomic(trainer.model, processor, out)
         print(f"saved {out}", flush=True)
-    trainer.accelerator.wait_for_everyone()  # GRPO loads what rank 0 just saved
     del trainer, model
     release_memory()
     return out
@@ -174,9 +172,9 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     from accelerate import PartialState
     from trl import GRPOTrainer
 
-    from core.checkpoints import train_from
+    from core.checkpoints import resume_point, train_from
     from core.metrics import GracefulStop, RolloutRecorder, RunMetricsCallback
-    from core.models import apply_memory_cap, load_processor, load_stage_start, memory_hint, save_final, trainable_summary
+    from core.models import apply_memory_cap, load_processor, load_stage_start, memory_hint, save_trained, trainable_summary
     from image_vlm.rewards import completion_text, get_reward
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
@@ -224,13 +222,13 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     if is_main_process() and stage:
         run.write_status("running", pid=os.getpid(), stage=stage, stages=stages, step=0, total=None)
     try:
-        train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
+        train_from(trainer, resume_point(output_dir), log=lambda line: print(line, flush=True))
     except torch.OutOfMemoryError as err:
         raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
-    if not control.requested and trainer.is_world_process_zero():
-        out = run.adapter_dir if cfg.finetune.method != "full" else run.model_dir
-        save_final(trainer.model, processor, out)
-        print(f"saved {out}", flush=True)
+    if not control.requested:
+        out = save_trained(trainer, run.adapter_dir if cfg.finetune.method != "full" else run.model_dir)
+        if trainer.is_world_process_zero():
+            print(f"saved {out}", flush=True)
 
 
 def main(argv=None) -> int:

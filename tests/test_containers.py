@@ -41,6 +41,10 @@ ENV_ALLOWLIST = {
     "NODE_RANK",
     "MASTER_ADDR",
     "MASTER_PORT",
+    # Set by `accelerate launch` from its config, read to log the distributed mode.
+    "ACCELERATE_USE_FSDP",
+    "FSDP_VERSION",
+    "ACCELERATE_USE_DEEPSPEED",
     "HOME",
     "PATH",
     "USER",

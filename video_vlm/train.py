@@ -22,7 +22,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.checkpoints import complete_checkpoints
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
@@ -118,9 +117,9 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     import torch
     from trl import SFTTrainer
 
-    from core.checkpoints import train_from
+    from core.checkpoints import agreed_by_all_ranks, resume_point, train_from
     from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, release_memory, save_atomic, trainable_summary
+    from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, release_memory, save_trained, trainable_summary
     from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator
 
     # Model: the processor first, so the token budget is checked before loading any weights
@@ -143,7 +142,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     result: Path | None = None
     for stage, data, train_section, schema, dataset, _ in plan:
         name = stage.name if stage else None
-        done = run.stage_artifact(name) if name else None
+        done = agreed_by_all_ranks(run.stage_artifact(name) if name else None)
         if done:
             print(f"[{name}] finished earlier: {done}", flush=True)
             previous = result = done
@@ -167,7 +166,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
         if is_main_process() and name:
             run.write_status("running", pid=os.getpid(), stage=name, stages=[s.name for s, *_ in plan])
         try:
-            train_from(trainer, next(reversed(complete_checkpoints(output_dir)), None), log=lambda line: print(line, flush=True))
+            train_from(trainer, resume_point(output_dir), log=lambda line: print(line, flush=True))
         except torch.OutOfMemoryError as err:
             raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
         if collator.skipped:
@@ -176,10 +175,9 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             return
         kind = "model" if cfg.finetune.method == "full" else "adapter"
         result = run.path / "stages" / name / kind if name else run.path / kind
+        save_trained(trainer, result)
         if trainer.is_world_process_zero():
-            save_atomic(trainer.model, processor, result)
             print(f"saved {result}", flush=True)
-        trainer.accelerator.wait_for_everyone()  # the next stage loads what rank 0 just saved
         previous = result
         del trainer, model, collator
         release_memory()
