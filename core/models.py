@@ -260,28 +260,8 @@ def trainable_summary(model) -> str:
     return f"trainable parameters: {trainable:,} of {total:,} ({trainable / max(total, 1):.2%})"
 
 
-def save_final(model, processor, out_dir: Path) -> Path:
-    """Save the adapter (LoRA) or the whole model (full) plus the processor, so the folder loads alone."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return out_dir
-
-
 def is_adapter_dir(path: Path) -> bool:
     return (Path(path) / "adapter_config.json").exists()
-
-
-def save_atomic(model, processor, out: Path) -> Path:
-    """Save into a temporary sibling, then rename: a half-written folder never reads as a finished stage."""
-    import shutil
-
-    staging = out.with_name(f".{out.name}.saving")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_final(model, processor, staging)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
-    return out
 
 
 def save_trained(trainer, out: Path) -> Path:
