@@ -32,7 +32,7 @@ setup: $(VENV)/.installed
 	.tools/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.tools/bin/uv)
-	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra test $(GPU_EXTRA) --python $(PYTHON)
+	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --extra test --extra decord $(GPU_EXTRA) --python $(PYTHON)
 	@touch $@
 
 test: setup

@@ -7,6 +7,7 @@ from it, so the description is the documentation.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from pathlib import Path
@@ -26,6 +27,36 @@ class Section(BaseModel):
     """Base for config sections: unknown keys are errors, assignments are re-validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def default_num_workers() -> int:
+    """Data-loading processes: one per CPU this process may use, less one for the training loop, 1 to 8.
+
+    Decoding and the processor then run while the GPU computes the step; past 8 the loader outpaces any
+    single GPU this product targets, and each worker holds its own copy of the processor.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus - 1))
+
+
+class DataLoadingSection(Section):
+    """What both recipes' data sections share: the worker processes that prepare batches ahead of the step."""
+
+    num_workers: int = Field(
+        default_factory=default_num_workers, ge=0, le=64,
+        description="Processes preparing batches ahead of the training step; 0 prepares them in the training process (default: CPUs - 1, at most 8)",
+    )
+    prefetch_factor: int = Field(2, ge=1, le=16, description="Batches each worker prepares ahead")
+
+    def loader_arguments(self) -> dict[str, Any]:
+        """The Trainer's dataloader arguments: persistent workers keep the processor loaded across epochs."""
+        if self.num_workers == 0:
+            return {"dataloader_num_workers": 0}
+        return {
+            "dataloader_num_workers": self.num_workers,
+            "dataloader_prefetch_factor": self.prefetch_factor,
+            "dataloader_persistent_workers": True,
+        }
 
 
 class ModelSection(Section):

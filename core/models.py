@@ -239,7 +239,7 @@ def trainer_config(args_cls, cfg, run, output_dir: Path, section: str, passthrou
         report_to=configure_wandb(cfg.logging.report_to, cfg.logging.wandb_project, run),
         run_name=run.id,
         remove_unused_columns=False,
-        dataloader_num_workers=0,
+        **cfg.data.loader_arguments(),
     )
     if world_size() > 1 and not torch.cuda.is_available():
         # TrainingArguments rebuilds accelerate's state, and without use_cpu a CPU launch would not join the

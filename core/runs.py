@@ -7,6 +7,7 @@
         stop.json        a stop request, written by whoever wants the run to stop; the trainer honours it
         metrics.jsonl    one JSON object per log event (train + eval)
         rollouts.jsonl   sampled completions with their rewards (GRPO)
+        skipped.jsonl    one object per training sample left out: clip, metadata line, kind, message (video)
         train.log        stdout/stderr of the job
         checkpoints/     Trainer checkpoints (adapter + optimizer state + checksums.json)
         adapter/ | model/  final artifact (PEFT adapter or full model)
@@ -243,6 +244,7 @@ class RunDir:
     stop_path = property(lambda self: self.path / "stop.json")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     rollouts_path = property(lambda self: self.path / "rollouts.jsonl")
+    skipped_path = property(lambda self: self.path / "skipped.jsonl")
     log_path = property(lambda self: self.path / "train.log")
     estimate_path = property(lambda self: self.path / "estimate.json")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")

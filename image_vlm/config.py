@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.config import FinetuneSection, LoggingSection, ModelSection, Section
+from core.config import DataLoadingSection, FinetuneSection, LoggingSection, ModelSection, Section
 
 SYSTEM_PROMPT = (
     "You are an expert in satellite imagery. Think about the image step by step inside "
@@ -17,7 +17,7 @@ ANSWER_ONLY_PROMPT = "You are an expert in satellite imagery. Answer Yes or No i
 QUESTION = "Identify if this region has been affected by a wildfire."
 
 
-class ImageDataSection(Section):
+class ImageDataSection(DataLoadingSection):
     root: str = Field("data/wildfire", description="Image folder with {train,valid,test}/<class>/ sub-folders")
     synthetic: bool = Field(False, description="Generate the synthetic red-blob dataset into root if it is missing (tiny runs)")
     train_split: str = Field("train", description="Split used for training")

@@ -118,7 +118,7 @@ def test_a_bad_clip_is_skipped_and_counted(processor, data, schema, rows, tmp_pa
     batch = collator([rows[0], bad, rows[1]])
     assert batch["input_ids"].shape[0] == 2
     assert collator.skipped == 1 and dict(collator.skipped_kinds) == {"empty_file": 1}
-    assert "skipped clip empty.mp4 [empty_file]" in capsys.readouterr().err
+    assert "skipped clip empty.mp4 (metadata.jsonl line" in capsys.readouterr().err
 
 
 def test_a_batch_of_only_bad_clips_draws_a_replacement(processor, data, schema, rows, tmp_path):

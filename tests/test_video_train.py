@@ -218,6 +218,55 @@ def test_training_uses_the_verified_clips_and_reports_what_it_skipped(messy_data
     assert run.adapter_dir.is_dir()
 
 
+def fail_to_decode(monkeypatch, broken: set[str]) -> None:
+    """Clips named in `broken` fail to decode at train time (they pass verification). The DataLoader forks
+    its workers from this process, so they inherit the patch."""
+    from core.media.video import VideoError
+    from video_vlm import collator, task
+
+    def sample_clip(path, data, start_s=None, end_s=None):
+        if Path(path).name in broken:
+            raise VideoError(f"{path}: decoding failed near 0.5s (test)", "decode_failed")
+        return task.sample_clip(path, data, start_s, end_s)
+
+    monkeypatch.setattr(collator, "sample_clip", sample_clip)
+
+
+def train_clip_names(root: Path) -> list[str]:
+    from video_vlm.data import split_for
+
+    videos = [json.loads(line)["video"] for line in (root / "metadata.jsonl").read_text().splitlines()]
+    return [Path(video).name for video in videos if split_for(video, 0.2) == "train"]
+
+
+def test_clips_that_fail_in_loader_workers_are_skipped_counted_and_listed(dataset_root, tmp_path, monkeypatch):
+    broken = train_clip_names(dataset_root)[0]
+    fail_to_decode(monkeypatch, {broken})
+    run_dir = tmp_path / "run"
+    code = train_in_process(
+        run_dir, f"data.root={dataset_root}", "data.num_workers=2", "data.max_skipped_fraction=0.5", "train.max_steps=4"
+    )
+    run = RunDir(run_dir)
+    assert code == 0 and run.read_status()["state"] == "finished"
+    skips = [json.loads(line) for line in run.skipped_path.read_text().splitlines()]
+    assert skips and {Path(record["video"]).name for record in skips} == {broken}
+    assert all(record["kind"] == "decode_failed" and record["line_no"] >= 1 for record in skips)
+    # the workers' skips reach the training process's log lines
+    assert metric_lines(run_dir)[-1]["skipped_clips"] == len(skips)
+
+
+def test_a_run_fails_once_too_many_clips_are_skipped(dataset_root, tmp_path, monkeypatch):
+    names = train_clip_names(dataset_root)
+    fail_to_decode(monkeypatch, set(names[: len(names) // 2]))
+    run_dir = tmp_path / "run"
+    code = train_in_process(
+        run_dir, f"data.root={dataset_root}", "data.num_workers=1", "data.max_skipped_fraction=0.1", "train.max_steps=6"
+    )
+    status = RunDir(run_dir).read_status()
+    assert code != 0 and status["state"] == "failed"
+    assert "data.max_skipped_fraction=0.1" in status["error"] and "skipped.jsonl" in status["error"]
+
+
 # ---------------------------------------------------------------------------------- make train/eval-video
 
 

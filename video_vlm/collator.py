@@ -11,14 +11,19 @@ So the model learns the very tokens it has to generate, and the labels are -100 
 * batches are padded to their longest sample, never to `max_length`; a sample longer than `max_length`
   is skipped, never truncated (cutting video tokens breaks the model's input);
 * a clip that fails to decode is skipped and counted; when a whole batch fails, a replacement clip is
-  drawn from the dataset, so one bad file never ends an epoch.
+  drawn from the dataset, so one bad file never ends an epoch. The collator runs in the DataLoader's
+  worker processes, so each skip is appended to the run folder's `skipped.jsonl`, which the training
+  process reads (`SkippedClipsCallback`) to log the count and to fail the run past
+  `data.max_skipped_fraction`. Any other error names the clip and its metadata line.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,7 @@ import torch
 from transformers import TrainerCallback
 
 from core.inference import build_inputs
+from core.runs import RunError
 from core.media.errors import MediaError
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import UNKNOWN, SchemaSpec
@@ -106,6 +112,8 @@ class VideoSFTCollator:
         max_length: int | None = None,
         replacements: list[dict] | None = None,
         seed: int = 0,
+        skip_log: Path | None = None,
+        stage: str | None = None,
     ):
         self.processor = processor
         self.data = data
@@ -117,7 +125,9 @@ class VideoSFTCollator:
         self.pad_id = processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = processor.tokenizer.eos_token_id
-        self.skipped = 0
+        self.skip_log = skip_log
+        self.stage = stage
+        self.skipped = 0  # in this process only: with DataLoader workers, `skip_log` holds the run's count
         self.skipped_kinds: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------------------ one sample
@@ -157,7 +167,16 @@ class VideoSFTCollator:
         kind = "too_long" if isinstance(error, SampleTooLong) else getattr(error, "kind", type(error).__name__)
         self.skipped += 1
         self.skipped_kinds[kind] += 1
-        print(f"skipped clip {row.get('video')} [{kind}]: {error} ({self.skipped} skipped so far)", file=sys.stderr, flush=True)
+        where = f"{row.get('video')} (metadata.jsonl line {row.get('line_no')})"
+        print(f"skipped clip {where} [{kind}]: {error}", file=sys.stderr, flush=True)
+        if self.skip_log is not None:
+            record = {
+                "video": row.get("video"), "line_no": row.get("line_no"), "start_s": row.get("start_s"),
+                "end_s": row.get("end_s"), "kind": kind, "message": str(error), "stage": self.stage,
+            }
+            self.skip_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.skip_log.open("a") as stream:  # one short write per line: appends from workers do not interleave
+                stream.write(json.dumps(record) + "\n")
 
     def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -165,6 +184,10 @@ class VideoSFTCollator:
         except (MediaError, OSError, SampleTooLong) as error:
             self.skip(row, error)
             return None
+        except Exception as error:  # a bug, not a bad clip: stop, but say which sample it was
+            raise RuntimeError(
+                f"{row.get('video')} (metadata.jsonl line {row.get('line_no')}): {type(error).__name__}: {error}"
+            ) from error
 
     # ------------------------------------------------------------------------------------------ the batch
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -206,18 +229,51 @@ class VideoSFTCollator:
         return batch
 
 
-class SkippedClipsCallback(TrainerCallback):
-    """Adds the collator's skip count to every log line, so `metrics.jsonl` shows bad clips as they happen.
+def read_skips(path: Path | None, stage: str | None = None) -> list[dict[str, Any]]:
+    """The skip records of one stage from a run's `skipped.jsonl` (none when there is no file yet)."""
+    from core.runs import read_jsonl
 
+    if path is None or not path.is_file():
+        return []
+    return [record for record in read_jsonl(path) if record.get("stage") == stage]
+
+
+class TooManySkippedClips(RunError):
+    """More than `data.max_skipped_fraction` of the training clips could not be used (the run fails with
+    this one-line message, no traceback: the dataset is at fault, not the code)."""
+
+
+class SkippedClipsCallback(TrainerCallback):
+    """Adds the run's skip count to every log line, so `metrics.jsonl` shows bad clips as they happen, and
+    fails the run once more than `max_fraction` of the `dataset_size` distinct training clips were skipped.
+
+    The count comes from `skipped.jsonl`, which the collators write from whichever process they run in.
     Put it before `RunMetricsCallback`: callbacks share one `logs` dict, in order.
     """
 
-    def __init__(self, collator: VideoSFTCollator):
-        self.collator = collator
+    def __init__(self, skip_log: Path, dataset_size: int, max_fraction: float, stage: str | None = None):
+        self.skip_log = skip_log
+        self.dataset_size = dataset_size
+        self.max_fraction = max_fraction
+        self.stage = stage
+
+    def skips(self) -> list[dict[str, Any]]:
+        return read_skips(self.skip_log, self.stage)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        skips = self.skips()
+        distinct = {(record["video"], record["start_s"], record["end_s"]) for record in skips}
+        if len(distinct) > self.max_fraction * self.dataset_size:
+            kinds = Counter(record["kind"] for record in skips)
+            raise TooManySkippedClips(
+                f"{len(distinct)} of {self.dataset_size} training clips could not be used ({dict(kinds)}), more than "
+                f"data.max_skipped_fraction={self.max_fraction}; each is listed in {self.skip_log}. "
+                "Check the dataset with: python -m video_vlm.data verify --root <data.root> --deep"
+            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "loss" in logs:
-            logs["skipped_clips"] = self.collator.skipped
+            logs["skipped_clips"] = len(self.skips())
 
 
 # ---------------------------------------------------------------------------------------------- budget

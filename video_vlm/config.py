@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from core.config import FinetuneSection, LoggingSection, ModelSection, Section
+from core.config import DataLoadingSection, FinetuneSection, LoggingSection, ModelSection, Section
 
 SYSTEM_PROMPT = "You are a driving-safety analyst. You watch dashcam clips and report what happened as JSON."
 
 
-class VideoDataSection(Section):
+class VideoDataSection(DataLoadingSection):
     root: str = Field("data/dashcam", description="Folder with videos/ and metadata.jsonl (see python -m video_vlm.data verify)")
     synthetic: bool = Field(False, description="Generate synthetic moving-square clips into root if it is missing (tiny runs)")
     schema_file: str | None = Field(None, description="YAML schema defining another task; empty uses the dashcam schema")
@@ -21,6 +21,14 @@ class VideoDataSection(Section):
     max_train_samples: int | None = Field(None, ge=1, description="Use at most this many training clips")
     system_prompt: str = Field(SYSTEM_PROMPT, description="System message; the schema adds the field list and allowed values")
     seed: int = Field(0, description="Seed for sampling")
+    frame_cache: bool = Field(
+        True, description="Keep each clip window's sampled, resized frames on disk: later epochs, evaluation and the compare gallery read them"
+    )
+    frame_cache_dir: str | None = Field(None, description="Frame cache folder; empty means <root>/.frame_cache")
+    frame_cache_gb: float = Field(20.0, gt=0, description="Largest size of the frame cache; the least recently used windows go first")
+    max_skipped_fraction: float = Field(
+        0.1, ge=0.0, le=1.0, description="Fail the run when more than this share of the training clips cannot be used (each is skipped and counted)"
+    )
 
 
 class SFTSection(Section):

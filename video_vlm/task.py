@@ -39,15 +39,54 @@ def prompt_messages(data: VideoDataSection, schema: SchemaSpec, video: Any = Non
     return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
 
 
+def frame_cache(data: VideoDataSection):
+    """The frame cache `data` asks for (`core.media.frame_cache`), or None when `data.frame_cache` is off.
+
+    One instance per folder and process, so that its hit counts and size bookkeeping last across calls.
+    """
+    if not data.frame_cache:
+        return None
+    from core.media.frame_cache import FrameCache
+
+    folder = Path(data.frame_cache_dir) if data.frame_cache_dir else Path(data.root) / ".frame_cache"
+    max_bytes = int(data.frame_cache_gb * 1024**3)
+    key = (str(folder.resolve()), max_bytes)
+    if key not in _FRAME_CACHES:
+        _FRAME_CACHES[key] = FrameCache(folder, max_bytes)
+    return _FRAME_CACHES[key]
+
+
+_FRAME_CACHES: dict[tuple[str, int], Any] = {}
+
+
+def sampling_settings(data: VideoDataSection, start_s: float | None, end_s: float | None) -> dict[str, Any]:
+    """Everything besides the file that decides which pixels `sample_clip` returns: the frame cache's key."""
+    return {"num_frames": data.num_frames, "start_s": start_s, "end_s": end_s, "max_side": data.frame_max_side}
+
+
 def sample_clip(path: str | Path, data: VideoDataSection, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
     """Frames [num_frames, H, W, 3] uint8 of one clip window: the only frame sampler of the recipe.
+
+    With `data.frame_cache` on, a window decoded before (same file, same settings) is read from the cache.
 
     Raises:
         VideoError: The clip cannot be read or the window is outside it (a `MediaError`).
     """
     from core.media.video import read_frames
 
-    return read_frames(path, data.num_frames, start_s, end_s, max_side=data.frame_max_side).array
+    cache = frame_cache(data)
+    settings = sampling_settings(data, start_s, end_s)
+    if cache is not None:
+        try:
+            cached = cache.get(path, settings)
+        except OSError:  # the clip is missing or unreadable: read_frames says which, in its own words
+            cached = None
+        if cached is not None:
+            return cached
+    frames = read_frames(path, data.num_frames, start_s, end_s, max_side=data.frame_max_side).array
+    if cache is not None:
+        cache.put(path, settings, frames)
+    return frames
 
 
 def clip_frames(item, root: str | Path, data: VideoDataSection) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 
 from core.cli import run_training_main
@@ -120,7 +121,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     from core.checkpoints import agreed_by_all_ranks, resume_point, train_from
     from core.metrics import GracefulStop, RunMetricsCallback
     from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, release_memory, save_trained, trainable_summary
-    from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator
+    from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, read_skips
 
     # Model: the processor first, so the token budget is checked before loading any weights
     cap = apply_memory_cap(cfg.model.max_memory_gb)
@@ -150,8 +151,10 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
         model = stage_model(cfg, previous)
         print(f"[{name or 'train'}] starting from {previous or cfg.model.name}; {trainable_summary(model)}", flush=True)
         collator = VideoSFTCollator(
-            processor, data, schema, train_section.max_length, replacements=list(dataset), seed=train_section.seed
+            processor, data, schema, train_section.max_length, replacements=list(dataset), seed=train_section.seed,
+            skip_log=run.skipped_path, stage=name,
         )
+        skipped = SkippedClipsCallback(run.skipped_path, len(dataset), data.max_skipped_fraction, stage=name)
         output_dir = run.checkpoints_dir / name if name else run.checkpoints_dir
         trainer = SFTTrainer(
             model=model,
@@ -159,7 +162,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             data_collator=collator,
             train_dataset=dataset,
             processing_class=processor,
-            callbacks=[SkippedClipsCallback(collator), RunMetricsCallback(run, stage=name), GracefulStop(control)],
+            callbacks=[skipped, RunMetricsCallback(run, stage=name), GracefulStop(control)],
         )
         if control.poll():  # a stop during start-up: nothing trained in this stage, nothing to save
             return
@@ -169,8 +172,10 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             train_from(trainer, resume_point(output_dir), log=lambda line: print(line, flush=True))
         except torch.OutOfMemoryError as err:
             raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
-        if collator.skipped:
-            print(f"[{name or 'train'}] skipped {collator.skipped} clip(s): {dict(collator.skipped_kinds)}", flush=True)
+        skips = read_skips(run.skipped_path, name)
+        if skips and trainer.is_world_process_zero():
+            kinds = dict(Counter(record["kind"] for record in skips))
+            print(f"[{name or 'train'}] skipped {len(skips)} sample(s): {kinds} (listed in {run.skipped_path})", flush=True)
         if control.requested:
             return
         kind = "model" if cfg.finetune.method == "full" else "adapter"
