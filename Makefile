@@ -23,7 +23,7 @@ define launch
 $(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1) --run-dir $(RUNS_DIR)/$(2)-$(shell date +%Y%m%d-%H%M%S))
 endef
 
-.PHONY: setup test test-gpu test-fast lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video export data-image data-video bench clean
+.PHONY: setup test test-gpu test-fast lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video prepare-video export data-image data-video bench clean
 
 setup: $(VENV)/.installed
 
@@ -81,6 +81,9 @@ data-image: setup
 
 train-video: setup
 	$(call launch,video_vlm.train,video) --config $(if $(CONFIG),$(CONFIG),$(CONFIG_VIDEO)) $(ARGS)
+# Decode every clip window of CONFIG's dataset into the frame cache before training (a progress bar; safe to rerun).
+prepare-video: setup
+	$(PY) -m video_vlm.prepare --config $(if $(CONFIG),$(CONFIG),$(CONFIG_VIDEO)) $(ARGS)
 eval-video: setup
 	$(PY) -m video_vlm.evaluate --run $(RUN) $(ARGS)
 
