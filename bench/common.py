@@ -61,6 +61,8 @@ _VERSIONED = (
     "opencv-python-headless",
     "numpy",
     "decord",
+    "decord2",
+    "torchcodec",
     "liger-kernel",
     "vllm",
     "flash-attn",

@@ -110,8 +110,9 @@ def test_grpo_step_tiny(bench_runs):
 def test_video_sft_step_tiny(bench_runs):
     payload = result(bench_runs, "video_sft_step")
     rows = payload["figures"]["rows"]
-    assert [row["status"] for row in rows] == ["ok", "ok"]
-    baseline, dynamic = rows
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok"]
+    baseline, in_process, dynamic = rows
+    assert in_process["loader_workers"] == 0 and dynamic["loader_workers"] == payload["config"]["dataloader_num_workers"] >= 1
     assert baseline["pad_to"] and baseline["padded_tokens_per_sample"] == baseline["pad_to"]
     assert dynamic["pad_to"] is None and dynamic["padded_tokens_per_sample"] < baseline["padded_tokens_per_sample"]
     assert dynamic["tokens_per_sample"] == pytest.approx(baseline["tokens_per_sample"], rel=0.05)  # same clips

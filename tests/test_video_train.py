@@ -384,10 +384,22 @@ def test_learnability_on_synthetic_clips(tmp_path):
         # Cosine decay: at a constant 2e-3 a late loss spike can leave the final weights off on one field.
         "train.learning_rate=2e-3", "train.lr_scheduler_type=cosine", "train.warmup_steps=20",
         "logging.save_steps=1000", "eval.limit=100",
+        # the shipped data path: loader workers, and the frame cache that later epochs and evaluation read
+        "data.num_workers=2", "data.frame_cache=true",
     )
     trained = time.perf_counter() - started
     assert code == 0
+    cached = list((root / ".frame_cache").rglob("*.npy"))
+    assert len(cached) == 192  # every training window, decoded once over 40 epochs
+    from video_vlm.task import frame_cache
+    from video_vlm.evaluate import eval_data
+    from core.config import load_config
+    from video_vlm.config import VideoConfig
+
+    cache = frame_cache(eval_data(load_config(VideoConfig, run_dir / "config.yaml")))
+    hits_before = cache.hits
     report = evaluate.evaluate(RunDir(run_dir))
+    assert cache.hits - hits_before >= 48  # the tuned model's pass reads the frames the base model's pass decoded
     base, tuned = report["models"]["base"], report["models"]["tuned"]
     print(f"learnability: trained in {trained:.0f}s; {tuned['n']} held-out clips")
     print(evaluate.format_table(report))
