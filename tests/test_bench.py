@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 420
-SCRIPTS = ("grpo_step", "video_sft_step", "compare", "frames")
+SCRIPTS = ("grpo_step", "video_sft_step", "compare", "frames", "video_data")
 
 
 def has_cuda() -> bool:
@@ -36,7 +36,7 @@ def bench_runs(tmp_path_factory):
     for name in SCRIPTS:
         out, log = out_dir / f"{name}.json", out_dir / f"{name}.log"
         args = [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--tiny", "--out", str(out)]
-        if name == "frames":
+        if name in ("frames", "video_data"):
             args += ["--cache-dir", str(out_dir / "clips")]
         logs.append(log.open("w"))
         runs[name] = (subprocess.Popen(args, cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT), out, log)
@@ -152,6 +152,20 @@ def test_frames_tiny(bench_runs):
         assert row["speedup_bound_frames"] >= 1
     for row in rows:
         assert row["status"].startswith(("ok", "skipped: ", "failed: "))
+
+
+@pytest.mark.slow
+def test_video_data_tiny(bench_runs):
+    payload = result(bench_runs, "video_data")
+    rows = {row["case"]: row for row in payload["figures"]["rows"]}
+    n = payload["config"]["n_workers"]
+    assert set(rows) == {"cold, 1 worker", f"cold, {n} workers", "cold cache", "warm cache"}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["samples"] == payload["config"]["windows"] and row["samples_per_s"] > 0
+    # the warm pass reads what the cold-cache pass wrote: far less time getting frames than decoding them
+    assert rows["warm cache"]["frames_s_per_sample"] < rows["cold, 1 worker"]["frames_s_per_sample"] / 5
+    targets = payload["figures"]["targets"]
+    assert {"warm_cache_vs_cold", "n_workers_vs_1"} <= set(targets)
 
 
 def load_bench(name: str, monkeypatch):

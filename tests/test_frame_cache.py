@@ -138,3 +138,12 @@ def test_prepare_with_the_cache_off_says_what_to_set(tmp_path, capsys):
 
     code = prepare.main(["--config", "video_vlm/configs/tiny.yaml", f"data.root={tmp_path}", "data.frame_cache=false"])
     assert code == 2 and "set data.frame_cache=true" in capsys.readouterr().err
+
+
+def test_prepare_without_the_dataset_says_how_to_get_it(tmp_path, capsys):
+    from video_vlm import prepare
+
+    missing = tmp_path / "nowhere"
+    assert prepare.main(["--config", "video_vlm/configs/internvl3_8b_sft.yaml", f"data.root={missing}"]) == 2
+    assert f"dataset folder {missing} not found" in capsys.readouterr().err
+    assert not missing.exists()  # nothing created on the way

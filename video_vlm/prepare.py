@@ -61,10 +61,14 @@ def prepare(data: VideoDataSection, progress: bool = True) -> dict:
     """
     from video_vlm.task import frame_cache, load_task_schema, verified_items
 
-    cache = frame_cache(data)
-    if cache is None:
+    if not data.frame_cache:
         raise ConfigError("data.frame_cache is false: there is no cache to fill (set data.frame_cache=true)")
+    if not data.synthetic and not Path(data.root).is_dir():
+        from video_vlm.data import how_to_get_dataset
+
+        raise ConfigError(f"data.root: dataset folder {data.root} not found. {how_to_get_dataset(data.root)}")
     report = verified_items(data, load_task_schema(data), progress=progress)
+    cache = frame_cache(data)
     jobs = [(data, str(item.video_path(report.root)), item.start_s, item.end_s, item.line_no) for item in report.items]
     results = []
     with ProcessPoolExecutor(max_workers=max(1, data.num_workers)) as pool:

@@ -40,7 +40,8 @@ def prompt_messages(data: VideoDataSection, schema: SchemaSpec, video: Any = Non
 
 
 def frame_cache(data: VideoDataSection):
-    """The frame cache `data` asks for (`core.media.frame_cache`), or None when `data.frame_cache` is off.
+    """The frame cache `data` asks for (`core.media.frame_cache`), or None when `data.frame_cache` is off
+    (or the cache would live in a dataset folder that does not exist).
 
     One instance per folder and process, so that its hit counts and size bookkeeping last across calls.
     """
@@ -48,7 +49,12 @@ def frame_cache(data: VideoDataSection):
         return None
     from core.media.frame_cache import FrameCache
 
-    folder = Path(data.frame_cache_dir) if data.frame_cache_dir else Path(data.root) / ".frame_cache"
+    if data.frame_cache_dir:
+        folder = Path(data.frame_cache_dir)
+    elif Path(data.root).is_dir():
+        folder = Path(data.root) / ".frame_cache"
+    else:  # no dataset here (an upload in the compare view): never create data.root just to cache into it
+        return None
     max_bytes = int(data.frame_cache_gb * 1024**3)
     key = (str(folder.resolve()), max_bytes)
     if key not in _FRAME_CACHES:
