@@ -379,6 +379,20 @@ def test_failed_run_shows_its_error(dirs):
     assert not [b for b in at.button if b.label == "Resume training"], "failed runs are not resumed"
 
 
+def test_skipped_training_clips_are_listed_with_file_and_line(dirs):
+    runs, _ = dirs
+    run = make_run(runs, "video-20260101-100000", "finished", recipe="video")
+    records = [
+        {"video": "videos/broken.mp4", "line_no": 7, "start_s": 0.0, "end_s": 4.0, "kind": "decode_failed",
+         "message": "videos/broken.mp4: decoding failed near 1.5s", "stage": None},
+    ] * 2
+    (run / "skipped.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    at = app("video")
+    assert not at.exception
+    assert any("2 training sample(s) skipped (decode_failed 2)" in e.label for e in at.expander)
+    assert "videos/broken.mp4" in at.dataframe[-1].value["clip"].tolist()
+
+
 def test_run_folder_deleted_mid_session_shows_message(dirs):
     runs, _ = dirs
     run = make_run(runs, "image-20260101-100000", "finished", adapter=True)

@@ -8,6 +8,7 @@ modules and are re-exported here, so a page imports everything it shows from one
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.jobs import GpuBusy, describe_holder, gpu_lock_holder
-from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
+from core.runs import RunDir, RunError, list_runs, read_jsonl, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
 from ui.evaluation import evaluation_panel, render_report
@@ -438,7 +439,24 @@ def run_view(recipe_name: str, run_id: str) -> None:
     metric_grid(metrics, key=f"{recipe_name}-curves", columns=2)
     if recipe.grpo:
         rollout_table(run)
+    skipped_clips(run)
     log_tail(run, expanded=state in ("failed", "crashed"))
+
+
+def skipped_clips(run: RunDir) -> None:
+    """The training samples left out so far (`skipped.jsonl`), by kind, each with its clip and metadata line."""
+    records = list(read_jsonl(run.skipped_path))
+    if not records:
+        return
+    kinds = ", ".join(f"{kind} {count}" for kind, count in Counter(r.get("kind") for r in records).most_common())
+    with st.expander(f"{len(records)} training sample(s) skipped ({kinds})", icon=":material/warning:"):
+        st.dataframe(
+            [
+                {"clip": r.get("video"), "line": r.get("line_no"), "kind": r.get("kind"), "stage": r.get("stage"), "message": r.get("message")}
+                for r in records[-200:]
+            ],
+            hide_index=True,
+        )
 
 
 live_run_view = st.fragment(run_every=2)(run_view)
