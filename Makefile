@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.to
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory containers-check
 
 # The GPU suite: tests marked `gpu` (bf16, full fine-tuning, QLoRA, attention kernels); skipped without CUDA.

@@ -125,8 +125,8 @@ VARIANTS = (
     ),
     Variant(
         "default/vllm-colocate",
-        "rollouts by vLLM sharing the training GPU (use_vllm, vllm_mode=colocate)",
-        overrides={"train": {"trainer": {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}}},
+        "rollouts by vLLM sharing the training GPU (train.use_vllm=true: colocate mode, 0.3 of the GPU's memory)",
+        overrides={"train": {"use_vllm": True, "vllm_gpu_memory_utilization": 0.3}},
         modules=("vllm",),
         cuda=True,
     ),
@@ -157,8 +157,9 @@ LEVERS = {
     ),
     "vLLM colocate": (
         "off",
-        "vLLM is not a dependency (no wheel for every target, e.g. ARM64 + CUDA 13); colocate mode also needs the "
-        "weights on disk and re-syncs merged LoRA weights each step. The row runs where vLLM is installed.",
+        "vLLM is not a dependency: every vLLM release TRL 1.16 supports (0.22-0.31) pins torch 2.11.0 or 2.13.0, "
+        "not the project's 2.15.0; colocate mode also needs the weights on disk and re-syncs merged LoRA weights "
+        "each step. The row runs where vLLM and CUDA are present, through the product's train.use_vllm.",
     ),
     "KL reference pass": (
         "off (beta 0.0)",

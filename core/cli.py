@@ -98,19 +98,21 @@ def run_training_main(
     description: str,
     train: Callable[[BaseModel, RunDir, RunControl], None],
     estimate: str | None = None,
+    preflight: Callable[[BaseModel], str | None] | None = None,
 ) -> int:
     """Load the config, take the GPU, open (or resume) the run folder, and call `train(cfg, run, control)`.
 
     `argv=None` means a command-line process: the signal handlers then stay until exit, so a second SIGTERM
     during the final save still ends `stopped` with exit 0. `estimate` names the recipe's module whose
-    `estimate(cfg, device)` answers `--estimate` and is logged at the start of every run.
+    `estimate(cfg, device)` answers `--estimate` and is logged at the start of every run. `preflight(cfg)`
+    returns why this machine cannot run the config (a missing package, no GPU), refused before the GPU lock.
     """
     args = parse_training_args(argv, description, default_config)
     if args.estimate:
         return print_estimate(args, config_cls, estimate)
     control = RunControl(keep_handlers=argv is None)
     try:
-        return train_with_control(args, control, config_cls, prefix, train, estimate)
+        return train_with_control(args, control, config_cls, prefix, train, estimate, preflight)
     finally:
         control.close()
 
@@ -150,11 +152,16 @@ def log_estimate(run: RunDir, cfg, module: str | None) -> None:
         print(f"warning: {does_not_fit_line(result)}", flush=True)
 
 
-def train_with_control(args, control: RunControl, config_cls, prefix: str, train, estimate: str | None = None) -> int:
+def train_with_control(
+    args, control: RunControl, config_cls, prefix: str, train, estimate: str | None = None, preflight=None
+) -> int:
     named = RunDir(args.run_dir) if args.run_dir else None
     start_distributed()
     try:
         cfg = load_config(config_cls, args.config, args.overrides)
+        problem = preflight(cfg) if preflight else None
+        if problem:
+            return refuse(problem, named)
         run = resolve_run_dir(args.run_dir, prefix)
     except (ConfigError, RunError) as err:
         return refuse(str(err), named)

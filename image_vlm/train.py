@@ -12,26 +12,69 @@ share the run folder: `warm_start` checkpoints under `checkpoints/warm_start/` a
 `stages/warm_start/`, GRPO checkpoints under `checkpoints/grpo/`; `status.json` and every `metrics.jsonl`
 line name the stage. A relaunch skips a finished warm start and resumes the interrupted stage.
 
+vLLM rollouts: `train.use_vllm` generates with vLLM inside this process (colocate mode), or on the
+`trl vllm-serve` at `train.vllm_server_url` (server mode). A machine without the vllm package or a CUDA GPU
+is refused with one line before the GPU lock is taken.
+
 torch, transformers and TRL are imported inside the functions: the CLI takes the GPU lock first, so a
 second launch is told "GPU busy" in a second instead of after the libraries load.
 """
 
 from __future__ import annotations
 
-import sys
-
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
 from core.runs import RunDir, is_main_process
-from image_vlm.config import ImageConfig
+from image_vlm.config import GRPOSection, ImageConfig
 
 WARM_START, GRPO = "warm_start", "grpo"
 
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
+
+
+# vLLM is no extra of this project: each vLLM wheel pins one torch, and no release TRL 1.16 supports pins 2.15.0.
+VLLM_NOT_INSTALLED = (
+    "train.use_vllm needs vllm, which is not installed: TRL 1.16 supports vllm 0.22-0.31, whose wheels pin torch "
+    "2.11.0 (0.22-0.26) or 2.13.0 (0.27-0.31), not this project's torch 2.15.0; set train.use_vllm=false, or use an "
+    "environment with torch==2.13.0 and `pip install 'vllm>=0.27,<=0.31'`"
+)
+
+
+def vllm_arguments(t: GRPOSection) -> dict:
+    """TRL's vLLM arguments: none without vLLM; server mode when a URL is given, else colocate (TRL's default)."""
+    if not t.use_vllm:
+        return {}
+    if t.vllm_server_url:
+        return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": t.vllm_server_url}
+    return {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": t.vllm_gpu_memory_utilization}
+
+
+def vllm_problem(t: GRPOSection) -> str | None:
+    """Why this machine cannot run the configured vLLM rollouts, or None.
+
+    Server mode needs the same two things on the trainer's side as colocate mode: TRL's VLLMClient refuses to
+    start without the vllm package (its weight sync is vLLM's NCCL engine), and NCCL needs a CUDA device.
+    """
+    if not t.use_vllm:
+        return None
+    if importlib.util.find_spec("vllm") is None:
+        return VLLM_NOT_INSTALLED
+    import torch  # only for a vLLM run: every other launch still hears "GPU busy" before torch loads
+
+    if not torch.cuda.is_available():
+        if t.vllm_server_url:
+            return (
+                "train.vllm_server_url (vLLM server mode) needs a CUDA GPU on the trainer too: the weights reach the "
+                "server over NCCL; set train.use_vllm=false on CPU"
+            )
+        return "train.use_vllm (vLLM colocate mode) needs a CUDA GPU; set train.use_vllm=false on CPU"
+    return None
 
 
 def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None):
@@ -64,6 +107,7 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None
         seed=t.seed,
         # The UI's reward weights reach the trainer here; the reference playbook dropped them.
         reward_weights=list(cfg.rewards.weights.values()),
+        **vllm_arguments(t),
     )
 
 
@@ -234,7 +278,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
 def main(argv=None) -> int:
     return run_training_main(
         argv, config_cls=ImageConfig, prefix="image", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
-        estimate="image_vlm.estimate",
+        estimate="image_vlm.estimate", preflight=lambda cfg: vllm_problem(cfg.train),
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: one shared antialiased resize for every decoder
 # Each process re-measures the folder after this many writes, so that the writes of other processes count too.
 _RESCAN_EVERY = 32
 _SUFFIX = ".npy"

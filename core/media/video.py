@@ -1,21 +1,31 @@
 """Video frames for training, evaluation and inference: one function, so all three see the same pixels.
 
 `read_frames` samples N frames uniformly from a time window by seeking: it jumps to the keyframe before
-each target time and decodes forward to it, instead of decoding the whole clip. Backends, best first:
-decord (when installed), PyAV, OpenCV; `backend="auto"` picks the first that works and the result says
-which one did. `read_frames_all` is the decode-every-frame baseline that benchmarks compare against.
+each target time and decodes forward to it, instead of decoding the whole clip. The decoding is done by a
+kept library (the backend); this module adds what they do not: one sampling convention, checks with
+messages that name the file, window and duration, and one resize, so every backend returns the same pixels.
+`backend="auto"` takes the first usable backend of `BACKENDS` (fastest first, as measured by
+bench/frames.py), falls through to the next one when a backend cannot decode a file, and the result says
+which one did. `read_frames_all` is the decode-every-frame baseline that benchmarks and tests compare against.
 
 Conventions:
-    * Times are seconds from the first frame of the clip (PyAV works in presentation timestamps, so
-      variable-frame-rate clips sample by time, not by frame count).
+    * Times are seconds from the start of the video stream, read from presentation timestamps, so
+      variable-frame-rate clips sample by time, not by frame count.
     * The window is half-open, [start_s, end_s). Target times are the centres of N equal segments of it,
       and each target takes the frame on screen at that time (the last frame whose timestamp <= target).
-    * Frames come back upright: the container's display-matrix rotation is applied.
+    * Frames come back upright: the container's display-matrix rotation is applied once (torchcodec,
+      decord2 and OpenCV apply it themselves; PyAV frames are rotated here).
+    * Frames are decoded to RGB at their stored size, then `max_side` is applied by one shared resize, so
+      backends agree pixel for pixel on CPU (tests/test_video_media.py checks it).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import bisect
+import functools
+import importlib
+import itertools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -27,14 +37,36 @@ import numpy as np
 
 from core.media.errors import MediaError
 
-BACKENDS = ("decord", "pyav", "opencv")
-_BACKEND_MODULES = {"decord": "decord", "pyav": "av", "opencv": "cv2"}
+# The order `auto` tries, fastest first on CPU, from bench/frames.py (median s for read_frames(path, 16,
+# max_side=448) on its 40 s 720p H.264 clips, keyframe every 30 / 250 frames; 2-core VM shared with other jobs;
+# decoding every frame took 1.48 / 0.86 s):
+#   pyav 0.51 / 0.77, torchcodec 0.57 / 0.78, decord2 0.81 / 0.97, opencv 0.93 / 2.24.
+# PyAV leads because it can ask for slice threads only (see _PYAV_THREAD_TYPE); on CUDA torchcodec goes first
+# (see available_video_backends).
+BACKENDS = ("pyav", "torchcodec", "decord", "opencv")
+_BACKEND_MODULES = {"torchcodec": "torchcodec", "decord": "decord", "pyav": "av", "opencv": "cv2"}
+_INSTALL_HINTS = {
+    "torchcodec": "torchcodec loads the system FFmpeg (4 to 9) shared libraries: install them "
+    "(`apt-get install ffmpeg`) and a torchcodec release built for this torch",
+    "decord": "install decord2 (`uv sync --extra decord`); the original decord 0.x ignores rotation metadata",
+    "pyav": "install PyAV (`pip install av`)",
+    "opencv": "install OpenCV (`pip install opencv-python-headless`)",
+}
+# Threads, measured on the 30-frame-keyframe bench clip (median s of 5 interleaved runs, same box). With more
+# than one thread FFmpeg picks frame threading, whose pipeline refills after every seek:
+#   torchcodec num_ffmpeg_threads 1 / 2 / 0 (all): 0.60 / 0.64 / 0.76
+#   decord2 num_threads 1 / 2 / 0 (all): 0.73 / 0.80 / 0.75
+# PyAV can ask for slice threads alone, which split each frame and cost nothing after a seek (the clip has two
+# slices, as x264 writes on a 2-core machine; a one-slice clip decodes on one thread either way):
+#   PyAV thread_type SLICE / NONE / AUTO (frame): 0.41 / 0.59 / 0.60; decoding every frame 1.09 / 1.48 / 1.58
+_TORCHCODEC_THREADS = 1
+_DECORD_THREADS = 1
+_PYAV_THREAD_TYPE = "SLICE"
 # A window may end this far past the last frame (seconds, or one frame period if longer): annotators and
 # CSVs round times, and a label ending "at" the last frame should not be rejected.
 _END_TOLERANCE_S = 0.05
-# Without a keyframe index, seek only when the next target is this far ahead; nearer targets are usually
-# in the same group of pictures, where decoding forward is cheaper than seeking back to its keyframe.
-_SEEK_GAP_WITHOUT_INDEX_S = 2.0
+
+_log = logging.getLogger(__name__)
 
 
 class VideoError(MediaError):
@@ -95,9 +127,49 @@ class Frames:
     info: VideoInfo
 
 
+@functools.cache
+def backend_unavailable_reason(name: str) -> str | None:
+    """Why a backend cannot be used here (one line, with what to install), or None when it can.
+
+    Imports the library once per process: an installed package can still fail to load (torchcodec without
+    the system FFmpeg libraries, or built for another torch), and such a backend must not be offered.
+    """
+    if name not in _BACKEND_MODULES:
+        raise ValueError(f"unknown video backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
+    try:
+        module = importlib.import_module(_BACKEND_MODULES[name])
+    except Exception as error:  # ImportError, or OSError/RuntimeError from a shared library that does not load
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        return f"{name} does not import ({type(error).__name__}: {first_line}); {_INSTALL_HINTS[name]}"
+    if name == "torchcodec" and getattr(module, "ffmpeg_major_version", None) is None:
+        # torchcodec imports without FFmpeg (its image decoders do not need it) and says so in this attribute.
+        return f"torchcodec is installed but could not load FFmpeg's libraries; {_INSTALL_HINTS[name]}"
+    if name == "decord" and int(str(getattr(module, "__version__", "0")).split(".")[0]) < 1:
+        return f"decord {module.__version__} is the original package; {_INSTALL_HINTS[name]}"
+    return None
+
+
 def available_video_backends() -> list[str]:
-    """Installed decoding libraries, best first (a subset of "decord", "pyav", "opencv")."""
-    return [name for name in BACKENDS if importlib.util.find_spec(_BACKEND_MODULES[name]) is not None]
+    """Backends that load in this process, in the order `backend="auto"` tries them: `BACKENDS`, except that
+    torchcodec goes first when CUDA is there, since it then decodes on the GPU's NVDEC and leaves the CPU cores
+    to the data loader (not yet measured against PyAV on a GPU machine: bench/frames.py there decides)."""
+    usable = [name for name in BACKENDS if backend_unavailable_reason(name) is None]
+    if "torchcodec" in usable and _cuda_available():
+        usable.remove("torchcodec")
+        usable.insert(0, "torchcodec")
+    return usable
+
+
+def _cuda_available() -> bool:
+    """CUDA can decode in this process: not in a DataLoader worker, which is forked from a training process that
+    already started CUDA and so cannot start it again (each file would first fail on NVDEC, then decode on the
+    CPU); the workers decode on the CPU, in `BACKENDS` order, while the main process keeps the GPU."""
+    import torch  # already imported by torchcodec, the only caller's reason to ask
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None or torch.cuda._is_in_bad_fork():
+        return False
+    return torch.cuda.is_available()
 
 
 def sample_frame_indices(
@@ -189,6 +261,7 @@ def _pyav_stream_facts(path: Path, container) -> tuple:
         kinds = sorted({stream.type for stream in container.streams}) or ["no streams"]
         raise VideoError(f"{path}: no video stream (the file has {', '.join(kinds)})", "no_video_stream")
     stream = container.streams.video[0]
+    stream.thread_type = _PYAV_THREAD_TYPE
     time_base = stream.time_base
     origin = stream.start_time or 0
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -263,10 +336,11 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """
     path = Path(path)
     _check_file(path)
-    backends = [name for name in available_video_backends() if name in ("pyav", "opencv")]
-    if not backends:
-        raise MediaError(f"{path}: no video library installed (need PyAV or OpenCV)")
-    return _probe_pyav(path) if backends[0] == "pyav" else _probe_opencv(path)
+    if backend_unavailable_reason("pyav") is None:
+        return _probe_pyav(path)
+    if backend_unavailable_reason("opencv") is None:
+        return _probe_opencv(path)
+    raise MediaError(f"{path}: no video library installed (need PyAV or OpenCV)")
 
 
 def resolve_window(info: VideoInfo, start_s: float | None, end_s: float | None) -> tuple[float, float]:
@@ -312,27 +386,27 @@ def _scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, in
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _finish(array: np.ndarray, rotation_deg: int, max_side: int | None) -> np.ndarray:
-    """Resize (if asked) then rotate an RGB frame upright; the longer side is the same either way."""
-    height, width = array.shape[:2]
+def _upright_and_resized(frames: Sequence[np.ndarray], rotation_deg: int, max_side: int | None) -> np.ndarray:
+    """Stack RGB frames, rotate them upright by `rotation_deg` (counter-clockwise), then resize.
+
+    Every backend ends here, so `max_side` is applied by one function and backends agree pixel for pixel. The
+    resize is torch's antialiased bilinear (the triangle filter PIL and the HF image processors use): 1.5 ms a
+    720p frame against 5-7 ms for OpenCV's INTER_AREA, measured on the bench box, a quarter of a 16-frame read.
+    """
+    array = np.ascontiguousarray(np.rot90(np.stack(frames), k=rotation_deg // 90, axes=(1, 2)))
+    height, width = array.shape[1:3]
     new_width, new_height = _scaled_size(width, height, max_side)
-    if (new_width, new_height) != (width, height):
-        import cv2
+    if (new_width, new_height) == (width, height):
+        return array
+    import torch
 
-        array = cv2.resize(array, (new_width, new_height), interpolation=cv2.INTER_AREA)
-    if rotation_deg:
-        array = np.rot90(array, k=rotation_deg // 90)
-    return np.ascontiguousarray(array)
-
-
-def _pyav_to_rgb(frame, rotation_deg: int, max_side: int | None) -> np.ndarray:
-    # swscale resizes during the colour conversion, which is cheaper than resizing the RGB array after.
-    width, height = _scaled_size(frame.width, frame.height, max_side)
-    array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
-    return _finish(array, rotation_deg, None)
+    batch = torch.from_numpy(array).permute(0, 3, 1, 2)  # NCHW view of NHWC memory: torch's fast uint8 path
+    resized = torch.nn.functional.interpolate(batch, size=(new_height, new_width), mode="bilinear", antialias=True)
+    return resized.permute(0, 2, 3, 1).contiguous().numpy()
 
 
 # ---------------------------------------------------------------------------------------------- readers
+# Each reader returns (RGB frames at the stored size, upright unless noted, timestamps in seconds).
 
 
 def _frame_time(frame, origin: int, time_base: Fraction) -> float:
@@ -340,90 +414,119 @@ def _frame_time(frame, origin: int, time_base: Fraction) -> float:
     return float((pts - origin) * time_base) if pts is not None else 0.0
 
 
-def _keyframe_times(stream, origin: int) -> list[float]:
-    """Keyframe times from the demuxer's index (empty when the container has none, e.g. some webm)."""
-    try:
-        entries = stream.index_entries
-        times = [float((entry.timestamp - origin) * stream.time_base) for entry in entries if entry.is_keyframe]
-    except (AttributeError, TypeError):
-        return []
-    return sorted(times) if len(times) > 1 else []
-
-
-def _read_pyav(path: Path, info: VideoInfo, targets: Sequence[float], max_side: int | None):
-    """Seek-and-decode reader: for each target, seek to the keyframe before it unless decoding forward
-    from where the decoder already is would be cheaper (no keyframe between here and the target)."""
+def _frames_on_screen(path: Path, decoded: Iterator, targets: Sequence[float], origin: int, time_base, stop: bool):
+    """The PyAV frame on screen at each sorted target: the last decoded frame at or before it (the first
+    frame, for a target before it). With `stop`, decoding ends at the first frame past the last target."""
     import av
 
+    chosen: list = []
+    previous = None
+    try:
+        for frame in decoded:
+            frame_time = _frame_time(frame, origin, time_base)
+            while len(chosen) < len(targets) and targets[len(chosen)] < frame_time:
+                chosen.append(previous if previous is not None else frame)
+            previous = frame
+            if stop and len(chosen) == len(targets):
+                break
+    except av.FFmpegError as error:
+        raise VideoError(f"{path}: decoding failed ({error})", "decode_failed") from error
+    if previous is None:
+        raise VideoError(f"{path}: no frame decoded for the requested times", "decode_failed")
+    return chosen + [previous] * (len(targets) - len(chosen))
+
+
+def _pyav_rgb(frames: Sequence) -> list[np.ndarray]:
+    """RGB arrays of PyAV frames, each distinct frame converted once. One reformatter serves them all: a
+    frame's own `to_ndarray` builds a new swscale context per frame (4-24 ms each, measured, against 1.4 ms)."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
+    arrays = {id(frame): reformatter.reformat(frame, format="rgb24").to_ndarray() for frame in frames}
+    return [arrays[id(frame)] for frame in frames]
+
+
+def _pyav_keyframe_stamps(container, stream, origin: int) -> list[int]:
+    """Keyframe timestamps (stream time base): from the demuxer's index when it has one, else from the packets
+    (no decoding)."""
+    stamps = [entry.timestamp for entry in stream.index_entries if entry.is_keyframe]
+    if len(stamps) < 2:  # e.g. webm without cues: read the packets, then rewind
+        stamps = [packet.pts for packet in container.demux(stream) if packet.is_keyframe and packet.pts is not None]
+        container.seek(origin, stream=stream, backward=True)
+    return sorted(stamps) or [origin]
+
+
+def _read_pyav(path: Path, info: VideoInfo, targets: Sequence[float]):
+    """Exact seeking with PyAV (which bundles its own FFmpeg, so it is always there): targets are grouped by
+    the keyframe before them, and each group is one seek to that keyframe and a decode up to its last target,
+    the fewest frames an exact reader can decode. Frames come back as stored (not rotated)."""
     with _open_pyav(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = _PYAV_THREAD_TYPE
         origin, time_base = stream.start_time or 0, stream.time_base
-        keyframes: list[float] | None = None
-        decoded: Iterator | None = None
-        current = pending = None  # last frame at or before the target / first frame after it
+        stamps = _pyav_keyframe_stamps(container, stream, origin)
+        keyframe_times = [float((stamp - origin) * time_base) for stamp in stamps]
+        groups: dict[int, list[float]] = {}  # keyframe index -> the targets it leads to
+        for target in targets:
+            groups.setdefault(max(bisect.bisect_right(keyframe_times, target) - 1, 0), []).append(target)
         chosen: list = []
-        exhausted = False  # the decoder reached the end of the stream
-
-        def seek_to(target: float) -> None:
-            nonlocal decoded, current, pending, exhausted
-            # Some demuxers index by decode time, so a seek can land on a keyframe just after the target;
-            # back off further until the first decoded frame is at or before it.
-            back_off = 0.0
-            while True:
-                seek_time = max(0.0, target - back_off)
-                container.seek(origin + int(seek_time / time_base), stream=stream, backward=True)
+        for keyframe, group in groups.items():
+            container.seek(stamps[keyframe], stream=stream, backward=True)
+            decoded = container.decode(stream)
+            first = next(decoded, None)
+            if first is not None and _frame_time(first, origin, time_base) > group[0] and keyframe > 0:
+                # The demuxer landed past the keyframe it was asked for: decode this group from the start.
+                container.seek(origin, stream=stream, backward=True)
                 decoded = container.decode(stream)
                 first = next(decoded, None)
-                if first is None or _frame_time(first, origin, time_base) <= target or seek_time == 0.0:
-                    current, pending, exhausted = None, first, first is None
-                    return
-                back_off = max(1.0, back_off * 2)
-
-        for target in targets:
-            current_time = None if current is None else _frame_time(current, origin, time_base)
-            pending_time = None if pending is None else _frame_time(pending, origin, time_base)
-            if decoded is None or (current_time is not None and target < current_time):
-                seek_to(target)  # first target, or targets out of order
-                if keyframes is None:
-                    keyframes = _keyframe_times(stream, origin)  # some demuxers fill the index on first seek
-            elif exhausted or (pending_time is not None and target < pending_time):
-                pass  # the frame on screen at the target is already decoded
-            else:
-                position = pending_time if pending_time is not None else current_time
-                if keyframes:
-                    should_seek = any(position < keyframe <= target for keyframe in keyframes)
-                else:
-                    should_seek = position is None or target - position > _SEEK_GAP_WITHOUT_INDEX_S
-                if should_seek:
-                    seek_to(target)
-            if pending is not None and _frame_time(pending, origin, time_base) <= target:
-                current, pending = pending, None
-            while pending is None and not exhausted:
-                try:
-                    frame = next(decoded, None)
-                except av.FFmpegError as error:
-                    raise VideoError(f"{path}: decoding failed near {target:.3f}s ({error})", "decode_failed")
-                if frame is None:
-                    exhausted = True
-                    break
-                if _frame_time(frame, origin, time_base) <= target:
-                    current = frame
-                else:
-                    pending = frame
-            chosen.append(current if current is not None else pending)
-        if any(frame is None for frame in chosen):
-            raise VideoError(f"{path}: no frame decoded for the requested times", "decode_failed")
-        arrays: dict[int, np.ndarray] = {}
-        for frame in chosen:
-            if id(frame) not in arrays:
-                arrays[id(frame)] = _pyav_to_rgb(frame, info.rotation_deg, max_side)
-        return [arrays[id(frame)] for frame in chosen], [_frame_time(f, origin, time_base) for f in chosen]
+            chosen += _frames_on_screen(path, itertools.chain([first] if first else [], decoded), group, origin,
+                                        time_base, stop=True)
+        return _pyav_rgb(chosen), [_frame_time(frame, origin, time_base) for frame in chosen]
 
 
-def _read_opencv(path: Path, info: VideoInfo, targets: Sequence[float], max_side: int | None):
-    """Frame-index reader (assumes a constant frame rate): seeks with CAP_PROP_POS_FRAMES, or grabs
-    forward when the next index is close. OpenCV rotates frames upright itself."""
+def _torchcodec_frames(path: Path, targets: Sequence[float], device: str):
+    from torchcodec.decoders import VideoDecoder
+
+    decoder = VideoDecoder(
+        str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=_TORCHCODEC_THREADS, device=device
+    )
+    metadata = decoder.metadata
+    # torchcodec works in absolute stream seconds; ours start at the stream's start time, as PyAV's do.
+    origin = metadata.begin_stream_seconds_from_header or 0.0
+    # It rejects times outside [first frame, end of last frame); the window was checked against the probe's
+    # duration, which can differ from torchcodec's by a frame, so a target past the end takes the last frame.
+    last_instant = math.nextafter(metadata.end_stream_seconds, -math.inf)
+    seconds = [min(max(origin + target, metadata.begin_stream_seconds), last_instant) for target in targets]
+    batch = decoder.get_frames_played_at(seconds=seconds)
+    return list(batch.data.cpu().numpy()), [float(pts) - origin for pts in batch.pts_seconds]
+
+
+def _read_torchcodec(path: Path, info: VideoInfo, targets: Sequence[float]):
+    """torchcodec: exact seeking from its own frame index, on the GPU's decoder (NVDEC) when CUDA is there,
+    else on CPU. It applies the rotation metadata itself."""
+    if _cuda_available():
+        try:
+            return _torchcodec_frames(path, targets, "cuda")
+        except Exception as error:  # NVDEC lacks this codec, profile or size, or CUDA cannot start here
+            _log.debug("%s: CUDA decoding failed, decoding on CPU (%s)", path, error)
+    return _torchcodec_frames(path, targets, "cpu")
+
+
+def _read_decord(path: Path, info: VideoInfo, targets: Sequence[float]):
+    """decord2: frames picked by their timestamps, then one `get_batch` call seeks and decodes them.
+    decord2 applies the rotation metadata itself."""
+    import decord
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECORD_THREADS)
+    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+    starts = starts - starts[0]
+    indices = np.clip(np.searchsorted(starts, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(reader) - 1)
+    return list(reader.get_batch([int(i) for i in indices]).asnumpy()), [float(starts[i]) for i in indices]
+
+
+def _read_opencv(path: Path, info: VideoInfo, targets: Sequence[float]):
+    """OpenCV, by frame index (so it assumes a constant frame rate): seeks with CAP_PROP_POS_FRAMES, or grabs
+    forward when the next index is close. OpenCV applies the rotation metadata itself."""
     import cv2
 
     fps = info.fps or 1.0
@@ -433,7 +536,7 @@ def _read_opencv(path: Path, info: VideoInfo, targets: Sequence[float], max_side
     arrays: list[np.ndarray] = []
     times: list[float] = []
     position = 0  # index of the frame the next read() returns
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[int, tuple[np.ndarray, float]] = {}
     try:
         for target in targets:
             index = min(max(int(math.floor(target * fps + 1e-6)), 0), info.num_frames - 1)
@@ -448,29 +551,23 @@ def _read_opencv(path: Path, info: VideoInfo, targets: Sequence[float], max_side
                 if not ok:
                     raise VideoError(f"{path}: OpenCV could not decode frame {index}", "decode_failed")
                 position = index + 1
-                cache[index] = _finish(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), 0, max_side)
-            arrays.append(cache[index])
-            times.append(index / fps)
+                # The frame's own timestamp, so the times agree with the other backends' (webm rounds to ms).
+                cache[index] = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+            arrays.append(cache[index][0])
+            times.append(cache[index][1])
     finally:
         capture.release()
     return arrays, times
 
 
-def _read_decord(path: Path, info: VideoInfo, targets: Sequence[float], max_side: int | None):
-    """decord reader: picks frames by their timestamps, then one `get_batch` call decodes them with seeks.
-    decord ignores rotation metadata, so the probe's rotation is applied here."""
-    import decord
-
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
-    starts = starts - starts[0]
-    indices = np.clip(np.searchsorted(starts, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(reader) - 1)
-    batch = reader.get_batch([int(i) for i in indices]).asnumpy()
-    arrays = [_finish(frame, info.rotation_deg, max_side) for frame in batch]
-    return arrays, [float(starts[i]) for i in indices]
-
-
-_READERS: dict[str, Callable] = {"decord": _read_decord, "pyav": _read_pyav, "opencv": _read_opencv}
+_READERS: dict[str, Callable] = {
+    "torchcodec": _read_torchcodec,
+    "decord": _read_decord,
+    "pyav": _read_pyav,
+    "opencv": _read_opencv,
+}
+# Backends that return frames as stored, so the probe's rotation is applied to them here.
+_ROTATED_HERE = {"pyav"}
 
 
 def read_frames(
@@ -488,7 +585,8 @@ def read_frames(
         num_frames: Frames to return; a window with fewer frames repeats them.
         start_s: Window start in seconds from the clip start; None means 0.
         end_s: Window end in seconds; None means the end of the clip.
-        backend: "auto" (decord, else PyAV, else OpenCV, falling through on a backend failure) or one name.
+        backend: "auto" (the first usable of `BACKENDS`, falling through to the next when one cannot decode
+            the file) or one backend's name.
         max_side: Resize so the longer side is at most this many pixels; None keeps the size.
 
     Returns:
@@ -497,19 +595,18 @@ def read_frames(
     Raises:
         VideoError: (a `MediaError`) for unreadable files (see `probe_video`), an invalid window or one
             past the end of the clip (the message names file, window and duration), or decoding failures.
-        ValueError: An unknown or uninstalled backend, or num_frames < 1.
+        ValueError: An unknown or unusable backend (the message says why and what to install), or
+            num_frames < 1.
     """
     path = Path(path)
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    installed = available_video_backends()
     if backend == "auto":
-        candidates = installed
-    elif backend not in BACKENDS:
-        raise ValueError(f"unknown video backend {backend!r}; choose auto or one of {', '.join(BACKENDS)}")
-    elif backend not in installed:
-        raise ValueError(f"video backend {backend!r} is not installed; installed: {', '.join(installed) or 'none'}")
+        candidates = available_video_backends()
     else:
+        reason = backend_unavailable_reason(backend)
+        if reason:
+            raise ValueError(f"video backend {backend!r} cannot be used: {reason}")
         candidates = [backend]
     info = probe_video(path)
     start, end = resolve_window(info, start_s, end_s)
@@ -517,13 +614,14 @@ def read_frames(
     failures = []
     for name in candidates:
         try:
-            arrays, times = _READERS[name](path, info, targets, max_side)
+            arrays, times = _READERS[name](path, info, targets)
         except Exception as error:  # a backend that cannot decode this file: try the next one
             if backend != "auto":
                 raise
             failures.append(f"{name}: {error}")
             continue
-        return Frames(np.stack(arrays), times, name, info)
+        rotation = info.rotation_deg if name in _ROTATED_HERE else 0
+        return Frames(_upright_and_resized(arrays, rotation, max_side), times, name, info)
     raise VideoError(f"{path}: no backend could decode it ({'; '.join(failures)})", "decode_failed")
 
 
@@ -538,33 +636,17 @@ def read_frames_all(
 
     Picks the same frames as `read_frames` (the frame on screen at each target time) without seeking.
     """
-    import av
-
     path = Path(path)
     info = probe_video(path)
     start, end = resolve_window(info, start_s, end_s)
     targets = sample_times(start, end, num_frames)
-    chosen: list = [None] * num_frames
     with _open_pyav(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = _PYAV_THREAD_TYPE
         origin, time_base = stream.start_time or 0, stream.time_base
-        previous, next_target = None, 0
-        try:
-            for frame in container.decode(stream):
-                frame_time = _frame_time(frame, origin, time_base)
-                # Targets before this frame's time were showing the previous frame (or this one, if first).
-                while next_target < num_frames and targets[next_target] < frame_time:
-                    chosen[next_target] = previous if previous is not None else frame
-                    next_target += 1
-                previous = frame
-        except av.FFmpegError as error:
-            raise VideoError(f"{path}: decoding failed ({error})", "decode_failed") from error
-        for index in range(next_target, num_frames):
-            chosen[index] = previous
-        times = [_frame_time(frame, origin, time_base) for frame in chosen]
-        arrays = [_pyav_to_rgb(frame, info.rotation_deg, max_side) for frame in chosen]
-    return Frames(np.stack(arrays), times, "pyav", info)
+        chosen = _frames_on_screen(path, container.decode(stream), targets, origin, time_base, stop=False)
+        arrays, times = _pyav_rgb(chosen), [_frame_time(frame, origin, time_base) for frame in chosen]
+    return Frames(_upright_and_resized(arrays, info.rotation_deg, max_side), times, "pyav", info)
 
 
 # ---------------------------------------------------------------------------------------------- writing
