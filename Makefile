@@ -89,7 +89,7 @@ eval-video: setup
 
 export: export-image
 
-BENCHES := bench/frames.py bench/grpo_step.py bench/video_sft_step.py bench/compare.py
+BENCHES := bench/frames.py bench/video_data.py bench/grpo_step.py bench/video_sft_step.py bench/compare.py
 bench: setup
 	for b in $(BENCHES); do $(PY) $$b $(ARGS) || exit 1; done
 

@@ -28,6 +28,7 @@ import itertools
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -62,6 +63,23 @@ _INSTALL_HINTS = {
 _TORCHCODEC_THREADS = 1
 _DECORD_THREADS = 1
 _PYAV_THREAD_TYPE = "SLICE"
+
+
+def _pyav_thread_count() -> int:
+    """Slice threads for one PyAV decode: all cores (0, FFmpeg's auto) in a lone process; in a DataLoader worker
+    its share of the cores, since the workers already decode clips side by side and more threads than cores
+    only add switching."""
+    loader = sys.modules.get("torch.utils.data")  # never imports torch: without it there is no DataLoader worker
+    worker = loader.get_worker_info() if loader is not None else None
+    if worker is None:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // worker.num_workers)
+
+
+def _pyav_threads(stream) -> None:
+    stream.thread_type = _PYAV_THREAD_TYPE
+    stream.thread_count = _pyav_thread_count()
 # A window may end this far past the last frame (seconds, or one frame period if longer): annotators and
 # CSVs round times, and a label ending "at" the last frame should not be rejected.
 _END_TOLERANCE_S = 0.05
@@ -261,7 +279,7 @@ def _pyav_stream_facts(path: Path, container) -> tuple:
         kinds = sorted({stream.type for stream in container.streams}) or ["no streams"]
         raise VideoError(f"{path}: no video stream (the file has {', '.join(kinds)})", "no_video_stream")
     stream = container.streams.video[0]
-    stream.thread_type = _PYAV_THREAD_TYPE
+    _pyav_threads(stream)
     time_base = stream.time_base
     origin = stream.start_time or 0
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
@@ -462,7 +480,7 @@ def _read_pyav(path: Path, info: VideoInfo, targets: Sequence[float]):
     the fewest frames an exact reader can decode. Frames come back as stored (not rotated)."""
     with _open_pyav(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = _PYAV_THREAD_TYPE
+        _pyav_threads(stream)
         origin, time_base = stream.start_time or 0, stream.time_base
         stamps = _pyav_keyframe_stamps(container, stream, origin)
         keyframe_times = [float((stamp - origin) * time_base) for stamp in stamps]
@@ -642,7 +660,7 @@ def read_frames_all(
     targets = sample_times(start, end, num_frames)
     with _open_pyav(path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = _PYAV_THREAD_TYPE
+        _pyav_threads(stream)
         origin, time_base = stream.start_time or 0, stream.time_base
         chosen = _frames_on_screen(path, container.decode(stream), targets, origin, time_base, stop=False)
         arrays, times = _pyav_rgb(chosen), [_frame_time(frame, origin, time_base) for frame in chosen]
