@@ -397,9 +397,13 @@ def test_learnability_on_synthetic_clips(tmp_path):
     from video_vlm.config import VideoConfig
 
     cache = frame_cache(eval_data(load_config(VideoConfig, run_dir / "config.yaml")))
-    hits_before = cache.hits
+    misses_before = cache.misses
     report = evaluate.evaluate(RunDir(run_dir))
-    assert cache.hits - hits_before >= 48  # the tuned model's pass reads the frames the base model's pass decoded
+    # evaluation samples through the cache: it stores the 48 held-out windows (decoded once for base and tuned) ...
+    assert cache.misses - misses_before == 48 and len(list((root / ".frame_cache").rglob("*.npy"))) == 240
+    hits_before = cache.hits
+    evaluate.evaluate(RunDir(run_dir), limit=8)
+    assert cache.hits - hits_before == 8  # ... and a second evaluation (or the compare gallery) reads them
     base, tuned = report["models"]["base"], report["models"]["tuned"]
     print(f"learnability: trained in {trained:.0f}s; {tuned['n']} held-out clips")
     print(evaluate.format_table(report))
