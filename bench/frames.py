@@ -28,6 +28,7 @@ group of pictures it touches, from the keyframe up to its last target:
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -108,7 +109,7 @@ def cached_clip(args, gop: int) -> Path:
     if not path.exists():
         count = int(round(args.seconds * args.fps))
         print(f"writing {path} ({count} frames)", flush=True)
-        partial = path.with_suffix(".partial.mp4")
+        partial = path.with_suffix(f".{os.getpid()}.partial.mp4")  # two benchmarks may write the same clip at once
         write_clip(partial, panning_frames(args.width, args.height, count, args.seed), args.fps, keyframe_interval=gop)
         partial.replace(path)
     return path

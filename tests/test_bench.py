@@ -37,7 +37,7 @@ def bench_runs(tmp_path_factory):
         out, log = out_dir / f"{name}.json", out_dir / f"{name}.log"
         args = [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--tiny", "--out", str(out)]
         if name in ("frames", "video_data"):
-            args += ["--cache-dir", str(out_dir / "clips")]
+            args += ["--cache-dir", str(out_dir / f"clips-{name}")]
         logs.append(log.open("w"))
         runs[name] = (subprocess.Popen(args, cwd=ROOT, env=env, stdout=logs[-1], stderr=subprocess.STDOUT), out, log)
     yield runs
