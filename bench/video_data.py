@@ -22,7 +22,6 @@ timed in the worker) and the rest (processor, tokenising, collate). N defaults t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -55,8 +54,9 @@ def parse_args(argv=None):
     parser.add_argument("--max-side", type=int, default=448, help="frame size (the shipped data.frame_max_side)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "vlm-bench-frames", help="where the clip is kept")
     args = parser.parse_args(argv)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    args.workers = args.workers or max(2, cpus)
+    from core.runs import usable_cpus
+
+    args.workers = args.workers or max(2, usable_cpus())
     args.windows = args.windows or (4 if args.tiny else 12)
     if args.tiny:
         args.seconds, args.width, args.height, args.fps = 6.0, 320, 180, 30
@@ -156,6 +156,7 @@ def main(argv=None) -> int:
     threads = common.set_threads(args.tiny, args.threads)
     print(common.describe_env(), flush=True)
     from core.config import load_config
+    from core.runs import usable_cpus
     from video_vlm.config import VideoConfig
     from video_sft_step import full_size_processor
 
@@ -225,7 +226,7 @@ def main(argv=None) -> int:
         "processor": "InternVL3 processor at 448 px (256 tokens per frame)",
         "torch_threads_main": threads,
         "n_workers": args.workers,
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": usable_cpus(),
     }
     notes = [
         "each case loads every window once through torch's DataLoader with the product's VideoSFTCollator",

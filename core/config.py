@@ -7,7 +7,6 @@ from it, so the description is the documentation.
 
 from __future__ import annotations
 
-import os
 import re
 import typing
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.runs import HEARTBEAT_TIMEOUT_S
+from core.runs import HEARTBEAT_TIMEOUT_S, usable_cpus
 
 
 class ConfigError(ValueError):
@@ -35,8 +34,7 @@ def default_num_workers() -> int:
     Decoding and the processor then run while the GPU computes the step; past 8 the loader outpaces any
     single GPU this product targets, and each worker holds its own copy of the processor.
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cpus - 1))
+    return max(1, min(8, usable_cpus() - 1))
 
 
 class DataLoadingSection(Section):

@@ -37,6 +37,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from core.media.errors import MediaError
+from core.runs import usable_cpus
 
 # The order `auto` tries, fastest first on CPU, from bench/frames.py (median s for read_frames(path, 16,
 # max_side=448) on its 40 s 720p H.264 clips, keyframe every 30 / 250 frames; 2-core VM shared with other jobs;
@@ -69,12 +70,17 @@ def _pyav_thread_count() -> int:
     """Slice threads for one PyAV decode: all cores (0, FFmpeg's auto) in a lone process; in a DataLoader worker
     its share of the cores, since the workers already decode clips side by side and more threads than cores
     only add switching."""
-    loader = sys.modules.get("torch.utils.data")  # never imports torch: without it there is no DataLoader worker
-    worker = loader.get_worker_info() if loader is not None else None
+    worker = _loader_worker()
     if worker is None:
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // worker.num_workers)
+    return max(1, usable_cpus() // worker.num_workers)
+
+
+def _loader_worker():
+    """The DataLoader worker this process is (torch's `get_worker_info()`), or None. Never imports torch:
+    without it loaded there is no DataLoader, so no worker."""
+    loader = sys.modules.get("torch.utils.data")
+    return loader.get_worker_info() if loader is not None else None
 
 
 def _pyav_threads(stream) -> None:
@@ -183,9 +189,8 @@ def _cuda_available() -> bool:
     already started CUDA and so cannot start it again (each file would first fail on NVDEC, then decode on the
     CPU); the workers decode on the CPU, in `BACKENDS` order, while the main process keeps the GPU."""
     import torch  # already imported by torchcodec, the only caller's reason to ask
-    from torch.utils.data import get_worker_info
 
-    if get_worker_info() is not None or torch.cuda._is_in_bad_fork():
+    if _loader_worker() is not None or torch.cuda._is_in_bad_fork():
         return False
     return torch.cuda.is_available()
 
