@@ -23,7 +23,7 @@ define launch
 $(if $(filter 1,$(GPUS)),$(PY) -m $(1),$(VENV)/bin/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(GPUS) -m $(1) --run-dir $(RUNS_DIR)/$(2)-$(shell date +%Y%m%d-%H%M%S))
 endef
 
-.PHONY: setup test test-gpu test-fast lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video prepare-video export data-image data-video bench clean
+.PHONY: setup test test-gpu test-fast gpu-check gpu-wheels lint containers-check wheels-check ui up down logs train-image eval-image export-image train-video eval-video prepare-video export data-image data-video bench clean
 
 setup: $(VENV)/.installed
 
@@ -39,9 +39,18 @@ test: setup
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory containers-check
 
-# The GPU suite: tests marked `gpu` (bf16, full fine-tuning, QLoRA, attention kernels); skipped without CUDA.
+# The GPU suite: tests marked `gpu` (bf16 LoRA and full fine-tuning, QLoRA, attention kernels, Liger, vLLM, compare),
+# on the tiny models and on the shipped presets at 7-8B with random weights; skipped without CUDA.
 test-gpu: setup
-	$(PY) -m pytest -q -m gpu -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m gpu -rs --durations=0 $(PYTEST_ARGS)
+
+# The GPU suite and the full-size benches in one timed pass (under 8 minutes by construction), figures in
+# bench/results/gpu-check; on a lent device machine without the project's environment, after `make gpu-wheels` here.
+gpu-check:
+	scripts/gpu-check
+
+gpu-wheels: setup
+	scripts/gpu-wheels
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser" $(PYTEST_ARGS)

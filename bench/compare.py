@@ -100,16 +100,9 @@ def prepare(args, work: Path) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     start = time.perf_counter()
     if not args.tiny:
-        from transformers import Qwen2_5_VLForConditionalGeneration
+        from core.architectures import write_random_checkpoint
 
-        from core.models import load_processor
-
-        processor = load_processor(model_section(args, work).model_copy(update={"name": "tiny:qwen2_5_vl"}))
-        torch.manual_seed(args.seed)
-        model = common.build_random_model(Qwen2_5_VLForConditionalGeneration, common.qwen2_5_vl_7b_config(processor.tokenizer))
-        model.save_pretrained(work / "base")
-        processor.save_pretrained(work / "base")
-        del model
+        write_random_checkpoint("qwen2_5_vl", work / "base", seed=args.seed)
         common.free_memory()
     section = model_section(args, work)
     torch.manual_seed(args.seed)

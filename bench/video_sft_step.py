@@ -111,28 +111,12 @@ def video_config(args):
 
 
 def full_size_processor(work: Path):
-    """InternVL3-8B's processing at full size: the tiny model's tokenizer and template, frames at 448 px -> 256 tokens.
-
-    No hub access, so the tiny processor is copied and set to the real image size and tokens per frame.
-    """
+    """InternVL3-8B's processing at full size (no hub): the tiny model's tokenizer, frames at 448 px -> 256 tokens."""
+    from core.architectures import full_size_processor_files
     from core.config import ModelSection
     from core.models import load_processor
-    from core.tiny import tiny_model_path
 
-    source = tiny_model_path("internvl")
-    folder = work / "internvl-processor"
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        if path.is_file() and not path.name.endswith(".safetensors"):
-            shutil.copy2(path, folder / path.name)
-    config_path = folder / "processor_config.json"
-    config = json.loads(config_path.read_text())
-    size = common.INTERNVL3_8B["vision_config"]["image_size"]
-    config["image_seq_length"] = common.INTERNVL3_8B["image_seq_length"]
-    for key in ("image_processor", "video_processor"):
-        config[key]["size"] = {"height": size, "width": size}
-    config_path.write_text(json.dumps(config, indent=2))
-    return load_processor(ModelSection(name=str(folder)))
+    return load_processor(ModelSection(name=str(full_size_processor_files("internvl", work / "internvl-processor"))))
 
 
 def build_model(cfg, args, processor):

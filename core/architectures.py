@@ -151,7 +151,14 @@ def _token_ids(tokenizer, names: dict[str, str]) -> dict[str, int]:
     return ids
 
 
-def qwen2_5_vl_7b_config(tokenizer=None):
+def _updated(values: dict[str, Any], updates: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """`values` with `updates` applied per section (`text_config`, `vision_config`, or `config` for the top level)."""
+    for section, changes in (updates or {}).items():
+        (values if section == "config" else values[section]).update(changes)
+    return values
+
+
+def qwen2_5_vl_7b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
     """Qwen2.5-VL-7B's architecture; with `tokenizer`, its special-token ids are used instead of the published ones.
 
     The benchmarks run without hub access, so prompts are tokenised by the tiny model's tokenizer (same chat
@@ -176,11 +183,14 @@ def qwen2_5_vl_7b_config(tokenizer=None):
         )
         values.update({k: v for k, v in ids.items() if k.endswith("_token_id")})
         values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return Qwen2_5_VLConfig(**values)
+    return Qwen2_5_VLConfig(**_updated(values, updates))
 
 
-def internvl3_8b_config(tokenizer=None):
-    """InternVL3-8B-hf's architecture; with `tokenizer`, its `<IMG_CONTEXT>` and end ids replace the published ones."""
+def internvl3_8b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
+    """InternVL3-8B-hf's architecture; with `tokenizer`, its `<IMG_CONTEXT>` and end ids replace the published ones.
+
+    `updates` changes sections of it (as in `qwen2_5_vl_7b_config`), for a smaller model of the same shape.
+    """
     import copy
 
     from transformers import InternVLConfig
@@ -190,7 +200,7 @@ def internvl3_8b_config(tokenizer=None):
         ids = _token_ids(tokenizer, {"image_token_id": "<IMG_CONTEXT>", "bos": "<|endoftext|>", "eos": "<|im_end|>"})
         values["image_token_id"] = ids["image_token_id"]
         values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return InternVLConfig(**values)
+    return InternVLConfig(**_updated(values, updates))
 
 
 def build_random_model(model_cls, config, *, device: str | None = None, dtype=None, attn_implementation: str | None = None):
@@ -225,6 +235,66 @@ def meta_parameter_counts(model_cls, config) -> dict[str, int]:
 
 
 SHIPPED_CONFIGS = {QWEN2_5_VL_7B_ID: qwen2_5_vl_7b_config, INTERNVL3_8B_ID: internvl3_8b_config}
+
+# The shipped architectures a random-weight checkpoint can be written of, by the tiny kind that lends its tokenizer.
+RANDOM_CHECKPOINT_KINDS = ("qwen2_5_vl", "internvl")
+
+
+def full_size_processor_files(kind: str, folder: str | Path) -> Path:
+    """Write a processor for a shipped architecture at its real image processing, with no hub access.
+
+    The tiny model's tokenizer, chat template and special tokens (a smaller BPE vocabulary) are copied, then set to
+    the full-size model's image processing: InternVL3 at 448 px and 256 tokens a frame. Qwen2.5-VL's 14 px patches
+    and 2x2 merge are already the tiny one's, and the recipe sets its pixel budget when it loads the processor.
+    """
+    import json
+    import shutil
+
+    from core.tiny import tiny_model_path
+
+    if kind not in RANDOM_CHECKPOINT_KINDS:
+        raise ValueError(f"no full-size architecture for {kind!r}; expected one of {', '.join(RANDOM_CHECKPOINT_KINDS)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in tiny_model_path(kind).iterdir():
+        if path.is_file() and path.name != "config.json" and not path.name.endswith(".safetensors"):
+            shutil.copy2(path, folder / path.name)
+    if kind == "internvl":
+        config_path = folder / "processor_config.json"
+        config = json.loads(config_path.read_text())
+        size = INTERNVL3_8B["vision_config"]["image_size"]
+        config["image_seq_length"] = INTERNVL3_8B["image_seq_length"]
+        for key in ("image_processor", "video_processor"):
+            config[key]["size"] = {"height": size, "width": size}
+        config_path.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def write_random_checkpoint(kind: str, folder: str | Path, *, seed: int = 0, device: str | None = None, config_updates: dict[str, dict[str, Any]] | None = None) -> Path:
+    """A model folder of a shipped architecture with random weights, loadable as `model.name=<folder>`.
+
+    For GPU tests and benchmarks with no hub access: Qwen2.5-VL-7B-Instruct (`kind="qwen2_5_vl"`) or InternVL3-8B
+    (`"internvl"`), bf16 on CUDA, with the processor of `full_size_processor_files` and the model's special-token ids
+    set to that tokenizer's. About 16 GB on disk. `config_updates` changes the architecture first, for example
+    `{"text_config": {"num_hidden_layers": 1}}`, to check the same path on CPU in seconds.
+    """
+    import torch
+    from transformers import AutoProcessor, InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
+
+    folder = full_size_processor_files(kind, folder)
+    tokenizer = AutoProcessor.from_pretrained(folder).tokenizer
+    if kind == "qwen2_5_vl":
+        model_cls, config = Qwen2_5_VLForConditionalGeneration, qwen2_5_vl_7b_config(tokenizer, config_updates)
+    else:
+        model_cls, config = InternVLForConditionalGeneration, internvl3_8b_config(tokenizer, config_updates)
+    torch.manual_seed(seed)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_random_model(model_cls, config, device=device, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    del model
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return folder
 
 
 def architecture_config(name: str, revision: str | None = None):

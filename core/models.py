@@ -19,6 +19,8 @@ from core.runs import world_size
 from core.tiny import resolve_model_name
 
 VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")
+# The vision tower with what carries its features into the language model.
+VISION_AND_PROJECTOR = (*VISION_PARTS, "multi_modal_projector", "merger")
 ATTENTION_PARTS = ("attn", "attention", "self_attn")
 MLP_PARTS = ("mlp", "feed_forward", "ffn")
 # Projections between the towers and the head are trained in full fine-tuning only: adapting them with
@@ -27,7 +29,7 @@ NEVER_ADAPTED = ("lm_head", "multi_modal_projector", "merger", "embed_tokens")
 # QLoRA quantizes the language model only. The vision tower and the projector stay in bf16 (they are small, and
 # 4-bit visual features cost accuracy), and so does the output head. Written as transformers matches skip
 # patterns: a regex from the start of the module name, up to a module boundary.
-QLORA_KEEP_UNQUANTIZED = tuple(rf"(?:.*\.)?{part}" for part in (*VISION_PARTS, "multi_modal_projector", "merger")) + ("lm_head",)
+QLORA_KEEP_UNQUANTIZED = tuple(rf"(?:.*\.)?{part}" for part in VISION_AND_PROJECTOR) + ("lm_head",)
 
 
 def device_for_training() -> str:
@@ -255,9 +257,16 @@ def trainer_config(args_cls, cfg, run, output_dir: Path, section: str, passthrou
 
 
 def trainable_summary(model) -> str:
+    """Trainable parameters, and under QLoRA how many linear layers are 4-bit and whether any is in the vision part."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return f"trainable parameters: {trainable:,} of {total:,} ({trainable / max(total, 1):.2%})"
+    summary = f"trainable parameters: {trainable:,} of {total:,} ({trainable / max(total, 1):.2%})"
+    # By class name: bitsandbytes is an optional extra, and a model without 4-bit layers never needs it imported.
+    four_bit = [name for name, module in model.named_modules() if type(module).__name__ == "Linear4bit"]
+    if four_bit:
+        vision = [name for name in four_bit if any(part in name.split(".") for part in VISION_AND_PROJECTOR)]
+        summary += f"; {len(four_bit)} linear layers in 4-bit, {len(vision)} of them in the vision tower or projector"
+    return summary
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -311,7 +320,7 @@ def freeze_vision_tower(model) -> int:
     frozen = 0
     for name, param in model.named_parameters():
         parts = name.split(".")
-        if param.requires_grad and any(p in VISION_PARTS or p in ("merger", "multi_modal_projector") for p in parts):
+        if param.requires_grad and any(p in VISION_AND_PROJECTOR for p in parts):
             param.requires_grad = False
             frozen += 1
     return frozen

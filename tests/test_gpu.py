@@ -1,7 +1,8 @@
 """The paths only a GPU takes, on the tiny models: bf16 LoRA, bf16 full fine-tuning, QLoRA, the attention kernels,
-and the measured peak beside the estimate. `make test-gpu` runs them; without CUDA they are skipped, each saying why.
+Liger, vLLM rollouts, the compare view on the GPU, and the measured peak beside the estimate. `make test-gpu` runs
+them with tests/test_gpu_full_size.py (the same paths at 7-8B); without CUDA they are skipped, each saying why.
 
-Sized for a lent H100/H200 (a few minutes all told): two to three steps per run, tiny models built locally.
+Sized for a lent H100/H200 (about two minutes all told): two steps per run, tiny models built locally.
 """
 
 from __future__ import annotations
@@ -68,3 +69,35 @@ def test_attention_kernels_train(attention, tmp_path):
     if attention == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         pytest.skip("flash-attn is not installed")
     train("image_vlm.train", IMAGE_TINY, RunDir(tmp_path / "run"), "model.dtype=bfloat16", f"model.attn_implementation={attention}")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("liger_kernel") is None, reason="liger-kernel is not installed (the gpu extra)")
+def test_liger_kernels_train(tmp_path):
+    train("image_vlm.train", IMAGE_TINY, RunDir(tmp_path / "run"), "model.dtype=bfloat16", "train.trainer.use_liger_kernel=true")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed (no release TRL 1.16 supports matches torch 2.15; README)")
+def test_vllm_colocate_rollouts_train(tmp_path):
+    train("image_vlm.train", IMAGE_TINY, RunDir(tmp_path / "run"), "model.dtype=bfloat16", "train.use_vllm=true", "train.vllm_gpu_memory_utilization=0.2")
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_compare_answers_on_the_gpu_from_two_sets_of_weights(method, tmp_path):
+    """The compare view's model on CUDA: base and tuned answers differ, and the base one is the base model's own."""
+    from test_compare_weights import last, tiny_run
+
+    from core.inference import generate
+    from core.models import load_model
+    from ui.inference import image_messages, load_compare_model, stream_answer
+
+    run, cfg, image = tiny_run(tmp_path, method)
+    artifact = run.final_artifact()
+    loaded = load_compare_model("image", run.id, str(run.path), str(artifact), artifact.stat().st_mtime)
+    assert next(loaded.model.parameters()).device.type == "cuda"
+    messages = image_messages(cfg, image)
+    base_text = last(stream_answer(loaded, messages, use_adapter=False))
+    tuned_text = last(stream_answer(loaded, messages, use_adapter=True))
+    base = load_model(cfg.model).to("cuda").eval()
+    direct_base = generate(base, loaded.processor, [messages], max_new_tokens=cfg.eval.max_new_tokens)[0]
+    assert base_text.strip() == direct_base.strip(), "the base column is the base model's own answer"
+    assert base_text != tuned_text

@@ -69,3 +69,21 @@ def test_memory_cap_lands_on_each_ranks_own_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert "capped at 100 GiB of 128 GiB" in apply_memory_cap(100)
     assert capped == [(100 / 128, 1)]
+
+
+def test_the_summary_counts_4bit_layers_and_those_in_the_vision_part():
+    """The line a QLoRA run prints says how many layers are 4-bit, and that none is in the vision tower or projector."""
+    from torch import nn
+
+    from core.models import trainable_summary
+
+    class Linear4bit(nn.Linear):  # bitsandbytes' class name; bitsandbytes itself needs CUDA
+        pass
+
+    model = nn.Module()
+    model.language_model = nn.Sequential(Linear4bit(4, 4), Linear4bit(4, 4))
+    model.visual = nn.Sequential(nn.Linear(4, 4))
+    assert trainable_summary(model).endswith("; 2 linear layers in 4-bit, 0 of them in the vision tower or projector")
+    model.multi_modal_projector = Linear4bit(4, 4)
+    assert "3 linear layers in 4-bit, 1 of them in the vision tower or projector" in trainable_summary(model)
+    assert "4-bit" not in trainable_summary(nn.Sequential(nn.Linear(4, 4)))
