@@ -194,8 +194,8 @@ def approximate_text_tokens(text: str) -> int:
 
 
 def device_target(name: str | None, model: ModelSection) -> DeviceTarget:
-    """The memory a config must fit in: a named target or GiB given here, else the `max_memory_gb` cap,
-    else this machine's GPU, else the DGX Spark.
+    """The memory a config must fit in: a named target or GiB given here, else the `max_memory_gb` cap (or this
+    machine's GPU where that has less), else this machine's GPU, else the DGX Spark.
 
     >>> device_target("40", ModelSection()).total_gib
     40.0
@@ -209,17 +209,26 @@ def device_target(name: str | None, model: ModelSection) -> DeviceTarget:
             return DeviceTarget(f"{float(name):g} GiB", float(name), 0.0, "given on the command line")
         except ValueError:
             raise EstimateError(f"unknown device {name!r}; use GiB (e.g. 80) or one of {', '.join(DEVICE_TARGETS)}") from None
-    if model.max_memory_gb:
-        return DeviceTarget(f"{model.max_memory_gb:g} GiB cap", model.max_memory_gb, 0.0, "model.max_memory_gb cap")
+    gpu = this_machines_gpu()
+    cap = model.max_memory_gb
+    if cap and (gpu is None or cap <= gpu.total_gib):
+        return DeviceTarget(f"{cap:g} GiB cap", cap, 0.0, "model.max_memory_gb cap")
+    if gpu is not None and cap:
+        # A cap above the GPU limits nothing: the shipped presets' 100 GiB is for a 128 GB Spark, not an 80 GB H100.
+        return DeviceTarget(gpu.name, gpu.total_gib, gpu.keep_free, f"this machine's GPU (below the max_memory_gb cap of {cap:g} GiB)")
+    return gpu or DEVICE_TARGETS[DEFAULT_TARGET]
+
+
+def this_machines_gpu() -> DeviceTarget | None:
+    """The CUDA GPU training would use, or None without one."""
     try:
         import torch
-
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(torch.cuda.current_device())
-            return DeviceTarget(props.name, props.total_memory / GIB, 0.05, "this machine's GPU")
     except ImportError:
-        pass
-    return DEVICE_TARGETS[DEFAULT_TARGET]
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return DeviceTarget(props.name, props.total_memory / GIB, 0.05, "this machine's GPU")
 
 
 # ---------------------------------------------------------------------------------------------- memory

@@ -54,7 +54,9 @@ def apply_memory_cap(max_memory_gb: float | None) -> str | None:
     # Each rank caps its own GPU: before the trainer sets the device, current_device() is 0 on every rank.
     device = int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
     total_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
-    fraction = min(1.0, max_memory_gb / total_gb)
+    if max_memory_gb >= total_gb:
+        return f"GPU memory: all {total_gb:.0f} GiB (the max_memory_gb cap of {max_memory_gb:g} GiB is above this GPU)"
+    fraction = max_memory_gb / total_gb
     torch.cuda.set_per_process_memory_fraction(fraction, device)
     return f"GPU memory capped at {max_memory_gb:.0f} GiB of {total_gb:.0f} GiB ({fraction:.0%})"
 

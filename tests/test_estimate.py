@@ -189,6 +189,27 @@ def test_calibrated_against_the_published_qlora_run():
     assert estimate.peak_memory_gib > published_gib
 
 
+def test_a_cap_above_the_gpu_is_measured_against_the_gpu(monkeypatch):
+    """The shipped presets cap at 100 GiB for a 128 GB Spark; on an 80 GB H100 the estimate must use the 80."""
+    import torch
+
+    from core.config import ModelSection
+    from core.estimate import device_target
+
+    class H100:
+        name, total_memory = "NVIDIA H100 80GB HBM3", 80 * GIB
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: H100)
+    over = device_target(None, ModelSection(max_memory_gb=100))
+    assert (over.name, over.total_gib) == ("NVIDIA H100 80GB HBM3", 80)
+    assert "below the max_memory_gb cap of 100 GiB" in over.source
+    under = device_target(None, ModelSection(max_memory_gb=60))
+    assert (under.total_gib, under.source) == (60, "model.max_memory_gb cap")
+    assert device_target(None, ModelSection(max_memory_gb=None)).total_gib == 80
+
+
 def test_devices_and_fit():
     from core.config import ModelSection
     from core.estimate import DEVICE_TARGETS, device_target
