@@ -207,6 +207,24 @@ def agreed_by_all_ranks(value):
     return box[0]
 
 
+def gathered_from_all_ranks(value) -> list:
+    """Every rank's `value`, in rank order, on every rank; `[value]` in a single process.
+
+    For a decision each rank sees part of (a skip that happened in rank 1's loader): all ranks then act on the
+    same list at the same step, instead of one rank stopping while the others wait for it in a collective.
+    """
+    import torch.distributed as dist
+
+    from core.runs import start_distributed, world_size
+
+    if world_size() == 1:
+        return [value]
+    start_distributed()
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def resume_point(folder: Path) -> Path | None:
     """The checkpoint every rank resumes from: rank 0's newest complete one in `folder`, or None to start fresh.
 

@@ -77,3 +77,39 @@ def test_the_log_names_the_distributed_mode(monkeypatch):
     assert distributed_mode(cuda=True) == "FSDP2, 2 processes"
     # accelerate forms FSDP on GPUs only: a CPU launch of the FSDP config is data-parallel, and the log says so.
     assert distributed_mode(cuda=False).startswith("DDP over gloo on CPU, 2 processes (FSDP was asked for")
+
+
+def skip_rank_main(rank: int, port: int, logs: list[Path], out: Path) -> None:
+    from accelerate.state import PartialState
+
+    PartialState._reset_state()
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    from video_vlm.collator import SkippedClipsCallback, TooManySkippedClips
+
+    callback = SkippedClipsCallback(logs[rank], dataset_size=10, max_fraction=0.1)
+    outcome = "trained on"
+    for step in (1, 2):
+        if step == 2 and rank == 1:  # between steps, rank 1's loader skips three clips on its own machine
+            logs[1].write_text("".join(json.dumps({"video": f"clip{i}.mp4", "start_s": 0.0, "end_s": 4.0, "kind": "decode", "stage": None}) + "\n" for i in range(3)))
+        try:
+            callback.on_step_end(None, None, None)
+        except TooManySkippedClips as err:
+            outcome = f"stopped at step {step}: {err}"
+            break
+    (out / f"skip-rank-{rank}.json").write_text(json.dumps(outcome))
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_every_rank_stops_at_the_same_step_when_one_sees_too_many_skips(tmp_path):
+    """One rank failing alone leaves the others waiting in the next collective until the NCCL timeout."""
+    logs = [tmp_path / "disk0" / "skipped.jsonl", tmp_path / "disk1" / "skipped.jsonl"]
+    for log in logs:
+        log.parent.mkdir()
+    mp.start_processes(skip_rank_main, args=(free_port(), logs, tmp_path), nprocs=2, join=True, start_method="fork")
+    outcomes = [json.loads((tmp_path / f"skip-rank-{r}.json").read_text()) for r in (0, 1)]
+    assert all(outcome.startswith("stopped at step 2: 3 of 10 training clips could not be used (rank 1's count)") for outcome in outcomes), outcomes

@@ -247,8 +247,10 @@ class SkippedClipsCallback(TrainerCallback):
     """Adds the run's skip count to every log line, so `metrics.jsonl` shows bad clips as they happen, and
     fails the run once more than `max_fraction` of the `dataset_size` distinct training clips were skipped.
 
-    The count comes from `skipped.jsonl`, which the collators write from whichever process they run in.
-    Put it before `RunMetricsCallback`: callbacks share one `logs` dict, in order.
+    The count comes from `skipped.jsonl`, which the collators write from whichever process they run in; it is
+    read again only when the file has grown. Put it before `RunMetricsCallback`: callbacks share one `logs`
+    dict, in order. In a distributed job every rank reads its own machine's file, and all of them stop at the
+    same step when any one is past the limit.
     """
 
     def __init__(self, skip_log: Path, dataset_size: int, max_fraction: float, stage: str | None = None):
@@ -256,17 +258,28 @@ class SkippedClipsCallback(TrainerCallback):
         self.dataset_size = dataset_size
         self.max_fraction = max_fraction
         self.stage = stage
+        self._read: tuple[int, list[dict[str, Any]]] = (-1, [])
 
     def skips(self) -> list[dict[str, Any]]:
-        return read_skips(self.skip_log, self.stage)
+        try:
+            size = self.skip_log.stat().st_size
+        except OSError:
+            size = 0
+        if size != self._read[0]:
+            self._read = (size, read_skips(self.skip_log, self.stage))
+        return self._read[1]
 
     def on_step_end(self, args, state, control, **kwargs):
+        from core.checkpoints import gathered_from_all_ranks
+
         skips = self.skips()
         distinct = {(record["video"], record["start_s"], record["end_s"]) for record in skips}
-        if len(distinct) > self.max_fraction * self.dataset_size:
-            kinds = Counter(record["kind"] for record in skips)
+        seen = gathered_from_all_ranks((len(distinct), dict(Counter(record["kind"] for record in skips))))
+        worst, kinds = max(seen, key=lambda counted: counted[0])
+        if worst > self.max_fraction * self.dataset_size:
+            where = f" (rank {seen.index((worst, kinds))}'s count)" if len(seen) > 1 else ""
             raise TooManySkippedClips(
-                f"{len(distinct)} of {self.dataset_size} training clips could not be used ({dict(kinds)}), more than "
+                f"{worst} of {self.dataset_size} training clips could not be used{where} ({kinds}), more than "
                 f"data.max_skipped_fraction={self.max_fraction}; each is listed in {self.skip_log}. "
                 "Check the dataset with: python -m video_vlm.data verify --root <data.root> --deep"
             )
