@@ -637,8 +637,10 @@ def _decode_all(paths: list[Path], root: Path, progress: bool) -> list[str | Non
             return f"unreadable ({type(error).__name__}: {error})"
         return None
 
-    # Pillow releases the GIL while decoding, so threads give a real speed-up.
-    workers = max(1, min(8, os.cpu_count() or 1))
+    # Pillow releases the GIL while decoding, so threads give a real speed-up; as many as the container's CPUs.
+    from core.runs import usable_cpus
+
+    workers = min(8, usable_cpus())
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(reason, paths)
         return list(tqdm(results, total=len(paths), desc="verify", unit="img", disable=not progress, file=sys.stderr))
