@@ -257,7 +257,8 @@ def full_size_processor_files(kind: str, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for path in tiny_model_path(kind).iterdir():
-        if path.is_file() and path.name != "config.json" and not path.name.endswith(".safetensors"):
+        # Not the tiny model's own description (config.json, tiny_model.json) or weights: only its processor files.
+        if path.is_file() and path.name not in ("config.json", "tiny_model.json") and not path.name.endswith(".safetensors"):
             shutil.copy2(path, folder / path.name)
     if kind == "internvl":
         config_path = folder / "processor_config.json"

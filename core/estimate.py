@@ -211,11 +211,11 @@ def device_target(name: str | None, model: ModelSection) -> DeviceTarget:
             raise EstimateError(f"unknown device {name!r}; use GiB (e.g. 80) or one of {', '.join(DEVICE_TARGETS)}") from None
     gpu = this_machines_gpu()
     cap = model.max_memory_gb
-    if cap and (gpu is None or cap <= gpu.total_gib):
-        return DeviceTarget(f"{cap:g} GiB cap", cap, 0.0, "model.max_memory_gb cap")
-    if gpu is not None and cap:
+    if cap and gpu is not None and cap > gpu.total_gib:
         # A cap above the GPU limits nothing: the shipped presets' 100 GiB is for a 128 GB Spark, not an 80 GB H100.
         return DeviceTarget(gpu.name, gpu.total_gib, gpu.keep_free, f"this machine's GPU (below the max_memory_gb cap of {cap:g} GiB)")
+    if cap:
+        return DeviceTarget(f"{cap:g} GiB cap", cap, 0.0, "model.max_memory_gb cap")
     return gpu or DEVICE_TARGETS[DEFAULT_TARGET]
 
 
