@@ -152,6 +152,12 @@ def test_frames_tiny(bench_runs):
         assert row["speedup_bound_frames"] >= 1
     for row in rows:
         assert row["status"].startswith(("ok", "skipped: ", "failed: "))
+    # Every usable backend reads every rotation exactly like the baseline, or refuses it with its reason.
+    parity = payload["figures"]["rotation_parity"]
+    assert {row["rotation_deg"] for row in parity} == {90, 180, 270}
+    for row in parity:
+        assert row["status"] == "ok" or row["status"].startswith(("refused: ", "skipped: ")), row
+    assert all(row["status"] == "ok" for row in parity if row["backend"] == "pyav")
 
 
 @pytest.mark.slow

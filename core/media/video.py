@@ -14,7 +14,7 @@ Conventions:
     * The window is half-open, [start_s, end_s). Target times are the centres of N equal segments of it,
       and each target takes the frame on screen at that time (the last frame whose timestamp <= target).
     * Frames come back upright: the container's display-matrix rotation is applied once (torchcodec,
-      decord2 and OpenCV apply it themselves; PyAV frames are rotated here).
+      and OpenCV apply it themselves; PyAV frames are rotated here; decord refuses rotated clips).
     * Frames are decoded to RGB at their stored size, then `max_side` is applied by one shared resize, so
       backends agree pixel for pixel on CPU (tests/test_video_media.py checks it).
 """
@@ -98,7 +98,7 @@ class VideoError(MediaError):
 
     Attributes:
         kind: One of empty_file, missing_file, not_a_video, no_video_stream, no_frames, bad_window,
-            window_past_end, decode_failed.
+            window_past_end, decode_failed, backend_refused (a named backend that does not take this clip).
     """
 
     def __init__(self, message: str, kind: str):
@@ -537,14 +537,30 @@ def _read_torchcodec(path: Path, info: VideoInfo, targets: Sequence[float]):
 
 def _read_decord(path: Path, info: VideoInfo, targets: Sequence[float]):
     """decord2: frames picked by their timestamps, then one `get_batch` call seeks and decodes them.
-    decord2 applies the rotation metadata itself."""
+
+    decord2 means to apply the rotation metadata itself, but it breaks on some machines: on an AVX-512 x86
+    server decord2 3.4's bundled FFmpeg returned frames of six (90, 270 degrees) or four (180 degrees) channels,
+    and `get_batch` failed with "from_size == to_size", while the same wheel was right elsewhere. It cannot be
+    told to ignore the rotation, so rotated clips are refused here, the same on every machine: under `auto` the
+    next backend reads them."""
     import decord
 
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECORD_THREADS)
-    starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
-    starts = starts - starts[0]
-    indices = np.clip(np.searchsorted(starts, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(reader) - 1)
-    return list(reader.get_batch([int(i) for i in indices]).asnumpy()), [float(starts[i]) for i in indices]
+    if info.rotation_deg:
+        raise VideoError(
+            f"{path}: the decord backend does not read clips rotated {info.rotation_deg} degrees (decord2 returns "
+            "frames of the wrong shape for them on some CPUs); use backend auto, pyav, torchcodec or opencv",
+            "backend_refused",
+        )
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=_DECORD_THREADS)
+        starts = reader.get_frame_timestamp(np.arange(len(reader)))[:, 0]
+        starts = starts - starts[0]
+        indices = np.clip(np.searchsorted(starts, np.asarray(targets) + 1e-6, side="right") - 1, 0, len(reader) - 1)
+        batch = reader.get_batch([int(i) for i in indices]).asnumpy()
+    except decord.DECORDError as error:  # its message ends in a C++ stack trace: keep the first line
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise VideoError(f"{path}: the decord backend could not decode it ({first_line})", "decode_failed") from error
+    return list(batch), [float(starts[i]) for i in indices]
 
 
 def _read_opencv(path: Path, info: VideoInfo, targets: Sequence[float]):
@@ -638,14 +654,35 @@ def read_frames(
     for name in candidates:
         try:
             arrays, times = _READERS[name](path, info, targets)
+            rotation = info.rotation_deg if name in _ROTATED_HERE else 0
+            _check_backend_frames(path, info, name, arrays, rotation, len(targets))
         except Exception as error:  # a backend that cannot decode this file: try the next one
             if backend != "auto":
                 raise
             failures.append(f"{name}: {error}")
             continue
-        rotation = info.rotation_deg if name in _ROTATED_HERE else 0
         return Frames(_upright_and_resized(arrays, rotation, max_side), times, name, info)
     raise VideoError(f"{path}: no backend could decode it ({'; '.join(failures)})", "decode_failed")
+
+
+def _check_backend_frames(
+    path: Path, info: VideoInfo, name: str, arrays: Sequence[np.ndarray], rotation_deg: int, expected: int
+) -> None:
+    """Refuse a backend's frames unless they are `expected` uint8 RGB arrays of the clip's size (upright after
+    `rotation_deg`): a library that returns six channels or a transposed frame has failed, and training on
+    such pixels would be silent garbage. Raises VideoError naming the backend and the file."""
+    upright = (info.height, info.width)
+    stored = upright[::-1] if rotation_deg in (90, 270) else upright
+    found = sorted({f"{np.asarray(a).dtype} {tuple(np.shape(a))}" for a in arrays})
+    wrong = len(arrays) != expected or any(
+        not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.shape != (*stored, 3) for a in arrays
+    )
+    if wrong:
+        raise VideoError(
+            f"{path}: the {name} backend returned {len(arrays)} frame(s) of {', '.join(found) or 'nothing'}, "
+            f"expected {expected} of uint8 {(*stored, 3)} for this {info.width}x{info.height} clip",
+            "decode_failed",
+        )
 
 
 def read_frames_all(
