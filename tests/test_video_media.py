@@ -1,4 +1,4 @@
-"""Video frame reading: index sampling, seeking vs decoding everything, codecs, rotation and broken files."""
+"""Video frame reading: time sampling, seeking vs decoding everything, codecs, rotation and broken files."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from core.media.video import (
     probe_video,
     read_frames,
     read_frames_all,
-    sample_frame_indices,
     sample_times,
     write_clip,
 )
@@ -79,26 +78,6 @@ def clips(tmp_path_factory):
 # ------------------------------------------------------------------------------------------- sampling
 
 
-@pytest.mark.parametrize("total", [1, 2, 7, 8, 9, 100, 1001])
-@pytest.mark.parametrize("count", [1, 3, 8, 16])
-def test_sample_frame_indices_stay_in_range_and_in_order(total, count):
-    indices = sample_frame_indices(total, count)
-    assert len(indices) == count
-    assert all(0 <= index < total for index in indices)
-    assert indices == sorted(indices)
-    if total >= count:
-        assert len(set(indices)) == count  # a long enough window never repeats a frame
-
-
-def test_sample_frame_indices_window_and_errors():
-    assert sample_frame_indices(100, 5, start_frame=50) == [55, 65, 75, 85, 95]
-    assert sample_frame_indices(10, 4, start_frame=8, end_frame=50) == [8, 8, 9, 9]
-    for bad in [dict(total_frames=0, num_frames=4), dict(total_frames=10, num_frames=0),
-                dict(total_frames=10, num_frames=2, start_frame=10)]:
-        with pytest.raises(ValueError):
-            sample_frame_indices(**bad)
-
-
 def test_sample_times_are_segment_centres():
     assert sample_times(1.0, 3.0, 4) == [1.25, 1.75, 2.25, 2.75]
 
@@ -130,12 +109,12 @@ def test_max_side_is_the_same_resize_for_every_backend(clips, backend):
     assert read_frames(clips["h264"], 3, backend=backend, max_side=500).array.shape == (3, 48, 64, 3)
 
 
-def test_seek_read_picks_the_frames_sample_frame_indices_names(clips):
-    """For a constant-frame-rate clip, time sampling and index sampling agree frame for frame."""
+def test_seek_read_picks_the_frame_on_screen_at_each_segment_centre(clips):
+    """For a constant-frame-rate clip, time sampling picks frame floor(centre x fps) of each segment."""
     with av.open(str(clips["h264"])) as container:
         every_frame = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     frames = read_frames(clips["h264"], 8, start_s=1.0, end_s=2.5)
-    indices = sample_frame_indices(90, 8, start_frame=30, end_frame=75)
+    indices = [30 + int((i + 0.5) * 45 / 8) for i in range(8)]  # frames 30..74 in 8 equal segments
     assert [round(t * 30) for t in frames.timestamps_s] == indices
     assert np.array_equal(frames.array, every_frame[indices])
 

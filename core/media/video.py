@@ -195,47 +195,6 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def sample_frame_indices(
-    total_frames: int, num_frames: int, start_frame: int = 0, end_frame: int | None = None
-) -> list[int]:
-    """Spread `num_frames` indices uniformly over frames [start_frame, end_frame).
-
-    Each index is the centre of one of `num_frames` equal segments of the window, so the first and last
-    frames of a long window are not favoured. A window shorter than `num_frames` repeats indices; indices
-    are always inside the window and the clip.
-
-    Args:
-        total_frames: Frames in the clip.
-        num_frames: How many indices to return.
-        start_frame: First frame of the window.
-        end_frame: One past the last frame of the window; None means the end of the clip.
-
-    Returns:
-        `num_frames` non-decreasing indices.
-
-    Raises:
-        ValueError: The clip has no frames, num_frames < 1, or the window is empty or outside the clip.
-
-    >>> sample_frame_indices(100, 4)
-    [12, 37, 62, 87]
-    >>> sample_frame_indices(3, 8)
-    [0, 0, 0, 1, 1, 2, 2, 2]
-    >>> sample_frame_indices(1, 3)
-    [0, 0, 0]
-    >>> sample_frame_indices(100, 2, start_frame=10, end_frame=20)
-    [12, 17]
-    """
-    if total_frames < 1:
-        raise ValueError(f"the clip has no frames (total_frames={total_frames})")
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-    end_frame = total_frames if end_frame is None else min(end_frame, total_frames)
-    if not 0 <= start_frame < end_frame:
-        raise ValueError(f"empty frame window [{start_frame}, {end_frame}) in a clip of {total_frames} frames")
-    span = end_frame - start_frame
-    return [min(start_frame + int((i + 0.5) * span / num_frames), end_frame - 1) for i in range(num_frames)]
-
-
 def sample_times(start_s: float, end_s: float, num_frames: int) -> list[float]:
     """Centres of `num_frames` equal segments of [start_s, end_s): the times `read_frames` shows.
 
