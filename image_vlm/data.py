@@ -33,6 +33,7 @@ from core.config import ConfigError
 from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
 from core.media.errors import MediaError
 from core.media.image import IMAGE_SUFFIXES, open_image
+from core.media.paths import link_problem, stat_without_following_loops
 
 __all__ = [
     "DEFAULT_ROOT",
@@ -629,6 +630,9 @@ def _decode_all(paths: list[Path], root: Path, progress: bool) -> list[str | Non
 
     def reason(path: Path) -> str | None:
         relative = _relative(path, root)
+        link = link_problem(root, path)
+        if link:
+            return f"the file {link[1]}"
         try:
             open_image(path, name=relative)
         except MediaError as error:
@@ -658,7 +662,7 @@ def files_fingerprint(root: str | Path) -> str:
             digest.update(f"{split}/{class_dir.name}/\n".encode())
             images, others = _class_files(class_dir)
             for path in sorted(images + others):
-                stat = path.stat()
+                stat = stat_without_following_loops(path)
                 digest.update(f"{_relative(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 

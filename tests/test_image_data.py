@@ -342,3 +342,33 @@ def test_download_unwraps_the_archive_folder(tmp_path: Path, monkeypatch: pytest
     # A second run keeps the existing copy instead of downloading again.
     monkeypatch.setattr(FakeKaggleApi, "dataset_download_files", None)
     assert main(["download", "--dest", str(dest), "--no-verify"]) == 0
+
+
+# ------------------------------------------------------------------------------- links in a real download
+
+
+def test_a_symlink_loop_is_an_excluded_file_named_not_a_crash(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "train" / "wildfire" / "loop.png").symlink_to("loop.png")
+    (folder / "train" / "wildfire" / "dangling.png").symlink_to("nowhere.png")
+    assert main(["verify", "--root", str(folder), "--quiet"]) == 0
+    output = capsys.readouterr().out
+    assert "train/wildfire/loop.png: the file is a symlink loop" in output and "delete it" in output
+    manifest = load_manifest(folder, progress=False)  # the fingerprint stats the loop without following it
+    reasons = {entry["path"]: entry["reason"] for entry in manifest.excluded}
+    assert list(reasons) == ["train/wildfire/dangling.png", "train/wildfire/loop.png"]
+    assert reasons["train/wildfire/dangling.png"] == "file not found"
+    assert manifest.counts["train"] == {"nowildfire": 2, "wildfire": 3}
+
+
+def test_an_image_symlinked_outside_the_dataset_is_refused(folder: Path, tmp_path: Path) -> None:
+    outside = write_image(tmp_path / "elsewhere" / "private.png")
+    (folder / "train" / "wildfire" / "linked.png").symlink_to(outside)
+    (folder / "train" / "wildfire" / "inside.png").symlink_to(folder / "valid" / "wildfire" / "0.png")
+    manifest = verify_image_folder(folder, progress=False)
+    reasons = {entry["path"]: entry["reason"] for entry in manifest.excluded}
+    assert list(reasons) == ["train/wildfire/linked.png"]
+    assert reasons["train/wildfire/linked.png"] == (
+        f"the file leads outside {folder} (through a symlink) to {outside.resolve()}; "
+        "copy the file into the dataset folder instead of linking to it"
+    )
+    assert ("train/wildfire/inside.png", "wildfire") in manifest.splits["train"]  # a link inside the folder is fine

@@ -349,3 +349,18 @@ def test_import_nexar_alert_to_event_window(fake_nexar, tmp_path):
                  "--clip-seconds", "1"]) == 0
     first = json.loads((tmp_path / "out" / "metadata.jsonl").read_text().splitlines()[0])
     assert (first["start"], first["end"]) == (1.9, 2.5)  # time_of_alert to time_of_event
+
+
+def test_a_clip_that_is_a_symlink_loop_is_a_named_problem_not_a_crash(tmp_path):
+    (tmp_path / "videos").mkdir()
+    small_clip(tmp_path / "videos" / "good.mp4")
+    (tmp_path / "videos" / "loop.mp4").symlink_to("loop.mp4")
+    lines = [{"video": "videos/loop.mp4", **LABEL}, {"video": "videos/good.mp4", **LABEL}]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = verify_dataset(tmp_path, progress=False)
+    assert [(problem.line_no, problem.kind) for problem in report.problems] == [(1, "symlink_loop")]
+    assert report.problems[0].message == (
+        "line 1: video path 'videos/loop.mp4' is a symlink loop (the link leads back to itself and never reaches a "
+        "file); delete it or point it at the real file"
+    )
+    assert [item.line_no for item in report.items] == [2]

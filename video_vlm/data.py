@@ -52,6 +52,7 @@ from tqdm import tqdm
 from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
 from core.jsonl import json_object_lines
 from core.media.errors import MediaError
+from core.media.paths import link_problem
 from core.media.video import VideoInfo, probe_video, read_frames, resolve_window
 from video_vlm.schema import UNKNOWN, SchemaSpec, load_schema
 
@@ -182,18 +183,18 @@ def _assign_splits(items: list[Item], val_fraction: float) -> None:
                 item.split = to
 
 
-def _safe_relative_path(root: Path, value: str) -> tuple[str | None, str | None]:
-    """(normalised relative path, None) when `value` stays inside `root`, else (None, why not)."""
+def _safe_relative_path(root: Path, value: str) -> tuple[str | None, tuple[str, str] | None]:
+    """(normalised relative path, None) when `value` stays inside `root`, else (None, (kind, why not))."""
     if not value.strip():
-        return None, "empty video path"
+        return None, ("unsafe_path", "empty video path")
     posix = PurePosixPath(value.replace("\\", "/"))
     if posix.is_absolute() or Path(value).is_absolute() or Path(value).drive:
-        return None, f"video path {value!r} is absolute; use a path relative to {root}"
+        return None, ("unsafe_path", f"video path {value!r} is absolute; use a path relative to {root}")
     if ".." in posix.parts:
-        return None, f"video path {value!r} uses '..'; it must stay inside {root}"
-    resolved = (root / Path(*posix.parts)).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        return None, f"video path {value!r} leads outside {root} (through a symlink) to {resolved}"
+        return None, ("unsafe_path", f"video path {value!r} uses '..'; it must stay inside {root}")
+    link = link_problem(root, root / Path(*posix.parts))
+    if link:
+        return None, (link[0], f"video path {value!r} {link[1]}")
     return posix.as_posix(), None
 
 
@@ -220,7 +221,7 @@ def verify_dataset(
     """Check every line of `root/metadata.jsonl`, keep the clean ones, and write `root/manifest.json`.
 
     Bad lines are reported by line number and skipped. Problem kinds: malformed_json, not_an_object,
-    missing_video_field, unsafe_path, missing_file, bad_window, missing_field, bad_value,
+    missing_video_field, unsafe_path, symlink_loop, missing_file, bad_window, missing_field, bad_value,
     unexpected_field, empty_file, not_a_video, no_video_stream, no_frames, window_past_end,
     decode_failed (and missing_metadata for the folder itself).
 
@@ -270,7 +271,7 @@ def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyRep
             continue
         video, why = _safe_relative_path(root, obj["video"])
         if video is None:
-            problem("unsafe_path", why)
+            problem(*why)
             continue
         if not (root / video).is_file():
             problem("missing_file", f"video {video!r} not found in {root}")
