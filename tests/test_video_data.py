@@ -364,3 +364,16 @@ def test_a_clip_that_is_a_symlink_loop_is_a_named_problem_not_a_crash(tmp_path):
         "file); delete it or point it at the real file"
     )
     assert [item.line_no for item in report.items] == [2]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])  # utf-16 writes a BOM, as spreadsheets export it
+def test_a_utf16_metadata_file_is_one_message_saying_how_to_convert_it(tmp_path, encoding):
+    root = one_line_dataset(tmp_path, {})
+    lines = [json.dumps({"video": "videos/a.mp4", **LABEL})] * 3
+    (root / "metadata.jsonl").write_bytes("\n".join(lines).encode(encoding))
+    report = verify_dataset(root, progress=False, write_manifest=False)
+    assert report.problems == [
+        Problem(1, "not_utf8", "line 1: metadata.jsonl is UTF-16 text, not UTF-8 (spreadsheets save it so); convert it "
+                "with `iconv -f UTF-16 -t UTF-8 metadata.jsonl > fixed.jsonl` and use fixed.jsonl as metadata.jsonl")
+    ]
+    assert report.items == []
