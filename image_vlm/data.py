@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from core.config import ConfigError
 from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
-from core.media.errors import MediaError
+from core.media.errors import MediaError, plain_reason
 from core.media.image import IMAGE_SUFFIXES, open_image
 from core.media.paths import link_problem, stat_without_following_loops
 
@@ -286,7 +286,7 @@ def verify_image_folder(root: str | Path, progress: bool = True, *, write: bool 
         try:
             manifest.save()
         except OSError as error:
-            warnings.append(f"could not write {manifest.path} ({error.strerror or error}); it will be rebuilt next time")
+            warnings.append(f"could not write {manifest.path} ({plain_reason(error)}); it will be rebuilt next time")
     return manifest
 
 
@@ -638,7 +638,7 @@ def _decode_all(paths: list[Path], root: Path, progress: bool) -> list[str | Non
         except MediaError as error:
             return str(error).removeprefix(f"{relative}: ")
         except Exception as error:  # noqa: BLE001 - one odd file must not abort a scan of thousands.
-            return f"unreadable ({type(error).__name__}: {error})"
+            return f"unreadable ({type(error).__name__}: {plain_reason(error)})"
         return None
 
     # Pillow releases the GIL while decoding, so threads give a real speed-up; as many as the container's CPUs.

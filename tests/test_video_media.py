@@ -389,3 +389,24 @@ def test_loader_workers_never_try_nvdec(monkeypatch):
     assert video._cuda_available() is True  # the training process itself would use NVDEC
     in_worker = next(iter(DataLoader(_AsksForNvdec(), batch_size=None, num_workers=1)))
     assert in_worker is False
+
+
+def test_a_file_that_is_not_a_video_gives_the_plain_reason_not_an_errno_number(tmp_path):
+    """PyAV's errors read "[Errno 1094995529] Invalid data found when processing input: '<path>'"."""
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(b"garbage that no demuxer recognises " * 8)
+    for call in (lambda: probe_video(path), lambda: read_frames(path, 4, backend="pyav")):
+        with pytest.raises(MediaError) as caught:
+            call()
+        assert str(caught.value) == f"{path}: not a readable video file (Invalid data found when processing input)"
+
+
+def test_plain_reason_drops_errno_numbers_and_the_repeated_file_name():
+    from core.media.errors import plain_reason
+
+    assert plain_reason(PermissionError(13, "Permission denied", "/data/x.mp4")) == "Permission denied"
+    assert plain_reason(av.error.InvalidDataError(1094995529, "Invalid data found when processing input", "/x")) == (
+        "Invalid data found when processing input"
+    )
+    assert plain_reason(ValueError("[Errno 5] Input/output error")) == "Input/output error"
+    assert plain_reason(ValueError("bad header")) == "bad header"

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from core.media.errors import plain_reason
+
 CACHE_VERSION = 2  # 2: one shared antialiased resize for every decoder
 # Each process re-measures the folder after this many writes, so that the writes of other processes count too.
 _RESCAN_EVERY = 32
@@ -98,7 +100,7 @@ class FrameCache:
         except OSError as error:
             if not self._unwritable_reported:
                 self._unwritable_reported = True
-                print(f"frame cache {self.folder} is not writable ({error}); clips are decoded every time", file=sys.stderr, flush=True)
+                print(f"frame cache {self.folder} is not writable ({plain_reason(error)}); clips are decoded every time", file=sys.stderr, flush=True)
             return None
         self._account(entry.stat().st_size)
         return entry

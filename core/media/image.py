@@ -19,7 +19,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.media.errors import MediaError
+from core.media.errors import MediaError, plain_reason
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "open_image", "safe_filename"]
 
@@ -84,7 +84,7 @@ def open_image(
         raise
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as error:
         # Pillow signals damaged data with any of these, depending on the format plug-in.
-        raise MediaError(f"{label}: truncated or corrupt image ({error})") from error
+        raise MediaError(f"{label}: truncated or corrupt image ({plain_reason(error)})") from error
     except MemoryError as error:
         raise MediaError(f"{label}: image too large to decode in memory") from error
 
@@ -153,12 +153,12 @@ def _read_bytes(source: str | Path | bytes | BinaryIO, label: str, max_bytes: in
         except IsADirectoryError as error:
             raise MediaError(f"{label}: is a folder, not an image file") from error
         except OSError as error:
-            raise MediaError(f"{label}: cannot read file ({error.strerror or error})") from error
+            raise MediaError(f"{label}: cannot read file ({plain_reason(error)})") from error
     else:
         try:
             data = source.read(max_bytes + 1)
         except OSError as error:
-            raise MediaError(f"{label}: cannot read stream ({error})") from error
+            raise MediaError(f"{label}: cannot read stream ({plain_reason(error)})") from error
         if isinstance(data, str):
             raise MediaError(f"{label}: opened in text mode; open the file with 'rb'")
         data = bytes(data or b"")

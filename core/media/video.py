@@ -36,7 +36,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from core.media.errors import MediaError
+from core.media.errors import MediaError, plain_reason
 from core.runs import usable_cpus
 
 # The order `auto` tries, fastest first on CPU, from bench/frames.py (median s for read_frames(path, 16,
@@ -225,7 +225,7 @@ def _open_pyav(path: Path):
     try:
         return av.open(str(path))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError(f"{path}: not a readable video file ({error})", "not_a_video") from error
+        raise VideoError(f"{path}: not a readable video file ({plain_reason(error)})", "not_a_video") from error
 
 
 def _rotation_from_degrees(degrees: float | None) -> int:
@@ -257,7 +257,7 @@ def _pyav_stream_facts(path: Path, container) -> tuple:
     try:
         first = next(container.decode(stream), None)
     except av.FFmpegError as error:
-        raise VideoError(f"{path}: the video stream cannot be decoded ({error})", "decode_failed") from error
+        raise VideoError(f"{path}: the video stream cannot be decoded ({plain_reason(error)})", "decode_failed") from error
     if first is None:
         raise VideoError(f"{path}: the video stream has no frames", "no_frames")
     num_frames = stream.frames or (round(duration_s * fps) if duration_s and fps else 0)
@@ -412,7 +412,7 @@ def _frames_on_screen(path: Path, decoded: Iterator, targets: Sequence[float], o
             if stop and len(chosen) == len(targets):
                 break
     except av.FFmpegError as error:
-        raise VideoError(f"{path}: decoding failed ({error})", "decode_failed") from error
+        raise VideoError(f"{path}: decoding failed ({plain_reason(error)})", "decode_failed") from error
     if previous is None:
         raise VideoError(f"{path}: no frame decoded for the requested times", "decode_failed")
     return chosen + [previous] * (len(targets) - len(chosen))
@@ -618,7 +618,7 @@ def read_frames(
         except Exception as error:  # a backend that cannot decode this file: try the next one
             if backend != "auto":
                 raise
-            failures.append(f"{name}: {error}")
+            failures.append(f"{name}: {plain_reason(error)}")
             continue
         return Frames(_upright_and_resized(arrays, rotation, max_side), times, name, info)
     raise VideoError(f"{path}: no backend could decode it ({'; '.join(failures)})", "decode_failed")
