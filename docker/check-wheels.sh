@@ -7,7 +7,7 @@
 set -euo pipefail
 requirements="$1"
 uv="${2:-uv}"
-python_version="${IMAGE_PYTHON:-3.12}"  # the NGC PyTorch base image's Python
+python_version="${IMAGE_PYTHON:-3.11}"  # Debian bookworm's python3, the image's Python
 platforms="${WHEEL_PLATFORMS:-aarch64-manylinux_2_28 x86_64-manylinux_2_28}"
 count="$(grep -cvE '^\s*(#|$)' "$requirements")"
 for platform in $platforms; do

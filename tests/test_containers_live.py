@@ -1,0 +1,375 @@
+"""The real containers: the image built from uv.lock, both services up from a CPU variant of docker-compose.yml.
+
+    make test-containers          # CPU, host networking, any machine with a Docker engine (run by `make test`)
+    make test-containers-gpu      # the same checks with the real docker-compose.yml and its GPU reservation
+
+The CPU variant is made here from docker-compose.yml itself, so the two cannot drift: the same services, less
+the GPU reservation and `ports:`, with host networking (`network_mode: host`) and Streamlit bound to
+127.0.0.1. Every connection stays on 127.0.0.1; no bridge network is created. The GPU variant
+(VLM_CONTAINERS_GPU=1) keeps the file as users run it, ports and reservation included.
+
+Without a usable engine the module skips with one line; with CI=true it fails saying why. The engine is
+Debian's (docker.io, docker-compose v1); `.ci/run` starts `dockerd` when none runs. The base image is a
+bookworm made with debootstrap (no registry is reachable from CI), cached by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+DOCKER = os.environ.get("VLM_DOCKER", "/usr/bin/docker")  # Debian's client: BuildKit built in (another may lack buildx)
+COMPOSE = shutil.which("docker-compose") or "/usr/bin/docker-compose"
+BASE_IMAGE = os.environ.get("VLM_BASE_IMAGE", "vlm-playbook-base:bookworm")
+IMAGE = "vlm-playbook:latest"
+PROJECT = "vlmplaybooktest"
+CA_BUNDLE = Path(os.environ.get("VLM_BUILD_CA", "/etc/ssl/certs/ca-certificates.crt"))
+GPU = os.environ.get("VLM_CONTAINERS_GPU") == "1"
+APPS = {"image-vlm": ("image", 8501), "video-vlm": ("video", 8502)}
+SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_API_TOKEN", "KAGGLE_KEY",
+                "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "UV_NATIVE_TLS", "CURL_CA_BUNDLE")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+# A few steps of the tiny preset: the same CLI path as the README's, in well under a minute on 2 cores.
+SHORT_RUN = ["train.max_steps=4", "warm_start.max_steps=4", "logging.save_steps=2", "eval.limit=4"]
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(2400)]
+
+
+def log(message: str) -> None:
+    print(f"[containers] {message}", flush=True)
+
+
+def run(command: list[str], timeout: float = 600, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def engine_problem() -> str | None:
+    """Why the container checks cannot run here, or None."""
+    if not Path(DOCKER).exists():
+        return f"{DOCKER} is missing: apt-get install docker.io"
+    if not Path(COMPOSE).exists():
+        return "docker-compose is missing: apt-get install docker-compose"
+    try:
+        proc = subprocess.run([DOCKER, "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "the Docker engine did not answer in 30 s"
+    if proc.returncode != 0:
+        said = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return f"{said} (start one as root: dockerd --bridge=none --iptables=false)"
+    return None
+
+
+PROBLEM = engine_problem()
+if PROBLEM and os.environ.get("CI") != "true":
+    pytest.skip(f"no usable Docker engine: {PROBLEM}", allow_module_level=True)
+
+
+def unusable(reason: str):
+    """Under CI the container checks must run: fail saying why. (Elsewhere the module skipped at import.)"""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and the container checks cannot run: {reason}")
+    pytest.skip(reason)
+
+
+# ------------------------------------------------------------------------------------------ engine and image
+
+
+@pytest.fixture(scope="module")
+def engine():
+    if PROBLEM:
+        unusable(PROBLEM)
+    return True
+
+
+def ensure_base_image() -> None:
+    """Debian bookworm made by debootstrap and imported, once: the same release users pull as debian:bookworm-slim."""
+    if run([DOCKER, "image", "inspect", BASE_IMAGE], check=False).returncode == 0:
+        return
+    if not shutil.which("debootstrap") or os.geteuid() != 0:
+        unusable(f"base image {BASE_IMAGE} is missing and debootstrap needs root (apt-get install debootstrap)")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "rootfs"
+        run(["debootstrap", "--variant=minbase", "bookworm", str(root), "http://deb.debian.org/debian"], timeout=900)
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run([DOCKER, "import", "-", BASE_IMAGE], stdin=tar.stdout, capture_output=True, text=True, timeout=600)
+        tar.wait()
+        assert imported.returncode == 0, imported.stderr
+    log(f"base image {BASE_IMAGE} made with debootstrap in {time.monotonic() - started:.0f} s")
+
+
+def build_command(base_image: str = BASE_IMAGE) -> list[str]:
+    command = [DOCKER, "build", "--network", "host", "--build-arg", f"BASE_IMAGE={base_image}", "-f", "docker/Dockerfile", "-t", IMAGE]
+    if CA_BUNDLE.is_file():  # a TLS-inspecting proxy's CA, for the downloads only (never in a layer)
+        command += ["--secret", f"id=ca,src={CA_BUNDLE}"]
+    return [*command, "."]
+
+
+@pytest.fixture(scope="module")
+def image(engine):
+    if not GPU:
+        ensure_base_image()
+    started = time.monotonic()
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    proc = run(build_command(BASE_IMAGE if not GPU else "debian:bookworm-slim"), timeout=1800, check=False, cwd=REPO, env=env)
+    if proc.returncode != 0:
+        pytest.fail(f"docker build failed:\n{proc.stderr[-5000:]}")
+    log(f"image built in {time.monotonic() - started:.0f} s")
+    return IMAGE
+
+
+# ------------------------------------------------------------------------------------------ compose
+
+
+def compose_variant(runs: Path, data: Path, ports: dict[str, int] | None = None) -> dict:
+    """docker-compose.yml as users run it, with the host folders swapped for ours; on CPU, less the GPU
+    reservation and `ports:` and with host networking, Streamlit on 127.0.0.1 only."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    services = {}
+    for name, (_, port) in APPS.items():
+        service = dict(raw["services"][name])
+        service.pop("build", None)  # built above, with the CA secret compose v1 cannot pass
+        env = {}
+        for item in service.get("environment") or []:
+            key, equals, value = item.partition("=")
+            env[key] = value if equals else None  # None: a pass-through, as in the file
+        env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        if ports and name in ports:
+            env["PORT"] = str(ports[name])
+        if not GPU:
+            # The GPU settings go: the reservation cannot start without GPUs, and the pinned-memory ulimits
+            # (memlock unlimited) are refused where the engine itself may not raise them (a nested sandbox).
+            for key in ("deploy", "ports", "ulimits"):
+                service.pop(key, None)
+            service["network_mode"] = "host"
+            env["STREAMLIT_SERVER_ADDRESS"] = "127.0.0.1"
+        service["environment"] = env
+        swapped = {"./runs": str(runs), "./data": str(data)}
+        volumes = []
+        for volume in service["volumes"]:
+            source, _, target = volume.partition(":")
+            volumes.append(f"{swapped.pop(source, source)}:{target}")
+        assert not swapped, f"docker-compose.yml no longer mounts {list(swapped)}"
+        service["volumes"] = volumes
+        services[name] = service
+    return {"services": services, "volumes": raw.get("volumes", {})}
+
+
+class Stack:
+    """One compose project in a temporary folder: runs/ and data/ owned by uid 1000, the compose file beside them."""
+
+    def __init__(self, base: Path, project: str, runs_mode: int | None = None, ports: dict[str, int] | None = None):
+        self.base, self.project = base, project
+        self.runs, self.data = base / "runs", base / "data"
+        for folder in (self.runs, self.data):
+            folder.mkdir(parents=True, exist_ok=True)
+            os.chown(folder, 1000, 1000)
+        if runs_mode is not None:  # e.g. a runs folder uid 1000 cannot write
+            os.chown(self.runs, 0, 0)
+            self.runs.chmod(runs_mode)
+        self.file = base / "docker-compose.yml"
+        self.file.write_text(yaml.safe_dump(compose_variant(self.runs, self.data, ports), sort_keys=False))
+        self.ports = {name: (ports or {}).get(name, port) for name, (_, port) in APPS.items()}
+
+    def compose(self, *args: str, timeout: float = 600, check: bool = True, project: str | None = None) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
+        return run([COMPOSE, "-p", project or self.project, "-f", str(self.file), *args], timeout=timeout, check=check, cwd=self.base, env=env)
+
+    def container(self, service: str) -> str:
+        ids = self.compose("ps", "-q", service).stdout.split()
+        assert ids, f"no container for {service}"
+        return ids[0]
+
+    def inspect(self, service: str) -> dict:
+        return json.loads(run([DOCKER, "inspect", self.container(service)]).stdout)[0]
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "200", check=False).stdout
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", "-t", "300", check=False, timeout=900)
+
+    def wait_healthy(self, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        states = {}
+        while time.monotonic() < deadline:
+            states = {s: (self.inspect(s)["State"].get("Health") or {}).get("Status") for s in APPS}
+            if all(state == "healthy" for state in states.values()):
+                return
+            if "unhealthy" in states.values():
+                break
+            time.sleep(3)
+        pytest.fail(f"healthchecks: {states}\n{self.logs()}")
+
+    def run_status(self, service: str, run_id: str) -> dict:
+        proc = self.compose("exec", "-T", service, "python", "-m", "core.runs", "status", f"/app/runs/{run_id}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextlib.contextmanager
+def stack_up(base: Path, project: str, **kwargs):
+    stack = Stack(base, project, **kwargs)
+    try:
+        stack.compose("up", "-d", timeout=300)
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="module")
+def stack(image, tmp_path_factory):
+    with stack_up(tmp_path_factory.mktemp("compose"), PROJECT) as started:
+        started.wait_healthy()
+        yield started
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright package is missing: install the test extra (make setup)")
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def owners(folder: Path) -> set[int]:
+    return {path.stat().st_uid for path in folder.rglob("*")}
+
+
+# ------------------------------------------------------------------------------------------ the checks
+
+
+def test_image_is_the_lock_and_keeps_no_secret(image):
+    """2.2: torch is the lock's (not a base image's), the apps run as uid 1000, and neither the image's history nor
+    its environment nor its files hold the build's CA secret or a credential."""
+    history = run([DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]).stdout
+    assert "BEGIN CERTIFICATE" not in history
+    assert "nvcr.io" not in history, "the NGC base is gone: the image is the lock on Debian"
+    config = json.loads(run([DOCKER, "image", "inspect", image]).stdout)[0]["Config"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    leaked = [name for name in env if name in SECRET_NAMES or "secret" in env[name].lower()]
+    assert not leaked, f"the image's environment names {leaked}"
+    assert config["User"] == "1000:1000"
+
+    probe = (
+        "import importlib.metadata as m, os, torch; "
+        "print(os.getuid(), torch.__version__, m.version('transformers'), m.version('torchcodec'))"
+    )
+    out = run([DOCKER, "run", "--rm", "--network", "host", "--entrypoint", "python", image, "-c", probe]).stdout.split()
+    lock = (REPO / "uv.lock").read_text()
+    assert out[0] == "1000"
+    for name, version in (("torch", out[1].split("+")[0]), ("transformers", out[2]), ("torchcodec", out[3])):
+        assert f'name = "{name}"\nversion = "{version}"' in lock, f"{name} {version} in the image is not uv.lock's"
+
+    # The proxy CA (in the host's bundle, not in Debian's) must not have landed in any file of the image.
+    host_certs = set(re.findall(r"-----BEGIN CERTIFICATE-----\n(.*?)-----END", CA_BUNDLE.read_text(), re.S)) if CA_BUNDLE.is_file() else set()
+    image_bundle = run([DOCKER, "run", "--rm", "--network", "host", "--entrypoint", "cat", image, "/etc/ssl/certs/ca-certificates.crt"]).stdout
+    extra = [cert for cert in host_certs if cert not in image_bundle]
+    if extra:
+        needles = [cert.splitlines()[3] for cert in extra if len(cert.splitlines()) > 3]
+        script = "grep -rlF -f /dev/stdin /etc /root /home /app /tmp /run /usr/local /opt --include=*.pem --include=*.crt --include=ca* 2>/dev/null; true"
+        found = subprocess.run([DOCKER, "run", "--rm", "-i", "--network", "host", "--entrypoint", "sh", image, "-c", script],
+                               input="\n".join(needles), capture_output=True, text=True, timeout=300).stdout
+        assert not found.strip(), f"the build's CA bundle is in the image: {found}"
+        log(f"{len(extra)} certificate(s) of the build's CA bundle are in no file of the image")
+    log(f"image size {config and run([DOCKER, 'image', 'inspect', '-f', '{{.Size}}', image]).stdout.strip()} bytes")
+
+
+def test_unwritable_runs_gives_the_message_not_a_crash_loop(image, tmp_path):
+    """2.6: ./runs that uid 1000 cannot write: the entrypoint says so, once, and the app keeps serving (no restart loop)."""
+    ports = {"image-vlm": 8511}
+    with stack_up(tmp_path, PROJECT + "ro", runs_mode=0o755, ports=ports) as stack:
+        stack.compose("stop", "video-vlm", check=False)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"http://127.0.0.1:{ports['image-vlm']}/_stcore/health", timeout=2).status == 200:
+                    break
+            time.sleep(2)
+        else:
+            pytest.fail(f"the app did not serve with an unwritable runs folder:\n{stack.logs()}")
+        time.sleep(5)
+        state = stack.inspect("image-vlm")
+        logs = stack.compose("logs", "--no-color", "image-vlm").stdout
+        assert "/app/runs is not writable by uid 1000" in logs and "chown -R 1000:1000 runs data" in logs, logs
+        assert logs.count("is not writable") == 1, "one message, from one start"
+        assert state["State"]["Running"] and state["RestartCount"] == 0, state["State"]
+        if not GPU:
+            assert "no NVIDIA GPU visible: running on CPU" in logs, logs
+
+
+def test_both_apps_healthy_and_their_pages_open(stack, browser):
+    """2.1: both healthchecks healthy (the fixture waited), /image on 8501 and /video on 8502 open in Chromium
+    with no error and no "Page not found"; Streamlit answers on 127.0.0.1 and the apps run as uid 1000."""
+    titles = {"image": "Image VLM", "video": "Video VLM"}
+    for name, (page_name, _) in APPS.items():
+        assert stack.compose("exec", "-T", name, "id", "-u").stdout.strip() == "1000"
+        if not GPU:
+            assert stack.inspect(name)["HostConfig"]["NetworkMode"] == "host"
+        origin = f"http://127.0.0.1:{stack.ports[name]}"
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        try:
+            page.goto(f"{origin}/{page_name}")
+            page.locator("h1").first.wait_for(timeout=90_000)
+            page.get_by_role("button", name="Start training").wait_for(timeout=90_000)
+            not_found = False
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                not_found = not_found or page.get_by_text("Page not found").count() > 0
+                time.sleep(0.2)
+            assert not not_found, f"{name}: a 'Page not found' dialog showed"
+            assert titles[page_name] in page.locator("h1").first.inner_text()
+            for error in ("Traceback", "Error:"):
+                assert page.get_by_text(error).count() == 0, f"{name}: {error} on the page"
+            assert page.locator("[data-testid='stException']").count() == 0
+        finally:
+            page.close()
+
+
+def test_readme_headless_training_finishes(stack):
+    """2.5 and 2.2: the README's headless path, `docker compose run --rm image-vlm python -m image_vlm.train --config
+    image_vlm/configs/tiny.yaml` (a few steps), finishes; what it writes under ./runs belongs to uid 1000."""
+    started = time.monotonic()
+    # Under its own project name: compose v1's `run` links a one-off container to the service's running ones,
+    # which host networking refuses (compose v2, what users run, does not link). Same file, image and mounts.
+    cli = stack.project + "cli"
+    try:
+        proc = stack.compose(
+            "run", "--rm", "-T", "image-vlm", "python", "-m", "image_vlm.train", "--config", "image_vlm/configs/tiny.yaml",
+            *SHORT_RUN, timeout=900, check=False, project=cli,
+        )
+    finally:
+        stack.compose("down", "-v", check=False, project=cli)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    folders = [path.parent for path in stack.runs.glob("*/status.json")]
+    assert len(folders) == 1, folders
+    status = json.loads((folders[0] / "status.json").read_text())
+    assert status["state"] == "finished", status
+    assert owners(stack.runs) == {1000}, "everything under ./runs must belong to uid 1000"
+    assert stack.run_status("video-vlm", folders[0].name)["state"] == "finished"
+    log(f"headless tiny run finished in {time.monotonic() - started:.0f} s")
