@@ -167,3 +167,59 @@ def test_train_refuses_to_launch_when_a_sample_exceeds_max_length(dataset_root, 
     assert "token budget per sample" in captured.out  # the preview is printed before the refusal
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "adapter").exists()
     assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+
+
+# --------------------------------------------------------------------------------- one over-long line
+
+
+def dataset_with_long_answers(source, target, copies: int = 1, caption_chars: int = 20_000):
+    """A copy of `source` plus `copies` lines whose caption alone is far past train.max_length (a pasted text)."""
+    import shutil
+
+    from video_vlm.data import split_for
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("manifest.json", ".frame_cache"))
+    lines = (target / "metadata.jsonl").read_text().splitlines()
+    train_lines = [json.loads(line) for line in lines if split_for(json.loads(line)["video"], 0.2) == "train"]
+    for record in train_lines[:copies]:
+        lines.append(json.dumps({**record, "caption": "pasted text " * (caption_chars // 12)}))
+    (target / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return target, len(lines) - copies + 1
+
+
+def test_one_over_long_answer_is_skipped_named_and_counted_not_a_refusal(dataset_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path / "runs"))  # this test's own GPU lock
+    from conftest import VIDEO_SMOKE
+    from core.runs import RunDir
+    from video_vlm import train
+
+    root, long_line = dataset_with_long_answers(dataset_root, tmp_path / "data")
+    run_dir = tmp_path / "runs" / "one-long"
+    code = train.main(
+        ["--config", TINY_CONFIG, "--run-dir", str(run_dir), f"data.root={root}", *VIDEO_SMOKE, "train.max_steps=1",
+         "data.max_skipped_fraction=0.2"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"metadata.jsonl line {long_line}" in captured.out and "[too_long]" in captured.out
+    assert "train.max_length 1024" in captured.out and "never truncated" in captured.out
+    run = RunDir(run_dir)
+    (record,) = [json.loads(line) for line in run.skipped_path.read_text().splitlines()]
+    assert (record["line_no"], record["kind"], record["stage"]) == (long_line, "too_long", None)
+    counts = run.read_status()["data"]["train"]
+    assert counts["problems"]["too_long"] == 1 and counts["skipped"] == 1
+    assert run.read_status()["state"] == "finished"
+
+
+def test_over_long_answers_past_max_skipped_fraction_refuse_the_launch_naming_the_lines(
+    dataset_root, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path / "runs"))
+    from video_vlm import train
+
+    root, first_long = dataset_with_long_answers(dataset_root, tmp_path / "data", copies=3)
+    code = train.main(["--config", TINY_CONFIG, "--run-dir", str(tmp_path / "run"), f"data.root={root}"])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "3 of" in captured.err and "data.max_skipped_fraction=0.1" in captured.err
+    assert f"metadata.jsonl line {first_long}" in captured.err and "train.max_length 1024" in captured.err

@@ -377,3 +377,20 @@ def test_a_utf16_metadata_file_is_one_message_saying_how_to_convert_it(tmp_path,
                 "with `iconv -f UTF-16 -t UTF-8 metadata.jsonl > fixed.jsonl` and use fixed.jsonl as metadata.jsonl")
     ]
     assert report.items == []
+
+
+def test_verify_warns_about_an_answer_far_past_max_length(tmp_path, capsys):
+    """A pasted 60 kB caption: verify has no tokenizer, so it bounds the count at 6 characters a token."""
+    root = one_line_dataset(tmp_path, {"video": "videos/a.mp4", **LABEL, "caption": "x" * 60_000})
+    report = verify_dataset(root, progress=False, write_manifest=False, max_length=8192)
+    chars = len(load_schema(None).render_label({**LABEL, "caption": "x" * 60_000}))
+    assert [(warning.line_no, warning.kind, warning.message) for warning in report.warnings] == [(
+        1, "too_long",
+        f"line 1: videos/a.mp4: the answer is {chars:,} characters, at least {-(-chars // 6):,} tokens (counting 6 "
+        "characters a token, more than tokenizers pack into text), past train.max_length 8192: training will skip "
+        "this line, never truncate it; shorten the answer or raise train.max_length",
+    )]
+    assert len(report.items) == 1  # training measures it exactly and decides
+    assert verify_dataset(root, progress=False, write_manifest=False, max_length=16384).warnings == []
+    assert main(["verify", "--root", str(root), "--max-length", "8192"]) == 0
+    assert "[too_long] line 1: videos/a.mp4: the answer is" in capsys.readouterr().out

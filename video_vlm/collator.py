@@ -9,7 +9,8 @@ So the model learns the very tokens it has to generate, and the labels are -100 
   such a value's characters (`SchemaSpec.render_label_spans`, tokenizer offsets) gets -100, so the model is
   never taught to write the placeholder, while keys and the other values stay supervised;
 * batches are padded to their longest sample, never to `max_length`; a sample longer than `max_length`
-  is skipped, never truncated (cutting video tokens breaks the model's input);
+  is skipped, never truncated (cutting video tokens breaks the model's input); training finds such samples
+  before launch (`over_long_items`) and skips them the same way, one `skipped.jsonl` record each;
 * a clip that fails to decode is skipped and counted; when a whole batch fails, a replacement clip is
   drawn from the dataset, so one bad file never ends an epoch. The collator runs in the DataLoader's
   worker processes, so each skip is appended to the run folder's `skipped.jsonl`, which the training
@@ -32,7 +33,7 @@ from transformers import TrainerCallback
 
 from core.inference import build_inputs
 from core.runs import RunError
-from core.media.errors import MediaError
+from core.media.errors import MediaError, plain_reason
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import UNKNOWN, SchemaSpec
 from video_vlm.task import prompt_messages, row_item, sample_clip
@@ -168,15 +169,9 @@ class VideoSFTCollator:
         self.skipped += 1
         self.skipped_kinds[kind] += 1
         where = f"{row.get('video')} (metadata.jsonl line {row.get('line_no')})"
-        print(f"skipped clip {where} [{kind}]: {error}", file=sys.stderr, flush=True)
-        if self.skip_log is not None:
-            record = {
-                "video": row.get("video"), "line_no": row.get("line_no"), "start_s": row.get("start_s"),
-                "end_s": row.get("end_s"), "kind": kind, "message": str(error), "stage": self.stage,
-            }
-            self.skip_log.parent.mkdir(parents=True, exist_ok=True)
-            with self.skip_log.open("a") as stream:  # one short write per line: appends from workers do not interleave
-                stream.write(json.dumps(record) + "\n")
+        message = plain_reason(error) if isinstance(error, OSError) else str(error)
+        print(f"skipped clip {where} [{kind}]: {message}", file=sys.stderr, flush=True)
+        record_skip(self.skip_log, row, kind, message, self.stage)
 
     def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -227,6 +222,19 @@ class VideoSFTCollator:
             else:  # pixel values and grids are stacked frame by frame across the batch
                 batch[key] = torch.cat(values, dim=0)
         return batch
+
+
+def record_skip(skip_log: Path | None, row: dict[str, Any], kind: str, message: str, stage: str | None) -> None:
+    """Append one skipped sample to the run's `skipped.jsonl` (`row` holds video, line_no, start_s, end_s)."""
+    if skip_log is None:
+        return
+    record = {
+        "video": row.get("video"), "line_no": row.get("line_no"), "start_s": row.get("start_s"),
+        "end_s": row.get("end_s"), "kind": kind, "message": message, "stage": stage,
+    }
+    skip_log.parent.mkdir(parents=True, exist_ok=True)
+    with skip_log.open("a") as stream:  # one short write per line: appends from workers do not interleave
+        stream.write(json.dumps(record) + "\n")
 
 
 def read_skips(path: Path | None, stage: str | None = None) -> list[dict[str, Any]]:
@@ -317,6 +325,28 @@ def token_budget(processor, data: VideoDataSection, schema: SchemaSpec, sample_l
         "answer_tokens": answer_tokens,
         "total": with_video + answer_tokens,
     }
+
+
+def over_long_items(
+    processor, data: VideoDataSection, schema: SchemaSpec, items: list, max_length: int
+) -> tuple[dict[str, Any], list[tuple[Any, int]]]:
+    """(the token budget of the shortest answer, [(item, tokens its sample needs)] for each item past `max_length`).
+
+    Exact, and cheap for a large dataset: an answer is tokenised only when its UTF-8 bytes could pass the room the
+    frames and prompt leave (no tokenizer makes more tokens than bytes, plus one for a leading-space marker).
+    """
+    shortest = min(items, key=lambda item: len(schema.render_label(item.label)))
+    budget = token_budget(processor, data, schema, shortest.label)
+    fixed = budget["total"] - budget["answer_tokens"]
+    end = end_of_turn(processor)
+    over = []
+    for item in items:
+        if fixed + len((schema.render_label(item.label) + end).encode("utf-8")) + 1 <= max_length:
+            continue
+        needed = fixed + len(answer_labels(processor.tokenizer, schema, item.label, end)[0])
+        if needed > max_length:
+            over.append((item, needed))
+    return budget, over
 
 
 def format_budget(budget: dict[str, Any], max_length: int) -> str:

@@ -14,7 +14,7 @@ other key is a label field of the schema (`video_vlm/schema.py`); a field the so
 
 Commands::
 
-    python -m video_vlm.data verify --root DIR [--val-fraction 0.2] [--num-frames 8] [--schema FILE] [--deep]
+    python -m video_vlm.data verify --root DIR [--val-fraction 0.2] [--num-frames 8] [--max-length 8192] [--schema FILE] [--deep]
     python -m video_vlm.data import-nexar --out DIR [--src DIR] [--clip-seconds 4]
     python -m video_vlm.data make-synthetic --out DIR [--n 40] [--seed 0]
 
@@ -54,6 +54,7 @@ from core.jsonl import json_object_lines
 from core.media.errors import MediaError
 from core.media.paths import link_problem
 from core.media.video import VideoInfo, probe_video, read_frames, resolve_window
+from video_vlm.config import SFTSection
 from video_vlm.schema import UNKNOWN, SchemaSpec, load_schema
 
 METADATA_FILE = "metadata.jsonl"
@@ -217,6 +218,7 @@ def verify_dataset(
     write_manifest: bool = True,
     progress: bool = True,
     deep: bool = False,
+    max_length: int | None = None,
 ) -> VerifyReport:
     """Check every line of `root/metadata.jsonl`, keep the clean ones, and write `root/manifest.json`.
 
@@ -233,6 +235,8 @@ def verify_dataset(
         write_manifest: Write `root/manifest.json`.
         progress: Show a progress bar while probing videos.
         deep: Also decode the sampled frames of every example (slower; catches damage past the first frame).
+        max_length: train.max_length; an answer that surely needs more tokens gets a too_long warning
+            (`_too_long_warnings`). None skips the check (training measures every sample exactly).
 
     Returns:
         A `VerifyReport`.
@@ -246,6 +250,8 @@ def verify_dataset(
     else:
         candidates = _check_lines(root, metadata, spec, report)
         _check_videos(root, candidates, num_frames, deep, progress, report)
+        if max_length is not None:
+            report.warnings += _too_long_warnings(report.items, spec, max_length)
     _assign_splits(report.items, val_fraction)
     report.problems.sort(key=lambda problem: problem.line_no)
     report.counts = dict(Counter(problem.kind for problem in report.problems))
@@ -326,6 +332,27 @@ def _check_videos(
             )
             report.warnings.append(Problem(line_no, "short_window", message))
         report.items.append(Item(video, start_s, end_s, label, "train", line_no, info.duration_s))
+
+
+# Fewest tokens a text of N characters takes, as N / this: tokenizers pack about 4 characters of English into a
+# token and fewer of other scripts, so a count made with 6 is below the real one (verify has no tokenizer).
+CHARS_PER_TOKEN_BOUND = 6
+
+
+def _too_long_warnings(items: list[Item], spec: SchemaSpec, max_length: int) -> list[Problem]:
+    """A too_long warning for each item whose answer alone surely needs more than `max_length` tokens."""
+    warnings = []
+    for item in items:
+        chars = len(spec.render_label(item.label))
+        at_least = -(-chars // CHARS_PER_TOKEN_BOUND)
+        if at_least > max_length:
+            warnings.append(Problem(item.line_no, "too_long", (
+                f"line {item.line_no}: {item.video}: the answer is {chars:,} characters, at least {at_least:,} tokens "
+                f"(counting {CHARS_PER_TOKEN_BOUND} characters a token, more than tokenizers pack into text), past "
+                f"train.max_length {max_length}: training will skip this line, never truncate it; shorten the answer "
+                "or raise train.max_length"
+            )))
+    return warnings
 
 
 def _write_manifest(root: Path, report: VerifyReport, spec: SchemaSpec, val_fraction: float, num_frames: int) -> Path:
@@ -550,8 +577,12 @@ def _print_report(report: VerifyReport, stream=None) -> None:
     if len(report.problems) > _MAX_PROBLEMS_PRINTED:
         where = report.manifest_path or "the report"
         print(f"  ... and {len(report.problems) - _MAX_PROBLEMS_PRINTED} more (all listed in {where})", file=stream)
-    if report.warnings:
-        print(f"  {len(report.warnings)} warning(s), e.g. {report.warnings[0].message}", file=stream)
+    too_long = [warning for warning in report.warnings if warning.kind == "too_long"]
+    for warning in too_long[:_MAX_PROBLEMS_PRINTED]:  # rare, and each one is a line to fix
+        print(f"  [{warning.kind}] {warning.message}", file=stream)
+    others = [warning for warning in report.warnings if warning.kind != "too_long"]
+    if others:
+        print(f"  {len(others)} other warning(s), e.g. {others[0].message}", file=stream)
     if report.manifest_path:
         print(f"manifest: {report.manifest_path}", file=stream)
 
@@ -563,6 +594,7 @@ def _verify_and_report(root: Path, args: argparse.Namespace) -> int:
         num_frames=args.num_frames,
         schema=getattr(args, "schema", None),
         deep=getattr(args, "deep", False),
+        max_length=args.max_length,
     )
     _print_report(report)
     if not report.ok:
@@ -578,6 +610,10 @@ def _parser() -> argparse.ArgumentParser:
     def split_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--val-fraction", type=float, default=0.2, help="share of clips in validation")
         command.add_argument("--num-frames", type=int, default=8, help="frames per example in training")
+        command.add_argument(
+            "--max-length", type=int, default=SFTSection.model_fields["max_length"].default,
+            help="train.max_length: warn about answers that surely need more tokens (default: %(default)s)",
+        )
 
     verify = commands.add_parser("verify", help="check a dataset folder and write manifest.json")
     verify.add_argument("--root", type=Path, required=True, help="folder with videos/ and metadata.jsonl")

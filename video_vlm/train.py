@@ -91,9 +91,14 @@ def stage_plan(cfg: VideoConfig) -> list[tuple[StageSection | None, VideoDataSec
         raise ConfigError(str(err)) from None
 
 
-def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: str):
-    """Verified training rows of one stage, after checking that one sample fits `train.max_length`."""
-    from video_vlm.collator import budget_problem, format_budget, token_budget
+def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: str, skip_log: Path | None = None,
+                 stage: str | None = None):
+    """Verified training rows of one stage. A sample past `train.max_length` is skipped, named and recorded in
+    `skip_log` like an unreadable clip, within `data.max_skipped_fraction`; frames and prompt that leave no room
+    for any answer refuse the launch."""
+    from video_vlm.collator import (
+        budget_problem, format_budget, over_long_items, read_skips, record_skip, token_budget,
+    )
     from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
 
     schema = load_task_schema(data)
@@ -104,13 +109,41 @@ def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: st
     items = split_items(report, "train", data.max_train_samples, data.seed)
     if not items:
         raise ConfigError(f"data.root: {data.root} has no training clip (all {len(report.items)} valid clips are in val)")
+    shortest, too_long = over_long_items(processor, data, schema, items, train.max_length)
+    problem = budget_problem(shortest, train.max_length)
+    if problem:  # even the shortest answer does not fit: the frames and prompt are the problem, not a line
+        print(label + format_budget(shortest, train.max_length), flush=True)
+        raise ConfigError(problem)
+    fixed = shortest["total"] - shortest["answer_tokens"]
+    lines = [f"metadata.jsonl line {item.line_no} ({item.video}, {needed} tokens)" for item, needed in too_long]
+    if len(too_long) > data.max_skipped_fraction * len(items):
+        shown = "; ".join(lines[:5]) + (f"; and {len(lines) - 5} more" if len(lines) > 5 else "")
+        raise ConfigError(
+            f"{len(too_long)} of {len(items)} training samples need more than train.max_length {train.max_length} "
+            f"tokens, more than data.max_skipped_fraction={data.max_skipped_fraction} allows: {shown}. Raise "
+            f"train.max_length to at least {max(needed for _, needed in too_long)} or shorten those answers; "
+            "samples are never truncated."
+        )
+    recorded = {(record["line_no"], record["kind"]) for record in read_skips(skip_log, stage)}  # from a relaunch
+    for (item, needed), line in zip(too_long, lines):
+        message = (
+            f"{item.video}: the answer is {needed - fixed} tokens, so the sample needs {needed} > train.max_length "
+            f"{train.max_length} (skipped, never truncated); shorten the answer or raise train.max_length"
+        )
+        print(f"{label}skipped {line.split(' (')[0]} [too_long]: {message}", flush=True)
+        if is_main_process() and (item.line_no, "too_long") not in recorded:
+            record_skip(skip_log, vars(item), "too_long", message, stage)
+    left_out = {id(item) for item, _ in too_long}
+    items = [item for item in items if id(item) not in left_out]
     longest = max(items, key=lambda item: len(schema.render_label(item.label)))
     budget = token_budget(processor, data, schema, longest.label)
     print(label + format_budget(budget, train.max_length), flush=True)
     problem = budget_problem(budget, train.max_length)
     if problem:
         raise ConfigError(problem)
-    counts = {"train": len(items), "skipped": len(report.problems), "problems": report.counts}
+    counts = {"train": len(items), "skipped": len(report.problems) + len(too_long), "problems": dict(report.counts)}
+    if too_long:
+        counts["problems"]["too_long"] = len(too_long)
     return schema, training_dataset(items, report.root), counts
 
 
@@ -129,11 +162,13 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
         print(cap, flush=True)
     processor = load_processor(cfg.model)
 
-    # Dataset: verified items per stage; bad lines are counted and left out, an over-long sample refuses the launch
+    # Dataset: verified items per stage; bad lines and over-long samples are counted and left out
     plan = []
     for stage, data, train_section in stage_plan(cfg):
         label = f"[{stage.name}] " if stage else ""
-        schema, dataset, counts = prepare_data(processor, data, train_section, label)
+        schema, dataset, counts = prepare_data(
+            processor, data, train_section, label, run.skipped_path, stage.name if stage else None
+        )
         plan.append((stage, data, train_section, schema, dataset, counts))
     if is_main_process():
         run.update_status(data={(s.name if s else "train"): c for s, *_, c in plan})
@@ -141,7 +176,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     # Training: stage by stage, each from the previous stage's weights with a fresh optimizer and schedule
     previous: Path | None = None
     result: Path | None = None
-    for stage, data, train_section, schema, dataset, _ in plan:
+    for stage, data, train_section, schema, dataset, counts in plan:
         name = stage.name if stage else None
         done = agreed_by_all_ranks(run.stage_artifact(name) if name else None)
         if done:
@@ -154,7 +189,8 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             processor, data, schema, train_section.max_length, replacements=list(dataset), seed=train_section.seed,
             skip_log=run.skipped_path, stage=name,
         )
-        skipped = SkippedClipsCallback(run.skipped_path, len(dataset), data.max_skipped_fraction, stage=name)
+        training_clips = len(dataset) + counts["problems"].get("too_long", 0)  # over-long ones count as skipped
+        skipped = SkippedClipsCallback(run.skipped_path, training_clips, data.max_skipped_fraction, stage=name)
         output_dir = run.checkpoints_dir / name if name else run.checkpoints_dir
         trainer = SFTTrainer(
             model=model,
