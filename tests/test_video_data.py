@@ -394,3 +394,32 @@ def test_verify_warns_about_an_answer_far_past_max_length(tmp_path, capsys):
     assert verify_dataset(root, progress=False, write_manifest=False, max_length=16384).warnings == []
     assert main(["verify", "--root", str(root), "--max-length", "8192"]) == 0
     assert "[too_long] line 1: videos/a.mp4: the answer is" in capsys.readouterr().out
+
+
+def test_duplicate_lines_warn_naming_them_and_every_copy_of_a_sample_stays_on_one_side(tmp_path, capsys):
+    """A sample is its clip file (a symlink inside the folder is the file it points to), window and answer."""
+    videos = tmp_path / "videos"
+    small_clip(videos / "a.mp4")
+    small_clip(videos / "b.mp4")
+    # A second name for a.mp4 whose path alone hashes to the other split.
+    alias = next(f"videos/alias{n}.mp4" for n in range(100) if split_for(f"videos/alias{n}.mp4", 0.5) != split_for("videos/a.mp4", 0.5))
+    (tmp_path / alias).symlink_to("a.mp4")
+    window = {"start": 0.0, "end": 1.0}
+    lines = [
+        {"video": "videos/a.mp4", **window, **LABEL},  # 1
+        {"video": "videos/b.mp4", **window, **LABEL},  # 2
+        {"video": "videos/a.mp4", **window, **LABEL},  # 3: line 1 again
+        {"video": alias, **window, **LABEL},  # 4: line 1 through another name
+        {"video": "videos/a.mp4", "start": 1.0, "end": 2.0, **LABEL},  # 5: another window, not a copy
+    ]
+    (tmp_path / "metadata.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report = verify_dataset(tmp_path, val_fraction=0.5, progress=False, write_manifest=False)
+    assert [(warning.line_no, warning.kind, warning.message) for warning in report.warnings] == [(
+        3, "duplicate",
+        "lines 1, 3, 4: the same sample (videos/a.mp4, window [0.000s, 1.000s), the same answer) 3 times; each copy "
+        "trains again and all stay on one side of the train/val split; delete the extra lines",
+    )]
+    splits = {item.line_no: item.split for item in report.items}
+    assert len(splits) == 5 and splits[1] == splits[3] == splits[4] == splits[5]  # one clip, one side
+    assert main(["verify", "--root", str(tmp_path), "--val-fraction", "0.5"]) == 0
+    assert "[duplicate] lines 1, 3, 4: the same sample" in capsys.readouterr().out

@@ -62,6 +62,7 @@ MANIFEST_FILE = "manifest.json"
 NON_LABEL_KEYS = ("video", "start", "end", "id")
 NEXAR_COMPETITION = "nexar-collision-prediction"
 _MAX_PROBLEMS_PRINTED = 50
+_WARNINGS_PRINTED = ("too_long", "duplicate")  # warning kinds the CLI lists one by one
 
 
 class Problem(NamedTuple):
@@ -157,7 +158,8 @@ def split_for(video: str, val_fraction: float) -> str:
     """Deterministic split of a video path: "val" when its hash falls below `val_fraction`.
 
     Hashing the path (not drawing at random) keeps the split stable across runs and machines, and puts all
-    windows of one clip in the same split, so no clip leaks from training into validation.
+    windows of one clip in the same split, so no clip leaks from training into validation. `verify` hashes each
+    clip's `clip_keys` name, so a clip reached by two names (a symlink, a hard link) is one clip too.
 
     >>> split_for("videos/a.mp4", 0.0), split_for("videos/a.mp4", 1.0)
     ('train', 'val')
@@ -170,18 +172,59 @@ def _hash_fraction(video: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _assign_splits(items: list[Item], val_fraction: float) -> None:
+def clip_keys(root: Path, videos: Iterable[str]) -> dict[str, str]:
+    """Each video path -> the name of the file it is: a symlink inside the folder is its target, and hard links
+    to one file take the first of their names. Copies of a clip under other names are one clip for the split.
+
+    Root-relative, so the split is the same on every machine; a plain file's key is its own path.
+    """
+    real_root = Path(os.path.realpath(root))
+    by_inode: dict[tuple[int, int], str] = {}
+    keys = {}
+    for video in sorted(set(videos)):
+        real = Path(os.path.realpath(root / video))
+        key = real.relative_to(real_root).as_posix() if real.is_relative_to(real_root) else video
+        try:
+            stat = real.stat()
+            key = by_inode.setdefault((stat.st_dev, stat.st_ino), key)
+        except OSError:
+            pass
+        keys[video] = key
+    return keys
+
+
+def _assign_splits(root: Path, items: list[Item], val_fraction: float) -> None:
+    keys = clip_keys(root, (item.video for item in items))
     for item in items:
-        item.split = split_for(item.video, val_fraction)
-    videos = sorted({item.video for item in items}, key=_hash_fraction)
+        item.split = split_for(keys[item.video], val_fraction)
+    clips = sorted(set(keys.values()), key=_hash_fraction)
     # A small dataset can hash every clip to one side; move the clip nearest the boundary (still
     # deterministic) so both splits exist when the fraction asks for both.
     splits = {item.split for item in items}
-    if len(videos) >= 2 and 0 < val_fraction < 1 and len(splits) == 1:
-        moved, to = (videos[0], "val") if splits == {"train"} else (videos[-1], "train")
+    if len(clips) >= 2 and 0 < val_fraction < 1 and len(splits) == 1:
+        moved, to = (clips[0], "val") if splits == {"train"} else (clips[-1], "train")
         for item in items:
-            if item.video == moved:
+            if keys[item.video] == moved:
                 item.split = to
+
+
+def _duplicate_warnings(root: Path, items: list[Item]) -> list[Problem]:
+    """One warning per sample written more than once: the same clip (`clip_keys`), window and answer."""
+    keys = clip_keys(root, (item.video for item in items))
+    copies: dict[tuple, list[Item]] = {}
+    for item in items:
+        sample = (keys[item.video], round(item.start_s, 3), round(item.end_s, 3), json.dumps(item.label, sort_keys=True))
+        copies.setdefault(sample, []).append(item)
+    warnings = []
+    for group in copies.values():
+        if len(group) > 1:
+            first, lines = group[0], ", ".join(str(item.line_no) for item in group)
+            warnings.append(Problem(group[1].line_no, "duplicate", (
+                f"lines {lines}: the same sample ({first.video}, window [{first.start_s:.3f}s, {first.end_s:.3f}s), "
+                f"the same answer) {len(group)} times; each copy trains again and all stay on one side of the "
+                "train/val split; delete the extra lines"
+            )))
+    return sorted(warnings)
 
 
 def _safe_relative_path(root: Path, value: str) -> tuple[str | None, tuple[str, str] | None]:
@@ -252,7 +295,8 @@ def verify_dataset(
         _check_videos(root, candidates, num_frames, deep, progress, report)
         if max_length is not None:
             report.warnings += _too_long_warnings(report.items, spec, max_length)
-    _assign_splits(report.items, val_fraction)
+    _assign_splits(root, report.items, val_fraction)
+    report.warnings += _duplicate_warnings(root, report.items)
     report.problems.sort(key=lambda problem: problem.line_no)
     report.counts = dict(Counter(problem.kind for problem in report.problems))
     if write_manifest and root.is_dir():
@@ -577,10 +621,10 @@ def _print_report(report: VerifyReport, stream=None) -> None:
     if len(report.problems) > _MAX_PROBLEMS_PRINTED:
         where = report.manifest_path or "the report"
         print(f"  ... and {len(report.problems) - _MAX_PROBLEMS_PRINTED} more (all listed in {where})", file=stream)
-    too_long = [warning for warning in report.warnings if warning.kind == "too_long"]
-    for warning in too_long[:_MAX_PROBLEMS_PRINTED]:  # rare, and each one is a line to fix
+    named = [warning for warning in report.warnings if warning.kind in _WARNINGS_PRINTED]
+    for warning in named[:_MAX_PROBLEMS_PRINTED]:  # rare, and each one names lines to fix
         print(f"  [{warning.kind}] {warning.message}", file=stream)
-    others = [warning for warning in report.warnings if warning.kind != "too_long"]
+    others = [warning for warning in report.warnings if warning.kind not in _WARNINGS_PRINTED]
     if others:
         print(f"  {len(others)} other warning(s), e.g. {others[0].message}", file=stream)
     if report.manifest_path:
