@@ -4,8 +4,8 @@
     python bench/compare.py          # CUDA: Qwen2.5-VL-7B architecture, random bf16 weights (writes ~32 GB to a temp dir)
 
 The product answers base and tuned from ONE copy: `core.models.load_tuned` attaches the run's LoRA adapter and
-`core.inference.stream_generate(use_adapter=False)` answers as the base model inside `disable_adapter()`
-(ui/inference.py moves it to the GPU and streams the same way). The reference playbook started two vLLM servers,
+`core.generation.stream_generate(use_adapter=False)` answers as the base model inside `disable_adapter()`
+(ui/compare_models.py moves it to the GPU and streams the same way). The reference playbook started two vLLM servers,
 one on the base and one on a merged checkpoint (up to 15 minutes each to start on a DGX Spark); with no vLLM here,
 its in-process equivalent is two models loaded with `core.models.load_model`: the base and the merged checkpoint
 written by `core.models.merge_adapter` (the product's export).
@@ -145,7 +145,7 @@ class FirstToken:
 
 
 def answer(model, processor, messages, new_tokens: int, use_adapter: bool, clock: FirstToken) -> dict[str, Any]:
-    from core.inference import stream_generate
+    from core.generation import stream_generate
 
     model.generation_config.min_new_tokens = new_tokens  # fixed-length answers (see the module docstring)
     clock.reset()
@@ -185,7 +185,7 @@ def run_arm(args) -> dict[str, Any]:
     section = model_section(args, work)
     data = ImageDataSection()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    processor = load_processor(section, max_pixels=data.max_pixels)  # as ui/inference.py loads it
+    processor = load_processor(section, max_pixels=data.max_pixels)  # as ui/compare_models.py loads it
     messages = prompt_messages(data, image=open_image(work / "tile.png"))
     common.reset_peak_memory()
     rss_before = common.rss_gib()

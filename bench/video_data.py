@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-side", type=int, default=448, help="frame size (the shipped data.frame_max_side)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "vlm-bench-frames", help="where the clip is kept")
     args = parser.parse_args(argv)
-    from core.runs import usable_cpus
+    from core.processes import usable_cpus
 
     args.workers = args.workers or max(2, usable_cpus())
     args.windows = args.windows or (4 if args.tiny else 12)
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     threads = common.set_threads(args.tiny, args.threads)
     print(common.describe_env(), flush=True)
     from core.config import load_config
-    from core.runs import usable_cpus
+    from core.processes import usable_cpus
     from video_vlm.config import VideoConfig
     from video_sft_step import full_size_processor
 

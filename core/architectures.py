@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError
-from core.estimate import EstimateError
 from core.hub import check_model_available
 from core.tiny import TINY_PREFIX, resolve_model_name
 
@@ -22,8 +21,9 @@ INTERNVL3_8B_ID = "OpenGVLab/InternVL3-8B-hf"
 CONFIG_DOWNLOAD_TIMEOUT_S = 10
 
 
-class UnknownArchitecture(EstimateError):
-    """A model whose config cannot be found here. The message says what to download or set."""
+class UnknownArchitecture(ValueError):
+    """A model whose config cannot be found here. The message says what to download or set (the estimate
+    reports it as an EstimateError)."""
 
 
 def parameter_counts(model) -> dict[str, int]:

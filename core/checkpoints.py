@@ -197,7 +197,7 @@ def agreed_by_all_ranks(value):
     """
     import torch.distributed as dist
 
-    from core.runs import start_distributed, world_size
+    from core.processes import start_distributed, world_size
 
     if world_size() == 1:
         return value
@@ -215,7 +215,7 @@ def gathered_from_all_ranks(value) -> list:
     """
     import torch.distributed as dist
 
-    from core.runs import start_distributed, world_size
+    from core.processes import start_distributed, world_size
 
     if world_size() == 1:
         return [value]

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.runs import HEARTBEAT_TIMEOUT_S, usable_cpus
+from core.processes import usable_cpus
 
 
 class ConfigError(ValueError):
@@ -86,6 +86,11 @@ class FinetuneSection(Section):
         description="Full fine-tuning in bf16: bf16 weights + 8-bit AdamW with stochastic rounding (~6 bytes a weight), "
         "or fp32 master weights under bf16 autocast (~16 bytes a weight; 8B does not fit 128 GB)",
     )
+
+
+# The default for `logging.heartbeat_timeout_s`; the trainer records its own value in status.json, so a
+# reader in any container judges a run by the threshold that run was started with.
+HEARTBEAT_TIMEOUT_S = 60.0
 
 
 class LoggingSection(Section):

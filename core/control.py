@@ -1,13 +1,17 @@
 """Run control inside the trainer: stop requests, signals, the heartbeat, and a truthful status to the end.
 
-This module imports neither torch nor transformers, so the CLI can hold the GPU lock, install its
-signal handlers and start beating within a second of launch, long before the model libraries load.
-The TrainerCallback that acts on a stop at step boundaries is `core.metrics.GracefulStop`.
+Stopping, end to end: whoever wants a run to stop writes `stop.json` into its folder (`RunDir.request_stop`,
+through `core.runs.stop_run` from the UI, the CLI and the container supervisor), and signals its pid when it runs
+in the same PID namespace. Here `RunControl` turns a signal or that file into one flag (`poll`), and
+`stop_at_step_boundary` decides, with every rank, to save and stop; the Trainer hears it through the thin
+callback `core.metrics.GracefulStop`.
+
+This module imports neither torch nor transformers at import time, so the CLI can hold the GPU lock, install
+its signal handlers and start beating within a second of launch, long before the model libraries load.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -15,25 +19,11 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
-from core.runs import HEARTBEAT_TIMEOUT_S, LAUNCH_TIME_ENV, RunDir, heartbeat_interval, is_main_process, process_owner, world_size
-
-STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
-# Libraries that write without passing the OSError on (safetensors, torch.save) still name the cause.
-STORAGE_PATTERNS = {
-    "no space left on device": "no space left on device",
-    "storagefull": "no space left on device",
-    "os error 28": "no space left on device",
-    "read-only file system": "read-only file system",
-    "readonlyfilesystem": "read-only file system",
-    "os error 30": "read-only file system",
-}
-
-
-LOW_SPACE_BYTES = 16 * 2**20  # below this, a failed write is put down to the full disk
-
+from core.runs import LAUNCH_TIME_ENV, RunDir, heartbeat_interval
+from core.config import HEARTBEAT_TIMEOUT_S
+from core.processes import is_main_process, process_owner, world_size
 
 def launch_time() -> float:
     """When this launch was asked for: the launcher's clock when it started us, else now."""
@@ -76,6 +66,26 @@ class RunControl:
         if not self.requested and self.run is not None and self.run.stop_requested(self.launched):
             self.request(f"stop requested in {self.run.stop_path}")
         return self.requested
+
+    def stop_at_step_boundary(self) -> bool:
+        """Whether training stops at this step boundary, where saving is safe: a stop was requested on any rank.
+
+        Under several processes the ranks agree on the flag (all-reduce MAX), so they stop at the same step;
+        only rank 0 reads the run folder. Called by the trainer callback `core.metrics.GracefulStop`.
+        """
+        local = self.poll() if is_main_process() else self.requested
+        import torch.distributed as dist  # the trainer has loaded torch by now; this module stays light at launch
+
+        if dist.is_available() and dist.is_initialized():
+            import torch
+
+            flag = torch.tensor([1.0 if local else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            local = bool(flag.item())
+        if local:
+            self.request("another rank was asked to stop")  # no-op where the flag is already set
+            self.mark_stopping()
+        return local
 
     def mark_stopping(self) -> None:
         """Show `stopping` in status.json once a stop is requested (not from a signal handler: it may interrupt a write)."""
@@ -122,33 +132,6 @@ class RunControl:
             # A command-line process is about to exit with its end state written: a late SIGTERM (docker stop
             # sent twice) is ignored, since Python restores the default, fatal action while it shuts down.
             signal.signal(sig, signal.SIG_IGN if self.keep_handlers else handler)
-
-
-def storage_problem(err: BaseException, path: Path) -> str | None:
-    """One line naming the path and cause when `err` comes from a full disk or a read-only folder, else None."""
-    seen = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
-            where = current.filename or path
-            return f"{where}: {STORAGE_ERRNOS[current.errno]}"
-        text = str(current).lower().replace(" ", "") if current.args else ""
-        for pattern, cause in STORAGE_PATTERNS.items():
-            if pattern.replace(" ", "") in text:
-                return f"{path}: {cause} ({str(current).splitlines()[0][:200]})"
-        current = current.__cause__ or current.__context__
-    # torch.save's zip writer says only "file write failed" or "unexpected pos"; the folder itself tells why.
-    try:
-        stats = os.statvfs(path)
-    except OSError:
-        return None
-    first_line = (str(err).strip().splitlines() or [type(err).__name__])[-1][:200]
-    if stats.f_flag & os.ST_RDONLY:
-        return f"{path}: read-only file system ({first_line})"
-    if stats.f_bavail * stats.f_frsize < LOW_SPACE_BYTES:
-        return f"{path}: no space left on device ({first_line})"
-    return None
 
 
 def record_state(run: RunDir, state: str, **fields) -> bool:

@@ -295,6 +295,16 @@ def _weights(model, finetune: FinetuneSection, dtype_bytes: float) -> tuple[floa
     return weight_bytes, total, trainable, targets
 
 
+def known_architecture(model: ModelSection):
+    """The model's architecture config (no weights), or an EstimateError saying what to download or set."""
+    from core.architectures import UnknownArchitecture, architecture_config
+
+    try:
+        return architecture_config(model.name, model.revision)
+    except UnknownArchitecture as err:
+        raise EstimateError(str(err)) from None
+
+
 def empty_model(model: ModelSection, config):
     """The meta-device model of `config`, or an EstimateError saying why it cannot be built."""
     from core.architectures import meta_model
@@ -316,9 +326,7 @@ def estimate_memory(
 ) -> Estimate:
     """Parameters and memory, part by part, of training `model` with `finetune` on `workload`; `empty` is the
     architecture's meta-device model when the caller already built it (nothing here changes it)."""
-    from core.architectures import architecture_config
-
-    config = config if config is not None else architecture_config(model.name, model.revision)
+    config = config if config is not None else known_architecture(model)
     empty = empty if empty is not None else empty_model(model, config)
     dtype_bytes = 4 if model.dtype == "float32" else 2  # `auto` is bf16 on the GPU this estimates for
     full = finetune.method == "full"
@@ -412,9 +420,7 @@ def estimate_config(
 ) -> Estimate:
     """A recipe config's estimate: `workload(cfg, architecture)` describes its step, `fixes(cfg)` the changes
     to try when it does not fit (the advice)."""
-    from core.architectures import architecture_config
-
-    architecture = architecture_config(cfg.model.name, cfg.model.revision)
+    architecture = known_architecture(cfg.model)
     empty = empty_model(cfg.model, architecture)  # built once: every candidate of the advice shares it
     target = device_target(device, cfg.model)
 

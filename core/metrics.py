@@ -17,7 +17,8 @@ from transformers import TrainerCallback
 
 from core.checkpoints import record_checksums
 from core.control import RunControl
-from core.runs import RunDir, is_main_process, write_json_atomic
+from core.runs import RunDir, write_json_atomic
+from core.processes import is_main_process
 
 
 def clean_number(value: Any) -> Any:
@@ -88,31 +89,14 @@ class RunMetricsCallback(TrainerCallback):
 
 
 class GracefulStop(TrainerCallback):
-    """Turns a stop (SIGTERM, or a stop request in the run folder) into a checkpoint save and a clean end.
-
-    The flag lives in the run's `RunControl`; the trainer acts on it at the next step boundary, where saving
-    is safe. Under several processes the ranks agree on the flag, so they stop at the same step.
-    """
+    """Hands the Trainer a stop at the next step boundary, where saving is safe: the decision is the run's
+    `RunControl.stop_at_step_boundary` (SIGTERM, or a stop request in the run folder, agreed by every rank)."""
 
     def __init__(self, control: RunControl):
         self.control = control
 
-    def any_rank_requested(self) -> bool:
-        import torch.distributed as dist
-
-        local = self.control.poll() if is_main_process() else self.control.requested
-        if not (dist.is_available() and dist.is_initialized()):
-            return local
-        import torch
-
-        flag = torch.tensor([1.0 if local else 0.0], device="cuda" if torch.cuda.is_available() else "cpu")
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
     def on_step_end(self, args, state, control, **kwargs):
-        if self.any_rank_requested():
-            self.control.request("another rank was asked to stop")  # no-op where the flag is already set
-            self.control.mark_stopping()
+        if self.control.stop_at_step_boundary():
             control.should_save = True
             control.should_training_stop = True
 

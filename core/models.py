@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from core.config import FinetuneSection, ModelSection
-from core.runs import world_size
+from core.processes import world_size
 from core.tiny import resolve_model_name
 
 VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")

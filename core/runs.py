@@ -40,82 +40,19 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core.checkpoints import complete_checkpoints
+from core.config import HEARTBEAT_TIMEOUT_S, read_yaml
+from core.processes import is_main_process, owned_here, pid_alive, process_owner, usable_cpus, world_size
 
 STATES = ("starting", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("starting", "running", "stopping")
 ENDED_STATES = ("stopped", "finished", "failed")
 CRASHED = "crashed"  # derived on read: an active run whose trainer stopped beating
-# The default for `logging.heartbeat_timeout_s`; the trainer records its own value in status.json, so a
-# reader in any container judges a run by the threshold that run was started with.
-HEARTBEAT_TIMEOUT_S = 60.0
 # Environment the launcher hands its child: which pending launch it is, and when it was asked for.
 LAUNCH_ID_ENV = "VLM_LAUNCH_ID"
 LAUNCH_TIME_ENV = "VLM_LAUNCH_TIME"
 
 # status.json is read-modified-written by the trainer's main thread and its heartbeat thread.
 _status_lock = threading.RLock()
-
-
-def is_main_process() -> bool:
-    """Rank 0 owns the run folder; other ranks of a distributed job only train."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def start_distributed() -> None:
-    """Join the launcher's process group before anything is decided from local disk.
-
-    On a machine without CUDA, accelerate forms the group only when told it runs on CPU; otherwise every
-    process of `accelerate launch --num_processes N` trains alone and writes the run folder as rank 0.
-    """
-    if world_size() > 1:
-        import torch
-        from accelerate import PartialState
-
-        PartialState(cpu=not torch.cuda.is_available())
-
-
-def distributed_mode(cuda: bool | None = None) -> str:
-    """What really runs, from the launcher's environment, for the first lines of `train.log`.
-
-    accelerate shards with FSDP on GPUs only: on CPU the same launch is data-parallel over gloo, and says so.
-
-    >>> import os; os.environ.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
-    >>> distributed_mode(cuda=True)
-    'FSDP2, 2 processes'
-    >>> distributed_mode(cuda=False)
-    'DDP over gloo on CPU, 2 processes (FSDP was asked for; accelerate runs it on GPUs only)'
-    >>> os.environ.update(WORLD_SIZE="4", ACCELERATE_USE_FSDP="false"); distributed_mode(cuda=True)
-    'DDP, 4 processes on 2 machines'
-    >>> for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_USE_FSDP", "FSDP_VERSION"): del os.environ[key]
-    >>> distributed_mode()
-    'single process'
-    """
-    processes = world_size()
-    if processes == 1:
-        return "single process"
-    if cuda is None:
-        import torch
-
-        cuda = torch.cuda.is_available()
-    machines = processes // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
-    where = f"{processes} processes" + (f" on {machines} machines" if machines > 1 else "")
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
-    if not cuda:
-        return f"DDP over gloo on CPU, {where}" + (" (FSDP was asked for; accelerate runs it on GPUs only)" if fsdp else "")
-    if fsdp:
-        return f"FSDP{os.environ.get('FSDP_VERSION', '1')}, {where}"
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
-        return f"DeepSpeed, {where}"
-    return f"DDP, {where}"
 
 
 def runs_root() -> Path:
@@ -136,65 +73,6 @@ def heartbeat_interval(timeout_s: float) -> float:
     return min(10.0, max(0.5, timeout_s / 6))
 
 
-# ---------------------------------------------------------------------------------------------- owners
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return ""
-
-
-def namespace_id() -> str:
-    """Identifies this machine boot and PID namespace: two processes with equal ids can signal each other's pids.
-
-    Containers (and `unshare --pid`) have their own PID namespace, so a pid recorded in another one names a
-    different process here, or none. The boot id keeps a reboot from matching the namespace it replaced.
-    """
-    try:
-        pidns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        pidns = "?"
-    return f"{_read('/proc/sys/kernel/random/boot_id') or socket.gethostname()}/{pidns}"
-
-
-def app_name() -> str:
-    """Where this process runs, for messages: the container's app (VLM_PAGE), else the command line."""
-    page = os.environ.get("VLM_PAGE")
-    return f"{page}-vlm" if page else f"command line on {socket.gethostname()}"
-
-
-def process_owner() -> dict[str, Any]:
-    """Who this process is, as recorded in status.json and the GPU lock."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "namespace": namespace_id(), "app": app_name()}
-
-
-def owned_here(owner: dict[str, Any] | None) -> bool:
-    """True when `owner` runs in this reader's PID namespace, so its pid means the same process here."""
-    return bool(owner) and owner.get("namespace") == namespace_id()
-
-
-def pid_alive(pid: int | None) -> bool:
-    """True when a process with this pid exists here (and is not a zombie we already reaped)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); /proc tells the truth on Linux.
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().split(") ", 1)[1][0] != "Z"
-        except (OSError, IndexError):
-            return True
-    return True
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temp file in the same folder, then rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,14 +89,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def new_run_id(prefix: str) -> str:
     """A sortable, readable id such as `image-20261121-203655`."""
     return f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def slugify(text: str) -> str:
-    """
-    >>> slugify("My run / v2")
-    'my-run-v2'
-    """
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "run"
 
 
 def _mtime(path: Path) -> float | None:
@@ -375,8 +245,6 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """The run's resolved config as a mapping; FileNotFoundError when it is gone, ConfigError when unreadable."""
-        from core.config import read_yaml
-
         if not self.config_path.is_file():
             raise FileNotFoundError(f"{self.config_path}: no config.yaml")
         return read_yaml(self.config_path)
@@ -436,10 +304,15 @@ class RunDir:
                 return candidate
         return None
 
+    def artifact_dir(self, stage: str | None, full: bool) -> Path:
+        """Where trained weights go: `stages/<stage>/` for a stage of several, else the run folder itself; then
+        `model/` for full fine-tuning, `adapter/` otherwise."""
+        return (self.path / "stages" / stage if stage else self.path) / ("model" if full else "adapter")
+
     def stage_artifact(self, name: str) -> Path | None:
         """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
-        for kind in ("adapter", "model"):
-            path = self.path / "stages" / name / kind
+        for full in (False, True):
+            path = self.artifact_dir(name, full)
             if holds_weights(path):
                 return path
         return None
@@ -538,7 +411,7 @@ def resolve_run_dir(run_dir: str | Path | None, prefix: str) -> RunDir:
 
 
 def is_own_pending_launch(status: dict[str, Any]) -> bool:
-    """The `starting` status that this process's launcher wrote for it (see core.jobs.launch_training)."""
+    """The `starting` status that this process's launcher wrote for it (see core.gpu_lease.launch_training)."""
     launch_id = os.environ.get(LAUNCH_ID_ENV)
     return bool(launch_id) and status.get("launch_id") == launch_id and status.get("state") == "starting"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from core.cli import run_evaluation_main
-from core.config import ConfigError, validate_config
+from core.config import validate_config
+from core.export import load_run_model
 from core.runs import RunDir, write_json_atomic
 from image_vlm.config import ImageConfig
 from image_vlm.rewards import score_answer
@@ -69,33 +70,16 @@ def canonical_answer(parsed: str | None, answers: list[str]) -> str | None:
     return parsed.strip()
 
 
-def load_run_model(run: RunDir, cfg: ImageConfig):
-    """The tuned model, the model that gives base answers, the processor and the artifact's path.
-
-    With an adapter both are the same object (the adapter is switched off for base answers); a fully
-    fine-tuned run needs a second copy of the base weights.
-    """
-    from core.models import load_base_and_tuned, load_processor
-
-    artifact = run.newest_weights()
-    if artifact is None:
-        raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
-    if artifact != run.final_artifact():
-        print(f"note: {run.id} has not finished; evaluating its latest checkpoint {artifact.name}", flush=True)
-    model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
-    return model, base, load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels)), artifact
-
-
 def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, batch_size: int | None = None) -> dict:
     from tqdm import tqdm
 
-    from core.inference import generate
+    from core.generation import generate
     from core.media.image import open_image
 
     cfg = validate_config(ImageConfig, run.read_config(), source=str(run.config_path))
     split = split or cfg.data.eval_split
     rows = task_rows(cfg.data, split, limit or cfg.eval.limit)
-    model, base_model, processor, artifact = load_run_model(run, cfg)
+    model, base_model, processor, artifact = load_run_model(run, cfg, **image_size_arguments(cfg.data.max_pixels))
     answers = list(dict.fromkeys(cfg.data.labels.values()))
     positive = cfg.data.labels.get("wildfire", answers[0])
     batch_size = batch_size or cfg.eval.batch_size

@@ -61,7 +61,7 @@ def training_dataset(data: ImageDataSection, split: str, limit: int | None = Non
     """
     from datasets import Dataset, Image
 
-    from core.runs import is_main_process
+    from core.processes import is_main_process
     from image_vlm.data import drop_unreadable
 
     readable, skipped = drop_unreadable(task_rows(data, split, limit), Path(data.root), log=lambda line: print(line, flush=True))

@@ -1,4 +1,4 @@
-"""The SFT warm start that runs before GRPO: its targets, a user's own targets from JSONL, and its batches.
+"""The SFT warm start that runs before GRPO: its targets, a user's own targets from JSONL, its batches, and the stage.
 
 A model that has never seen the tags (random weights, or a base model that answers in prose) never writes a
 `<SOLUTION>` block, so every reward is 0, the group advantages vanish, and GRPO has nothing to learn from.
@@ -22,9 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from core.config import ConfigError
+from core.control import RunControl
 from core.jsonl import json_object_lines
-from image_vlm.config import ImageDataSection, WarmStartSection
+from core.runs import RunDir
+from image_vlm.config import ImageConfig, ImageDataSection, WarmStartSection
 from image_vlm.rewards import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
+
+WARM_START = "warm_start"  # the stage's name in the run folder: checkpoints/warm_start/, stages/warm_start/
 
 IGNORE_INDEX = -100
 
@@ -161,7 +166,7 @@ class WarmStartCollator:
         return target_text(answer, row.get("reasoning") or self.warm_start.reasoning_text, self.data.reasoning)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        from core.inference import build_inputs
+        from core.generation import build_inputs
         from core.media.image import open_image
         from image_vlm.task import prompt_messages
 
@@ -179,6 +184,93 @@ class WarmStartCollator:
             labels[i, : width - int(lengths[i] - prompt_lengths[i])] = IGNORE_INDEX
         inputs["labels"] = labels
         return inputs
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+
+def sft_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path):
+    """TRL's SFTConfig for the warm start; `warm_start.trainer` passes through verbatim and TRL validates it."""
+    from trl import SFTConfig
+
+    from core.models import trainer_config
+
+    w = cfg.warm_start
+    return trainer_config(
+        SFTConfig,
+        cfg,
+        run,
+        output_dir,
+        "warm_start",
+        w.trainer,
+        max_steps=w.max_steps,
+        per_device_train_batch_size=w.per_device_train_batch_size,
+        gradient_accumulation_steps=w.gradient_accumulation_steps,
+        learning_rate=w.learning_rate,
+        lr_scheduler_type="constant",
+        seed=w.seed,
+        # The warm-start collator builds input_ids and labels; TRL must neither tokenise nor truncate.
+        max_length=None,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+
+
+def warm_start_rows(cfg: ImageConfig, train_rows: list[dict]) -> list[dict]:
+    """The warm start's rows: the user's JSONL (bad lines reported and left out) or the template over the
+    training split; a budget the data cannot fill is a config error."""
+    w = cfg.warm_start
+    if w.jsonl:
+        report = read_warm_start_jsonl(w.jsonl, cfg.data)
+        print_report(report)
+        rows, source = report.rows, f"warm_start.jsonl ({w.jsonl})"
+        if not rows:
+            raise ConfigError(f"{source}: no usable line ({len(report.problems)} problem(s), listed above)")
+    else:
+        rows, source = template_rows(train_rows), f"the training split ({cfg.data.root}/{cfg.data.train_split})"
+    if w.max_samples is not None:
+        if w.max_samples > len(rows):
+            raise ConfigError(f"warm_start.max_samples ({w.max_samples}) is larger than {source}, which has {len(rows)} example(s)")
+        rows = rows[: w.max_samples]
+    if w.per_device_train_batch_size > len(rows):
+        raise ConfigError(
+            f"warm_start.per_device_train_batch_size ({w.per_device_train_batch_size}) is larger than {source}, "
+            f"which has {len(rows)} example(s)"
+        )
+    return rows
+
+
+def run_warm_start(cfg: ImageConfig, run: RunDir, control: RunControl, processor, rows: list[dict], stages: list[str]) -> Path | None:
+    """Run (or resume, or skip when done) the SFT warm start; returns its saved weights, None when stopped."""
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from core.checkpoints import agreed_by_all_ranks
+    from core.metrics import GracefulStop, RunMetricsCallback
+    from core.models import freeze_vision_tower, load_stage_start, release_memory, trainable_summary
+    from core.stages import train_stage
+
+    done = agreed_by_all_ranks(run.stage_artifact(WARM_START))
+    if done:
+        print(f"[{WARM_START}] finished earlier: {done}", flush=True)
+        return done
+    model = load_stage_start(cfg.model, cfg.finetune, None)
+    if cfg.warm_start.freeze_vision:
+        freeze_vision_tower(model)
+    print(f"[{WARM_START}] {len(rows)} example(s), {cfg.warm_start.answers} answers; {trainable_summary(model)}", flush=True)
+    output_dir = run.checkpoints_dir / WARM_START
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_arguments(cfg, run, output_dir),
+        data_collator=WarmStartCollator(processor, cfg.data, cfg.warm_start),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=processor,
+        callbacks=[RunMetricsCallback(run, stage=WARM_START), GracefulStop(control)],
+    )
+    out = train_stage(trainer, run, control, output_dir, run.artifact_dir(WARM_START, cfg.finetune.method == "full"),
+                      cfg.model.max_memory_gb, stage=WARM_START, stages=stages)
+    del trainer, model
+    release_memory()
+    return out
 
 
 def main(argv=None) -> int:

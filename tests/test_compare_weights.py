@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from core.config import read_yaml, to_yaml, validate_config
-from core.inference import generate
+from core.generation import generate
 from core.models import load_model, load_processor
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
@@ -61,7 +61,7 @@ def last(texts) -> str:
 
 
 def test_full_fine_tuning_compares_against_the_real_base(tmp_path):
-    from ui.inference import image_messages, load_compare_model, stream_answer
+    from ui.compare_models import image_messages, load_compare_model, stream_answer
 
     run, cfg, image = tiny_run(tmp_path, "full")
     loaded = load_compare_model("image", run.id, str(run.path), str(run.model_dir), run.model_dir.stat().st_mtime)
@@ -77,7 +77,7 @@ def test_full_fine_tuning_compares_against_the_real_base(tmp_path):
 
 
 def test_a_rerun_mid_answer_keeps_the_model_until_generation_stops(tmp_path):
-    from ui.inference import image_messages, load_compare_model, stream_answer
+    from ui.compare_models import image_messages, load_compare_model, stream_answer
 
     run, cfg, image = tiny_run(tmp_path, "lora")
     loaded = load_compare_model("image", run.id, str(run.path), str(run.adapter_dir), run.adapter_dir.stat().st_mtime)

@@ -46,7 +46,7 @@ def video_estimate(*overrides, path=VIDEO_8B, device=None):
 def test_qwen_visual_tokens_match_the_processor(size, max_pixels):
     """The arithmetic gives exactly the image tokens the (tiny) Qwen2.5-VL processor puts in the prompt."""
     from core.config import ModelSection
-    from core.inference import build_inputs
+    from core.generation import build_inputs
     from core.models import load_processor
     from image_vlm.config import ImageDataSection
     from image_vlm.task import image_size_arguments, prompt_messages
@@ -79,7 +79,7 @@ def test_internvl_frame_tokens_match_the_processor():
 
     from core.architectures import internvl3_8b_config
     from core.config import ModelSection
-    from core.inference import build_inputs
+    from core.generation import build_inputs
     from core.models import load_processor
     from core.tiny import resolve_model_name
     from video_vlm.config import VideoDataSection

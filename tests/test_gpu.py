@@ -86,9 +86,9 @@ def test_compare_answers_on_the_gpu_from_two_sets_of_weights(method, tmp_path):
     """The compare view's model on CUDA: base and tuned answers differ, and the base one is the base model's own."""
     from test_compare_weights import last, tiny_run
 
-    from core.inference import generate
+    from core.generation import generate
     from core.models import load_model
-    from ui.inference import image_messages, load_compare_model, stream_answer
+    from ui.compare_models import image_messages, load_compare_model, stream_answer
 
     run, cfg, image = tiny_run(tmp_path, method)
     artifact = run.final_artifact()

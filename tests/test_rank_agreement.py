@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from test_checkpoints import fake_checkpoint
 
 from core.checkpoints import complete_checkpoints, record_checksums
-from core.runs import distributed_mode
+from core.processes import distributed_mode
 
 
 def free_port() -> int:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from core.checkpoints import checkpoint_step
-from core.jobs import GpuBusy, acquire_gpu_lock, launch_training, release_gpu_lock
-from core.runs import RunDir, namespace_id, read_jsonl, stop_run
+from core.gpu_lease import GpuBusy, acquire_gpu_lock, launch_training, release_gpu_lock
+from core.runs import RunDir, read_jsonl, stop_run
+from core.processes import namespace_id
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIDEO = str(ROOT / "video_vlm" / "configs" / "tiny.yaml")
@@ -380,7 +381,7 @@ def test_compose_style_sigterm_leaves_this_containers_trainers_stopped_with_a_ch
 
 LAUNCH_LIKE_THE_UI = """
 import sys, time
-from core.jobs import launch_training
+from core.gpu_lease import launch_training
 from core.runs import RunDir
 launch_training("video_vlm.train", RunDir(sys.argv[1]), config_path=%r, overrides=sys.argv[2:])
 time.sleep(600)

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from core.jobs import GpuBusy, acquire_gpu_lock, gpu_lock_holder, release_gpu_lock
-from core.runs import RunDir, RunError, list_runs, open_run_for_training, process_owner, read_jsonl, stop_run
+from core.gpu_lease import GpuBusy, acquire_gpu_lock, gpu_lock_holder, release_gpu_lock
+from core.runs import RunDir, RunError, list_runs, open_run_for_training, read_jsonl, stop_run
+from core.processes import process_owner
 
 
 def dead_pid() -> int:
@@ -117,7 +118,7 @@ def test_gpu_lock_is_exclusive_and_released(tmp_path):
 def test_gpu_lock_held_by_another_process_and_freed_by_its_death(tmp_path):
     """kill -9 of the holder frees the GPU: the kernel drops flock() locks with the process."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from core.jobs import acquire_gpu_lock; import time; acquire_gpu_lock('other', {str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", f"from core.gpu_lease import acquire_gpu_lock; import time; acquire_gpu_lock('other', {str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )
     try:
@@ -213,7 +214,7 @@ def test_evaluate_refuses_a_folder_that_is_not_a_run(recipe, tmp_path, capsys):
 
 
 def test_the_lock_lives_at_the_runs_root_wherever_the_run_folder_is(tmp_path, monkeypatch):
-    from core.jobs import lock_path
+    from core.gpu_lease import lock_path
 
     monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path / "shared-runs"))
     assert lock_path() == tmp_path / "shared-runs" / ".gpu.lock"
@@ -221,7 +222,7 @@ def test_the_lock_lives_at_the_runs_root_wherever_the_run_folder_is(tmp_path, mo
 
 HOLD_COMPARE = """
 import sys, time
-from core.jobs import acquire_gpu_lock, release_gpu_lock
+from core.gpu_lease import acquire_gpu_lock, release_gpu_lock
 released = []
 acquire_gpu_lock("image-1", sys.argv[1], kind="compare", on_release_request=lambda: released.append(time.time()))
 print("held", flush=True)

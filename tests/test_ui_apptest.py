@@ -23,7 +23,8 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.config import read_yaml, to_yaml, validate_config
-from core.runs import RunDir, process_owner
+from core.runs import RunDir
+from core.processes import process_owner
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
@@ -199,7 +200,7 @@ def fake_popen(calls: list):
 def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch):
     runs, _ = dirs
     started = []
-    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(started))
+    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(started))
     lock = hold_gpu_lock(runs)
     try:
         at = app("image")
@@ -216,7 +217,7 @@ def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch
 def test_start_launches_the_cli_with_the_form_config(dirs, monkeypatch):
     runs, data = dirs
     calls = []
-    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
     at = app("image")
     [r for r in at.number_input if r.label == "LoRA rank (r)"][0].set_value(4)
     button(at, "Start training").click().run()
@@ -339,7 +340,7 @@ def test_newest_active_run_is_shown_by_default(dirs):
 def test_resume_is_offered_for_stopped_and_crashed_runs(dirs, monkeypatch):
     runs, _ = dirs
     calls = []
-    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
     make_run(runs, "image-20260101-100000", "running", pid=999_999_999)  # its process is gone: crashed
     at = app("image")
     assert "crashed" in texts(at.error) or "gone without finishing" in texts(at.error)
@@ -355,7 +356,7 @@ def test_resume_clicked_twice_starts_one_trainer(dirs, monkeypatch):
     """Two clicks (or two tabs) on Resume before the first redraw: the second sees the pending launch."""
     runs, _ = dirs
     calls = []
-    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
     make_run(runs, "image-20260101-100000", "stopped")
     first, second = app("image"), app("image")  # both drawn while the run is stopped
     button(first, "Resume training").click().run()
@@ -402,13 +403,6 @@ def test_run_folder_deleted_mid_session_shows_message(dirs):
     at.run()
     assert not at.exception
     assert "image-20260101-100000 no longer exists" in texts(at.warning)
-
-
-def test_missing_trainer_module_disables_start(dirs, monkeypatch):
-    monkeypatch.setattr("ui.recipes.module_exists", lambda name: name != "video_vlm.train")
-    at = app("video")
-    assert not at.exception
-    assert "video_vlm.train" in texts(at.warning)
 
 
 # ---------------------------------------------------------------------------------------------- runs page
@@ -699,12 +693,12 @@ def test_ui_doctests():
     import ui.estimate
     import ui.evaluation
     import ui.form
-    import ui.inference
+    import ui.compare_models
     import ui.recipes
     import ui.uploads
     import ui.widgets
 
-    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.inference, ui.recipes, ui.uploads, ui.widgets)
+    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.compare_models, ui.recipes, ui.uploads, ui.widgets)
     assert sum(len(t.examples) for m in modules for t in doctest.DocTestFinder().find(m)) > 20
     for module in modules:
         result = doctest.testmod(module)
@@ -844,7 +838,7 @@ def number(at: AppTest, label: str):
 def test_form_values_survive_a_reload(dirs, monkeypatch):
     """The values of the last start come back in a new session (a page reload), from runs/.form-image.yaml."""
     runs, _ = dirs
-    monkeypatch.setattr("core.jobs.subprocess.Popen", fake_popen([]))
+    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen([]))
     at = app("image")
     number(at, "LoRA rank (r)").set_value(4)
     button(at, "Start training").click().run()

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from core.inference import build_inputs
+from core.generation import build_inputs
 from core.models import load_processor
 from video_vlm.collator import (
     IGNORE_INDEX,

@@ -12,6 +12,7 @@ from conftest import IMAGE_SMOKE, run_cli
 from core.config import ConfigError, load_config
 from core.runs import RunDir
 from image_vlm import train as image_train
+from image_vlm import vllm_rollouts
 from image_vlm.config import ImageConfig
 
 TINY = "image_vlm/configs/tiny.yaml"
@@ -116,14 +117,14 @@ def test_server_mode_on_cpu_is_refused_too(monkeypatch, tmp_path, launch_spy, ca
 def test_vllm_and_cuda_present_let_the_launch_go_on(monkeypatch, tmp_path, launch_spy):
     pretend_vllm_is_installed(monkeypatch, cuda=True)
     cfg = load_config(ImageConfig, TINY, ["train.use_vllm=true"])
-    assert image_train.vllm_problem(cfg.train) is None
+    assert vllm_rollouts.vllm_problem(cfg.train) is None
     image_train.main(["--config", TINY, "--run-dir", str(tmp_path / "run"), "train.use_vllm=true"])
     assert launch_spy[:1] == ["gpu lock"]  # past the preflight: the launch takes the GPU
 
 
 def test_without_use_vllm_nothing_is_checked(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda *a: pytest.fail("looked for vllm although use_vllm is off"))
-    assert image_train.vllm_problem(load_config(ImageConfig, TINY).train) is None
+    assert vllm_rollouts.vllm_problem(load_config(ImageConfig, TINY).train) is None
 
 
 # ---------------------------------------------------------------------------------------------- on a GPU

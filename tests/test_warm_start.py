@@ -17,6 +17,7 @@ from conftest import ROOT
 from core.config import load_config
 from core.runs import RunDir, stop_run
 from image_vlm import train as image_train
+from image_vlm import warm_start
 from image_vlm.config import ImageConfig, ImageDataSection, WarmStartSection
 from image_vlm.warm_start import WarmStartCollator, read_warm_start_jsonl, target_text
 
@@ -70,7 +71,7 @@ def test_bad_warm_start_lines_never_reach_training(tmp_path, wildfire_synthetic,
     fire = sorted((wildfire_synthetic / "train" / "wildfire").iterdir())[0]
     path = write_jsonl(tmp_path / "warm.jsonl", [{"image": str(fire), "answer": "Yes"}, {"image": "gone.png", "answer": "No"}, "oops"])
     cfg = load_config(ImageConfig, TINY, [f"data.root={wildfire_synthetic}", f"warm_start.jsonl={path}", "warm_start.per_device_train_batch_size=1"])
-    rows = image_train.warm_start_rows(cfg, [])
+    rows = warm_start.warm_start_rows(cfg, [])
     assert [row["image_path"] for row in rows] == [str(fire)]
     out = capsys.readouterr().out
     assert "skipped [missing_image] line 2: gone.png: no such file" in out and "skipped [malformed_json] line 3" in out

@@ -1,6 +1,6 @@
 """The compare panel: a gallery sample or an upload, answered by the base model and the tuned one side by side.
 
-Both answers come from one cached copy of the weights (`ui.inference`), streamed as they grow. The video
+Both answers come from one cached copy of the weights (`ui.compare_models`), streamed as they grow. The video
 page also keeps an analytics table of this session's answers, one column per schema field.
 """
 
@@ -14,10 +14,10 @@ import pandas as pd
 import streamlit as st
 
 from core.config import ConfigError
-from core.jobs import GpuBusy
+from core.gpu_lease import GpuBusy
 from core.media.errors import MediaError
 from core.runs import RunDir
-from ui.inference import compare_data, load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
+from ui.compare_models import compare_data, load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
 from ui.recipes import ACTIVE, IMAGE, Recipe, artifact_of, recipe_runs
 from ui.uploads import UploadError, describe_size, save_upload, upload_root
 from ui.widgets import escape_markdown, select_trained_run, session, state_of, trained_runs
@@ -257,11 +257,11 @@ def generate_pair(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], colum
         with st.spinner(f"Loading {cfg.model.name} with the adapter from {run.id}…"):
             loaded = load_compare_model(recipe.name, run.id, str(run.path), str(artifact), artifact.stat().st_mtime)
         if recipe is IMAGE:
-            from ui.inference import image_messages
+            from ui.compare_models import image_messages
 
             messages = image_messages(cfg, Path(media["path"]))
         else:
-            from ui.inference import video_messages
+            from ui.compare_models import video_messages
 
             messages = video_messages(cfg, Path(media["path"]), media.get("start"), media.get("end"))
     except (MediaError, ConfigError, OSError, ValueError, ImportError, RuntimeError) as err:

@@ -16,14 +16,14 @@ import pandas as pd
 import streamlit as st
 
 from core.config import ConfigError
-from core.jobs import GpuBusy, describe_holder, gpu_lock_holder
+from core.gpu_lease import GpuBusy, describe_holder, gpu_lock_holder
 from core.runs import RunDir, RunError, list_runs, read_jsonl, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
 from ui.evaluation import evaluation_panel, render_report
 from ui.estimate import estimate_for, estimate_panel
 from ui.form import build_config, form_values
-from ui.inference import release_compare_model
+from ui.compare_models import release_compare_model
 from ui.recipes import (
     ACTIVE,
     IMAGE,
@@ -91,8 +91,6 @@ def training_panel(recipe: Recipe) -> None:
 
 def new_run_form(recipe: Recipe) -> None:
     st.subheader("New training run")
-    if not recipe.available:
-        st.warning(f"This build has no `{recipe.train_module}` yet, so training cannot start from here.")
     options = presets(recipe)
     labels = list(options)
     saved = saved_form(recipe)  # the values of the last start (or loaded run), kept across reloads
@@ -130,7 +128,7 @@ def new_run_form(recipe: Recipe) -> None:
         )
         start, update = st.columns(2)
         with start:
-            submitted = st.form_submit_button("Start training", type="primary", disabled=not recipe.available)
+            submitted = st.form_submit_button("Start training", type="primary")
         with update:
             st.form_submit_button("Update estimate", help="Apply the edits above to the estimate without starting")
     if submitted:
@@ -388,50 +386,17 @@ def is_live(run: RunDir) -> bool:
 
 
 def run_view(recipe_name: str, run_id: str) -> None:
-    """Status, progress, controls, curves and rollouts of one run."""
+    """Status, progress, controls, curves and rollouts of one run, on its recipe's page."""
     recipe = RECIPES[recipe_name]
     run = run_at(run_id)
     if not run.exists():
         gone_message(run_id)
         return
-    status = run.read_status()
+    status = run_header(run, recipe, scope=recipe_name)
     state = status.get("state", "missing")
-    seen_key = f"seen:{run_id}"
-    before = st.session_state.get(seen_key)
-    st.session_state[seen_key] = state
-    if before is not None and before != state:
-        # A new state (running, finished, ...): refresh the whole page, so the run picker's label and the
-        # compare and evaluation panels (which list runs with weights) catch up.
-        st.rerun()
-
-    with st.container(key=f"{recipe_name}-run-state"):
-        left, right = st.columns([3, 2], vertical_alignment="center")
-        with left:
-            state_badge(state)
-            st.caption(run_times(status))
-        with right, st.container(horizontal=True, horizontal_alignment="right"):
-            if state in ACTIVE or state == "missing":
-                stop_button(recipe.name, run, key=f"stop:{run_id}")
-            if state in RESUMABLE and st.button("Resume training", key=f"resume:{run_id}", type="primary"):
-                request_resume(recipe, run, recipe.name)
-            if run.config_path.exists() and st.button(
-                "Load config into the form", key=f"load-config:{run_id}", help="Fill the new-run form with this run's config.yaml"
-            ):
-                load_run_config(recipe, run)
-    show_flash(recipe_name)
     if state == "missing" or (state == "starting" and not status.get("total")):
         launching_note(run, status)
         return
-    stopping = run_id in session("stop_requested", set())
-    if state == "stopping" or (stopping and state in ACTIVE):
-        st.info("Stopping: saving a checkpoint… (at the next step boundary)", icon=":material/hourglass_top:")
-    elif state == "stopped" and stopping:
-        st.success(f"Stopped at step {status.get('step')}: checkpoint saved. Resume continues from it.")
-    if state == "failed":
-        st.error(f"Training failed: {status.get('error') or 'no message (see the log)'}")
-    elif state == "crashed":
-        st.error(STATE_HELP["crashed"])
-
     metrics = run.read_metrics()
     progress_bar(status, metrics, active=state in ACTIVE)
     if status.get("wandb_url"):
@@ -441,6 +406,52 @@ def run_view(recipe_name: str, run_id: str) -> None:
         rollout_table(run)
     skipped_clips(run)
     log_tail(run, expanded=state in ("failed", "crashed"))
+
+
+def run_header(run: RunDir, recipe: Recipe | None, scope: str) -> dict[str, Any]:
+    """One run's state, times, Stop / Resume (and, on a recipe page, Load config) and what the last action did;
+    the same on a recipe's page (`scope` is the recipe's name) and on the runs page (`scope` "runs"). Returns
+    the status it drew."""
+    status = run.read_status()
+    state = status.get("state", "missing")
+    on_runs_page = scope == "runs"
+    prefix = "runs:" if on_runs_page else ""
+    seen_key = f"{'runs-' if on_runs_page else ''}seen:{run.id}"
+    before = st.session_state.get(seen_key)
+    st.session_state[seen_key] = state
+    if before is not None and before != state:
+        # A new state (running, finished, ...): refresh the whole page, so the run picker or the runs table, and
+        # the compare and evaluation panels (which list runs with weights), catch up.
+        st.rerun()
+    with st.container(key=f"{scope}-run-state"):
+        left, right = st.columns([3, 2], vertical_alignment="center")
+        with left:
+            if on_runs_page:
+                st.markdown(f"### {run.id}")
+            state_badge(state)
+            st.caption(run_times(status))
+        with right, st.container(horizontal=True, horizontal_alignment="right"):
+            if state in ACTIVE or state == "missing":
+                stop_button(scope, run, key=f"{prefix}stop:{run.id}")
+            if state in RESUMABLE and recipe is not None and st.button(
+                "Resume training", key=f"{prefix}resume:{run.id}", type="primary"
+            ):
+                request_resume(recipe, run, scope)
+            if not on_runs_page and recipe is not None and run.config_path.exists() and st.button(
+                "Load config into the form", key=f"load-config:{run.id}", help="Fill the new-run form with this run's config.yaml"
+            ):
+                load_run_config(recipe, run)
+    show_flash(scope)
+    stopping = run.id in session("stop_requested", set())
+    if state == "stopping" or (stopping and state in ACTIVE):
+        st.info("Stopping: saving a checkpoint… (at the next step boundary)", icon=":material/hourglass_top:")
+    elif state == "stopped" and stopping:
+        st.success(f"Stopped at step {status.get('step')}: checkpoint saved. Resume continues from it.")
+    if state == "failed":
+        st.error(f"Training failed: {status.get('error') or 'no message (see the log)'}")
+    elif state == "crashed":
+        st.error(STATE_HELP["crashed"])
+    return status
 
 
 def skipped_clips(run: RunDir) -> None:
@@ -467,7 +478,7 @@ still_run_view = st.fragment(run_view)
 
 def load_run_config(recipe: Recipe, run: RunDir) -> None:
     """Put a run's resolved config into the new-run form (under the current preset), then redraw the page."""
-    from ui.inference import run_config
+    from ui.compare_models import run_config
 
     try:
         values = run_config(recipe, run).model_dump(mode="json")
@@ -500,12 +511,9 @@ def run_times(status: dict[str, Any]) -> str:
 
 
 def run_seconds(status: dict[str, Any]) -> float | None:
-    """How long an ended run ran: its launches' time (`active_s`); a run folder written before that field
-    existed falls back to ended minus started."""
-    if isinstance(status.get("active_s"), (int, float)):
-        return float(status["active_s"])
-    start, end = charts.parse_time(status.get("started")), charts.parse_time(status.get("ended"))
-    return end - start if start and end else None
+    """How long an ended run ran: its launches' time together (`active_s`, kept by RunDir.write_status)."""
+    active = status.get("active_s")
+    return float(active) if isinstance(active, (int, float)) else None
 
 
 def launching_note(run: RunDir, status: dict[str, Any]) -> None:
@@ -666,36 +674,13 @@ def run_row(run: RunDir) -> dict[str, Any]:
 
 
 def run_detail(run_id: str) -> None:
+    """One run on the runs page: its header, then tabs for curves, config, logs and evaluation reports."""
     run = run_at(run_id)
     if not run.exists():
         gone_message(run_id)
         return
-    recipe = recipe_of(run)
-    status = run.read_status()
+    status = run_header(run, recipe_of(run), scope="runs")
     state = status.get("state", "missing")
-    scope = "runs"
-    seen_key = f"runs-seen:{run_id}"
-    before = st.session_state.get(seen_key)
-    st.session_state[seen_key] = state
-    if before is not None and before != state:
-        st.rerun()  # the table above and the polling choice follow the new state
-    left, right = st.columns([3, 2], vertical_alignment="center")
-    with left:
-        st.markdown(f"### {run_id}")
-        state_badge(state)
-        st.caption(run_times(status))
-    with right, st.container(horizontal=True, horizontal_alignment="right"):
-        if state in ACTIVE:
-            stop_button(scope, run, key=f"runs:stop:{run_id}")
-        if state in RESUMABLE and recipe is not None and st.button("Resume training", key=f"runs:resume:{run_id}", type="primary"):
-            request_resume(recipe, run, scope)
-    show_flash(scope)
-    if state == "stopping" or (run_id in session("stop_requested", set()) and state in ACTIVE):
-        st.info("Stopping: saving a checkpoint…", icon=":material/hourglass_top:")
-    elif state == "stopped" and run_id in session("stop_requested", set()):
-        st.success(f"Stopped at step {status.get('step')}: checkpoint saved. Resume continues from it.")
-    if state == "failed":
-        st.error(f"Training failed: {status.get('error') or 'see the log'}")
     metrics = run.read_metrics()
     progress_bar(status, metrics, active=state in ACTIVE)
     overview, config, log, evaluation = st.tabs(["Metrics", "Config", "Log", "Evaluation"])

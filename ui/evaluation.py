@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from core.config import ConfigError
-from core.jobs import GpuBusy
+from core.gpu_lease import GpuBusy
 from ui import charts
 from ui.recipes import Recipe, start_evaluation, tail
 from ui.widgets import log_tail, run_at, select_trained_run, session, thumbnail_uri, trained_runs

@@ -6,7 +6,6 @@ from the run folder (core/runs.py); this module only starts the recipes' command
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from core.config import ConfigError, read_yaml, to_yaml, validate_config
-from core.jobs import launch_cli, launch_training
+from core.gpu_lease import launch_cli, launch_training
 from core.runs import RunDir, list_runs, runs_root, unique_run_dir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
@@ -56,11 +55,6 @@ class Recipe:
     upload_suffixes: tuple[str, ...]
     upload_limit_mb: int
     grpo: bool
-
-    @property
-    def available(self) -> bool:
-        """Whether this build ships the recipe's trainer (the video recipe lands in stages)."""
-        return module_exists(self.train_module)
 
 
 COMMON_PRIMARY = (
@@ -109,13 +103,6 @@ VIDEO = Recipe(
 )
 
 RECIPES = {recipe.name: recipe for recipe in (IMAGE, VIDEO)}
-
-
-def module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- folders
@@ -309,8 +296,6 @@ def start_evaluation(recipe: Recipe, run: RunDir) -> subprocess.Popen:
     Raises:
         GpuBusy: Another job holds the GPU (the lock is taken here and handed to the job).
     """
-    if not module_exists(recipe.eval_module):
-        raise ConfigError(f"{recipe.eval_module} is not part of this build yet")
     return launch_cli([sys.executable, "-m", recipe.eval_module, "--run", str(run.path)], run, "eval.log", kind="evaluation")
 
 

@@ -1,6 +1,6 @@
 """Batches for supervised fine-tuning on clips: decode, template, mask, pad.
 
-Each sample is the prompt exactly as inference builds it (`core.inference.build_inputs` with the generation
+Each sample is the prompt exactly as inference builds it (`core.generation.build_inputs` with the generation
 prompt) followed by the answer tokenised on its own: the canonical label JSON and the end-of-turn token.
 So the model learns the very tokens it has to generate, and the labels are -100 everywhere else:
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from core.inference import build_inputs
+from core.generation import build_inputs
 from core.runs import RunError
 from core.media.errors import MediaError, plain_reason
 from video_vlm.config import VideoDataSection

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from core.cli import run_evaluation_main
-from core.config import ConfigError, validate_config
+from core.config import validate_config
+from core.export import load_run_model
 from core.runs import RunDir, write_json_atomic
 from video_vlm.config import VideoConfig, VideoDataSection
 from video_vlm.schema import SchemaSpec
@@ -76,23 +77,10 @@ def score_outputs(schema: SchemaSpec, texts: list[str], labels: list[dict]) -> d
     return metrics
 
 
-def load_run_model(run: RunDir, cfg: VideoConfig):
-    """(tuned model, base model, processor, artifact). For LoRA the base is the same model with the adapter off."""
-    from core.models import load_base_and_tuned, load_processor
-
-    artifact = run.newest_weights()
-    if artifact is None:
-        raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
-    if artifact != run.final_artifact():
-        print(f"note: {run.id} has not finished; evaluating {artifact.relative_to(run.path)}", flush=True)
-    model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
-    return model, base, load_processor(cfg.model), artifact
-
-
 def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = None) -> dict:
     from tqdm import tqdm
 
-    from core.inference import generate
+    from core.generation import generate
     from core.media.errors import MediaError
 
     cfg = validate_config(VideoConfig, run.read_config(), source=str(run.config_path))

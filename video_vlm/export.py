@@ -2,20 +2,19 @@
 
     python -m video_vlm.export --run runs/video-... [--out DIR]
 
-Writes `<run>/merged/` (safetensors + processor) by default and keeps `adapter/`. The work is the image
-recipe's export, read with the video config.
+Writes `<run>/merged/` (safetensors + processor) by default and keeps `adapter/` (the work is core.export's).
 """
 
 from __future__ import annotations
 
 import sys
 
-from image_vlm.export import main as export_main
+from core.export import export_main
 from video_vlm.config import VideoConfig
 
 
 def main(argv=None) -> int:
-    return export_main(argv, config_cls=VideoConfig)
+    return export_main(argv, VideoConfig, __doc__)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def analyze_windows(
     model, processor, cfg: VideoConfig, path: str | Path, windows: list[tuple], use_adapter: bool = True
 ) -> list[ClipResult]:
     """Analyse several windows of one video, `cfg.eval.batch_size` at a time."""
-    from core.inference import generate
+    from core.generation import generate
 
     schema = load_task_schema(cfg.data)
     conversations = [

@@ -13,13 +13,12 @@ copied the placeholder and is counted invalid, like any other value outside the 
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Optional, Union
+from typing import Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
@@ -476,15 +475,6 @@ def load_schema(path: str | Path | None = None) -> SchemaSpec:
         raise ValueError(f"{path}: not a valid schema: {error}") from error
 
 
-def unknown_fields(label: dict) -> set[str]:
-    """Fields whose label value is "unknown" (the source dataset lacks them).
-
-    >>> sorted(unknown_fields({"caption": "unknown", "scene": "Urban", "rule_violations": "unknown"}))
-    ['caption', 'rule_violations']
-    """
-    return {name for name, value in label.items() if value == UNKNOWN}
-
-
 def extract_json_object(text: str) -> dict | None:
     """The first JSON object in `text`: inside a ```json fence when there is one, else the first balanced
     {...} that parses.
@@ -555,7 +545,7 @@ def _tokens(text: str) -> list[str]:
 def caption_similarity(prediction: str, reference: str) -> float:
     """Token-level F1 between two captions (SQuAD-style bag of lower-cased words), in [0, 1].
 
-    Cheap and dependency-free; order-blind, so `difflib_similarity` is there when word order matters.
+    Cheap and dependency-free; order-blind.
 
     >>> round(caption_similarity("A red car turns left.", "a red car turns right"), 3)
     0.8
@@ -570,30 +560,3 @@ def caption_similarity(prediction: str, reference: str) -> float:
         return 0.0
     precision, recall = overlap / len(predicted), overlap / len(expected)
     return 2 * precision * recall / (precision + recall)
-
-
-def difflib_similarity(prediction: str, reference: str) -> float:
-    """Word-sequence similarity ratio from difflib, in [0, 1]; sensitive to word order."""
-    return difflib.SequenceMatcher(a=_tokens(prediction), b=_tokens(reference)).ratio()
-
-
-def field_scores(pred: dict | None, label: dict, spec: Optional[SchemaSpec] = None) -> dict[str, float | None]:
-    """`SchemaSpec.field_scores` for `spec` (default: the dashcam schema)."""
-    return (spec or load_schema(None)).field_scores(pred, label)
-
-
-def macro_f1(
-    preds: list[dict | None], labels: list[dict], field: str, spec: Optional[SchemaSpec] = None
-) -> float | None:
-    """`SchemaSpec.macro_f1` for `spec` (default: the dashcam schema)."""
-    return (spec or load_schema(None)).macro_f1(preds, labels, field)
-
-
-def render_label(obj: dict | BaseModel, spec: Optional[SchemaSpec] = None) -> str:
-    """`SchemaSpec.render_label` for `spec` (default: the dashcam schema)."""
-    return (spec or load_schema(None)).render_label(obj)
-
-
-def render_label_spans(obj: dict | BaseModel, spec: Optional[SchemaSpec] = None) -> list[tuple[str, int, int]]:
-    """`SchemaSpec.render_label_spans` for `spec` (default: the dashcam schema)."""
-    return (spec or load_schema(None)).render_label_spans(obj)

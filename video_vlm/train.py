@@ -26,7 +26,8 @@ from pathlib import Path
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
-from core.runs import RunDir, is_main_process
+from core.runs import RunDir
+from core.processes import is_main_process
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"

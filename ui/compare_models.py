@@ -1,6 +1,6 @@
 """The compare view's model: one cached copy of a run's base weights with its adapter attached.
 
-Base answers come from the same weights with the adapter switched off (`core.inference`). The cache holds
+Base answers come from the same weights with the adapter switched off (`core.generation`). The cache holds
 one model at a time, under a `compare` lease on the one GPU lock in `runs/`: a training or evaluation
 launch from either container asks for the GPU, and this process drops the model and the lease (after any
 answer in progress); it reloads lazily on the next Generate.
@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import streamlit as st
 
 from core.config import validate_config
-from core.jobs import acquire_gpu_lock, release_gpu_lock
+from core.gpu_lease import acquire_gpu_lock, release_gpu_lock
 from core.runs import RunDir
 from ui.recipes import IMAGE, RECIPES, Recipe
 
@@ -116,7 +116,7 @@ def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: f
 def stream_answer(loaded: CompareModel, messages, use_adapter: bool) -> Iterator[str]:
     """The growing answer text; base when `use_adapter` is False. The lock is held until the generation has
     stopped, even when the page reruns mid-answer, so base and tuned answers never mix."""
-    from core.inference import stream_generate
+    from core.generation import stream_generate
 
     with loaded.lock:
         yield from stream_generate(

@@ -1,0 +1,130 @@
+"""This process and its place in a job: rank, world size, usable CPUs, and who owns a pid.
+
+A run folder records its trainer's owner (pid, host, PID namespace); a reader in another container's namespace
+must not signal that pid, so ownership is judged by `owned_here`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+
+def is_main_process() -> bool:
+    """Rank 0 owns the run folder; other ranks of a distributed job only train."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def start_distributed() -> None:
+    """Join the launcher's process group before anything is decided from local disk.
+
+    On a machine without CUDA, accelerate forms the group only when told it runs on CPU; otherwise every
+    process of `accelerate launch --num_processes N` trains alone and writes the run folder as rank 0.
+    """
+    if world_size() > 1:
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+
+
+def distributed_mode(cuda: bool | None = None) -> str:
+    """What really runs, from the launcher's environment, for the first lines of `train.log`.
+
+    accelerate shards with FSDP on GPUs only: on CPU the same launch is data-parallel over gloo, and says so.
+
+    >>> import os; os.environ.update(WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")
+    >>> distributed_mode(cuda=True)
+    'FSDP2, 2 processes'
+    >>> distributed_mode(cuda=False)
+    'DDP over gloo on CPU, 2 processes (FSDP was asked for; accelerate runs it on GPUs only)'
+    >>> os.environ.update(WORLD_SIZE="4", ACCELERATE_USE_FSDP="false"); distributed_mode(cuda=True)
+    'DDP, 4 processes on 2 machines'
+    >>> for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "ACCELERATE_USE_FSDP", "FSDP_VERSION"): del os.environ[key]
+    >>> distributed_mode()
+    'single process'
+    """
+    processes = world_size()
+    if processes == 1:
+        return "single process"
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    machines = processes // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes)))
+    where = f"{processes} processes" + (f" on {machines} machines" if machines > 1 else "")
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
+    if not cuda:
+        return f"DDP over gloo on CPU, {where}" + (" (FSDP was asked for; accelerate runs it on GPUs only)" if fsdp else "")
+    if fsdp:
+        return f"FSDP{os.environ.get('FSDP_VERSION', '1')}, {where}"
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        return f"DeepSpeed, {where}"
+    return f"DDP, {where}"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return ""
+
+
+def namespace_id() -> str:
+    """Identifies this machine boot and PID namespace: two processes with equal ids can signal each other's pids.
+
+    Containers (and `unshare --pid`) have their own PID namespace, so a pid recorded in another one names a
+    different process here, or none. The boot id keeps a reboot from matching the namespace it replaced.
+    """
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = "?"
+    return f"{_read('/proc/sys/kernel/random/boot_id') or socket.gethostname()}/{pidns}"
+
+
+def app_name() -> str:
+    """Where this process runs, for messages: the container's app (VLM_PAGE), else the command line."""
+    page = os.environ.get("VLM_PAGE")
+    return f"{page}-vlm" if page else f"command line on {socket.gethostname()}"
+
+
+def process_owner() -> dict[str, Any]:
+    """Who this process is, as recorded in status.json and the GPU lock."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "namespace": namespace_id(), "app": app_name()}
+
+
+def owned_here(owner: dict[str, Any] | None) -> bool:
+    """True when `owner` runs in this reader's PID namespace, so its pid means the same process here."""
+    return bool(owner) and owner.get("namespace") == namespace_id()
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when a process with this pid exists here (and is not a zombie we already reaped)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); /proc tells the truth on Linux.
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().split(") ", 1)[1][0] != "Z"
+        except (OSError, IndexError):
+            return True
+    return True
