@@ -120,16 +120,16 @@ def full_size_processor(work: Path):
 
 
 def build_model(cfg, args, processor):
-    """The model a (single-stage) run starts from, as `video_vlm.train.stage_model` builds it."""
+    """The model a (single-stage) run starts from, as `video_vlm.train` builds it (`core.models.load_stage_start`)."""
     import torch
 
     from core.models import apply_finetune
 
     torch.manual_seed(args.seed)
     if args.tiny:
-        from video_vlm.train import stage_model
+        from core.models import load_stage_start
 
-        return stage_model(cfg, None)
+        return load_stage_start(cfg.model, cfg.finetune, None)
     from transformers import InternVLForConditionalGeneration
 
     base = common.build_random_model(InternVLForConditionalGeneration, common.internvl3_8b_config(processor.tokenizer))

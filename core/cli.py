@@ -27,7 +27,8 @@ from core.storage import storage_problem
 from core.estimate import DEVICE_TARGETS, EstimateError, does_not_fit_line, format_table, summary_line
 from core.hub import check_model_available
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
-from core.runs import RunDir, RunError, is_own_pending_launch, open_run_for_training, resolve_run_dir, write_json_atomic
+from core.runs import RunDir, RunError, is_own_pending_launch, open_run_for_training, resolve_run_dir
+from core.files import write_json_atomic
 from core.processes import distributed_mode, is_main_process, start_distributed
 
 

@@ -163,7 +163,7 @@ def _lock_or_wait(path: Path, wait_release_s: float) -> int:
                 os.close(fd)
                 raise GpuBusy(busy_message(holder)) from None
             if deadline is None:
-                from core.runs import write_json_atomic
+                from core.files import write_json_atomic
 
                 write_json_atomic(release_request_path(path.parent), {"time": time.time(), "by": process_owner()})
                 deadline = time.monotonic() + wait_release_s

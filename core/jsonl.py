@@ -1,4 +1,5 @@
-"""Reading a user's JSONL file line by line, so that every check can name the line it found a problem on."""
+"""JSONL files: a user's, read line by line so every check can name its line, and the run folder's logs, read while
+a live writer appends."""
 
 from __future__ import annotations
 
@@ -68,3 +69,19 @@ def _wide_encoding(path: str | Path) -> str | None:
     if len(head) >= 2 and (head[0] == 0) != (head[1] == 0):
         return "UTF-16"
     return None
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Yield JSON objects line by line, skipping a torn last line that a live writer has not finished."""
+    try:
+        with path.open() as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+    except FileNotFoundError:
+        return

@@ -27,21 +27,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
-import socket
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from core.checkpoints import complete_checkpoints
+from core.files import write_json_atomic
+from core.jsonl import read_jsonl
 from core.config import HEARTBEAT_TIMEOUT_S, read_yaml
-from core.processes import is_main_process, owned_here, pid_alive, process_owner, usable_cpus, world_size
+from core.processes import is_main_process, owned_here, pid_alive, process_owner, world_size
 
 STATES = ("starting", "running", "stopping", "stopped", "finished", "failed")
 ACTIVE_STATES = ("starting", "running", "stopping")
@@ -71,19 +70,6 @@ def heartbeat_interval(timeout_s: float) -> float:
     (10.0, 0.5, 10.0)
     """
     return min(10.0, max(0.5, timeout_s / 6))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def new_run_id(prefix: str) -> str:
@@ -342,22 +328,6 @@ class RunDir:
                 except (OSError, json.JSONDecodeError):
                     continue
         return reports
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Yield JSON objects line by line, skipping a torn last line that a live writer has not finished."""
-    try:
-        with path.open() as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-    except FileNotFoundError:
-        return
 
 
 def list_runs(root: str | Path | None = None) -> list[RunDir]:

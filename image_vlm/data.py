@@ -642,7 +642,7 @@ def _decode_all(paths: list[Path], root: Path, progress: bool) -> list[str | Non
         return None
 
     # Pillow releases the GIL while decoding, so threads give a real speed-up; as many as the container's CPUs.
-    from core.runs import usable_cpus
+    from core.processes import usable_cpus
 
     workers = min(8, usable_cpus())
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -1,22 +1,37 @@
-"""Shared fixtures: tiny models and synthetic data built once per session in temporary folders."""
+"""Shared fixtures and helpers: tiny models and synthetic data built once per session, fake checkpoints and runs, and
+the UI tests' AppTest helpers."""
 
 from __future__ import annotations
 
+import fcntl
+import io
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from core.config import read_yaml, to_yaml, validate_config
+from core.processes import process_owner
+from image_vlm.config import ImageConfig
+from video_vlm.config import VideoConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
-    """Tiny models and W&B never touch the user's home folders during tests."""
+    """Tiny models and W&B never touch the user's home folders during tests, and runs (with their GPU lock) never
+    land in the checkout's runs/: a trainer the user runs there, or a second test session, would make these
+    tests hear "GPU busy". A test that needs its own runs root still sets VLM_RUNS_DIR itself."""
     tiny = tmp_path_factory.mktemp("tiny-models")
     os.environ["VLM_TINY_DIR"] = str(tiny)
+    os.environ["VLM_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
     os.environ["WANDB_MODE"] = "disabled"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return tiny
@@ -88,3 +103,186 @@ def write_audio_only(path) -> None:
             frame.sample_rate, frame.pts = 16000, index * 1024
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+# ------------------------------------------------------------------- helpers several test modules share
+
+
+def fake_checkpoint(folder: Path, step: int, record: bool = True) -> Path:
+    """A `checkpoint-N` folder with real files, laid out as the Trainer saves a LoRA run."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from core.checkpoints import record_checksums
+
+    ckpt = folder / f"checkpoint-{step}"
+    ckpt.mkdir(parents=True)
+    weights = {"lora_A.weight": torch.randn(4, 16), "lora_B.weight": torch.zeros(16, 4)}
+    save_file(weights, ckpt / "adapter_model.safetensors", metadata={"format": "pt"})
+    (ckpt / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
+    torch.save({"state": {0: {"exp_avg": torch.randn(4, 16)}}, "param_groups": [{"lr": 1e-4}]}, ckpt / "optimizer.pt")
+    torch.save({"last_epoch": step}, ckpt / "scheduler.pt")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    (ckpt / "processor").mkdir()
+    (ckpt / "processor" / "tokenizer_config.json").write_text("{}")
+    if record:
+        record_checksums(ckpt)
+    return ckpt
+
+
+def tiny_run(tmp_path: Path, method: str):
+    """(run, config, image): a finished tiny image run laid out by hand, its weights moved far from the base's
+    (the LoRA B matrices, or the full model's output head), so base and tuned answers differ."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from core.config import read_yaml, to_yaml, validate_config
+    from core.models import load_model, load_processor
+    from core.runs import RunDir
+    from image_vlm.config import ImageConfig
+    from image_vlm.task import image_size_arguments
+
+    data = read_yaml(ROOT / "image_vlm" / "configs" / "tiny.yaml")
+    data["finetune"]["method"] = method
+    data.setdefault("eval", {})["max_new_tokens"] = 24
+    cfg = validate_config(ImageConfig, data)
+    run = RunDir(tmp_path / f"image-{method}")
+    run.path.mkdir()
+    run.config_path.write_text(to_yaml(cfg))
+    processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
+    model = load_model(cfg.model)
+    torch.manual_seed(0)
+    if method == "full":  # "trained": the output head moved far from the base's
+        with torch.no_grad():
+            model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 5)
+        artifact = run.model_dir
+        model.save_pretrained(artifact)
+    else:
+        from core.models import apply_finetune
+
+        tuned = apply_finetune(model, cfg.finetune)
+        with torch.no_grad():
+            for name, param in tuned.named_parameters():
+                if "lora_B" in name:
+                    param.add_(torch.randn_like(param) * 5)
+        artifact = run.adapter_dir
+        tuned.save_pretrained(artifact)
+    processor.save_pretrained(artifact)
+    image = tmp_path / "tile.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
+    return run, cfg, image
+
+
+def last(texts) -> str:
+    """The last item a generator yields (a streamed answer's final text)."""
+    text = ""
+    for text in texts:
+        pass
+    return text
+
+
+# ------------------------------------------------------------------- the UI tests' AppTest helpers
+
+UI_APP = str(ROOT / "ui" / "app.py")
+UI_TIMEOUT = 60
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    runs.mkdir()
+    data.mkdir()
+    monkeypatch.setenv("VLM_RUNS_DIR", str(runs))
+    monkeypatch.setenv("VLM_DATA_DIR", str(data))
+    monkeypatch.setenv("VLM_PAGE", "all")
+    return runs, data
+
+
+def app(page: str = "image") -> AppTest:
+    """The app on one page (VLM_PAGE picks it; the recipe pages are the default page of their container)."""
+    os.environ["VLM_PAGE"] = page if page in ("image", "video") else "all"
+    at = AppTest.from_file(UI_APP, default_timeout=UI_TIMEOUT)
+    at.run()
+    if page == "runs":
+        at.switch_page("pages/runs.py").run()
+    return at
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def button(at: AppTest, label: str):
+    matches = [b for b in at.button if b.label == label]
+    assert matches, f"no button {label!r}; buttons: {[b.label for b in at.button]}"
+    return matches[0]
+
+
+def make_run(runs: Path, run_id: str, state: str, recipe: str = "image", pid: int | None = None, adapter: bool = False,
+             config_overrides: dict | None = None) -> Path:
+    """A run folder as the training CLI leaves it: config.yaml, status.json, a few metrics."""
+    cls, preset = (ImageConfig, "image_vlm") if recipe == "image" else (VideoConfig, "video_vlm")
+    data = read_yaml(ROOT / preset / "configs" / "tiny.yaml")
+    data.setdefault("data", {})["root"] = str(runs.parent / "data" / f"synthetic-{recipe}")
+    for section, values in (config_overrides or {}).items():
+        data.setdefault(section, {}).update(values)
+    run = runs / run_id
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(to_yaml(validate_config(cls, data)))
+    pid = pid or 999_999_999
+    # Owned by this namespace, so a dead pid reads `crashed` at once (as from the trainer's own container).
+    status = {"state": state, "pid": pid, "owner": {**process_owner(), "pid": pid}, "step": 3, "total": 6,
+              "started": "2026-01-01T10:00:00+00:00"}
+    if state in ("finished", "stopped", "failed"):
+        status["ended"] = "2026-01-01T10:01:00+00:00"
+    if state == "failed":
+        status["error"] = "RuntimeError: out of GPU memory"
+    (run / "status.json").write_text(json.dumps(status))
+    with (run / "metrics.jsonl").open("w") as f:
+        for step in (1, 2, 3):
+            f.write(json.dumps({"step": step, "time": 100.0 + step, "loss": 1.0 / step, "learning_rate": 1e-4,
+                                "grad_norm": 0.5, "reward": 0.1 * step, "rewards/format_reward/mean": 0.2}) + "\n")
+    if adapter:
+        (run / "adapter").mkdir()
+        (run / "adapter" / "adapter_config.json").write_text("{}")
+    return run
+
+
+def png_bytes(size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def hold_gpu_lock(runs: Path, run_id: str = "x"):
+    """Hold `<runs>/.gpu.lock` the way a trainer does (flock, plus the record naming the run)."""
+    handle = open(runs / ".gpu.lock", "a+")  # noqa: SIM115 - held open for the test's duration
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    handle.truncate(0)
+    handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": "2026-01-01T00:00:00+00:00"}))
+    handle.flush()
+    return handle
+
+
+class FakeProcess:
+    pid = 12345
+
+    def poll(self):
+        return None
+
+
+def fake_popen(calls: list):
+    """Stands in for the trainer: the real launcher runs (GPU lock, folder, `starting`), nothing is started."""
+
+    def popen(command, **kwargs):
+        calls.append(command)
+        return FakeProcess()
+
+    return popen
+
+
+def number(at: AppTest, label: str):
+    return [r for r in at.number_input if r.label == label][0]

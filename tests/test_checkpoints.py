@@ -4,9 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
+from conftest import fake_checkpoint
 from core.checkpoints import (
     CHECKSUMS,
     NoUsableCheckpoint,
@@ -17,23 +16,6 @@ from core.checkpoints import (
     record_checksums,
     set_aside,
 )
-
-
-def fake_checkpoint(folder: Path, step: int, record: bool = True) -> Path:
-    """A `checkpoint-N` folder with real files, laid out as the Trainer saves a LoRA run."""
-    ckpt = folder / f"checkpoint-{step}"
-    ckpt.mkdir(parents=True)
-    weights = {"lora_A.weight": torch.randn(4, 16), "lora_B.weight": torch.zeros(16, 4)}
-    save_file(weights, ckpt / "adapter_model.safetensors", metadata={"format": "pt"})
-    (ckpt / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
-    torch.save({"state": {0: {"exp_avg": torch.randn(4, 16)}}, "param_groups": [{"lr": 1e-4}]}, ckpt / "optimizer.pt")
-    torch.save({"last_epoch": step}, ckpt / "scheduler.pt")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
-    (ckpt / "processor").mkdir()
-    (ckpt / "processor" / "tokenizer_config.json").write_text("{}")
-    if record:
-        record_checksums(ckpt)
-    return ckpt
 
 
 def truncate(path: Path, keep: int = 100) -> None:

@@ -5,59 +5,12 @@ from __future__ import annotations
 
 import functools
 import threading
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
-from core.config import read_yaml, to_yaml, validate_config
+from conftest import last, tiny_run
 from core.generation import generate
-from core.models import load_model, load_processor
-from core.runs import RunDir
-from image_vlm.config import ImageConfig
-from image_vlm.task import image_size_arguments
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_run(tmp_path: Path, method: str) -> tuple[RunDir, ImageConfig, Path]:
-    data = read_yaml(ROOT / "image_vlm" / "configs" / "tiny.yaml")
-    data["finetune"]["method"] = method
-    data.setdefault("eval", {})["max_new_tokens"] = 24
-    cfg = validate_config(ImageConfig, data)
-    run = RunDir(tmp_path / f"image-{method}")
-    run.path.mkdir()
-    run.config_path.write_text(to_yaml(cfg))
-    processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
-    model = load_model(cfg.model)
-    torch.manual_seed(0)
-    if method == "full":  # "trained": the output head moved far from the base's
-        with torch.no_grad():
-            model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight) * 5)
-        artifact = run.model_dir
-        model.save_pretrained(artifact)
-    else:
-        from core.models import apply_finetune
-
-        tuned = apply_finetune(model, cfg.finetune)
-        with torch.no_grad():
-            for name, param in tuned.named_parameters():
-                if "lora_B" in name:
-                    param.add_(torch.randn_like(param) * 5)
-        artifact = run.adapter_dir
-        tuned.save_pretrained(artifact)
-    processor.save_pretrained(artifact)
-    image = tmp_path / "tile.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
-    return run, cfg, image
-
-
-def last(texts) -> str:
-    text = ""
-    for text in texts:
-        pass
-    return text
+from core.models import load_model
 
 
 def test_full_fine_tuning_compares_against_the_real_base(tmp_path):

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 
 import torch.multiprocessing as mp
-from test_checkpoints import fake_checkpoint
+from conftest import fake_checkpoint
 
 from core.checkpoints import complete_checkpoints, record_checksums
 from core.processes import distributed_mode

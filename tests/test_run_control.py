@@ -20,7 +20,8 @@ import pytest
 
 from core.checkpoints import checkpoint_step
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, launch_training, release_gpu_lock
-from core.runs import RunDir, read_jsonl, stop_run
+from core.runs import RunDir, stop_run
+from core.jsonl import read_jsonl
 from core.processes import namespace_id
 
 ROOT = Path(__file__).resolve().parents[1]

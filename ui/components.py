@@ -17,7 +17,8 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.gpu_lease import GpuBusy, describe_holder, gpu_lock_holder
-from core.runs import RunDir, RunError, list_runs, read_jsonl, runs_root, stop_run
+from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
+from core.jsonl import read_jsonl
 from ui import charts
 from ui.compare import compare_panel
 from ui.evaluation import evaluation_panel, render_report

@@ -239,7 +239,7 @@ def record_skip(skip_log: Path | None, row: dict[str, Any], kind: str, message: 
 
 def read_skips(path: Path | None, stage: str | None = None) -> list[dict[str, Any]]:
     """The skip records of one stage from a run's `skipped.jsonl` (none when there is no file yet)."""
-    from core.runs import read_jsonl
+    from core.jsonl import read_jsonl
 
     if path is None or not path.is_file():
         return []
@@ -295,6 +295,13 @@ class SkippedClipsCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is not None and "loss" in logs:
             logs["skipped_clips"] = len(self.skips())
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """One summary line of the stage's skips when its training ends (finished or stopped)."""
+        skips = self.skips()
+        if skips and state.is_world_process_zero:
+            kinds = dict(Counter(record["kind"] for record in skips))
+            print(f"[{self.stage or 'train'}] skipped {len(skips)} sample(s): {kinds} (listed in {self.skip_log})", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- budget

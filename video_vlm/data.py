@@ -39,7 +39,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import zipfile
 from collections import Counter
@@ -50,6 +49,7 @@ from typing import Iterable, NamedTuple
 from tqdm import tqdm
 
 from core.credentials import KAGGLE_CREDENTIALS, kaggle_credentials_problem
+from core.files import link_or_copy
 from core.jsonl import json_object_lines
 from core.media.errors import MediaError
 from core.media.paths import link_problem
@@ -484,15 +484,6 @@ def _float_or_none(text: str | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    if target.exists():
-        return
-    try:
-        os.link(source, target)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(source, target)
-
-
 # A per-row kind of positive, when a copy of train.csv carries one (Nexar's own CSV does not).
 NEXAR_KIND_COLUMN = "event_type"
 NEXAR_WINDOWS = ("before-event", "alert-to-event", "around-event")
@@ -603,7 +594,7 @@ def import_nexar(
                 continue
         start, end = nexar_window(duration, event, _float_or_none(row.get("time_of_alert")), clip_seconds, window)
         name = f"videos/{source.name}"
-        _link_or_copy(source, out / name)
+        link_or_copy(source, out / name)
         record = {"video": name, "start": round(start, 3), "end": round(end, 3), "id": clip_id}
         lines.append(json.dumps({**record, **nexar_label(int(target_value), row.get(NEXAR_KIND_COLUMN))}))
     (out / METADATA_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")

@@ -19,7 +19,8 @@ from typing import Any
 from core.cli import run_evaluation_main
 from core.config import validate_config
 from core.export import load_run_model
-from core.runs import RunDir, write_json_atomic
+from core.runs import RunDir
+from core.files import write_json_atomic
 from video_vlm.config import VideoConfig, VideoDataSection
 from video_vlm.schema import SchemaSpec
 from video_vlm.task import clip_frames, load_task_schema, prompt_messages, split_items, verified_items

@@ -17,10 +17,7 @@ second launch is told "GPU busy" in a second instead of after the libraries load
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-from collections import Counter
 from pathlib import Path
 
 from core.cli import run_training_main
@@ -60,26 +57,6 @@ def sft_arguments(cfg: VideoConfig, train: SFTSection, run: RunDir, output_dir: 
         max_length=None,
         dataset_kwargs={"skip_prepare_dataset": True},
     )
-
-
-def link_tree(source: Path, target: Path) -> None:
-    """Copy a folder by hard links where the filesystem allows (a full model is not duplicated on disk)."""
-
-    def link_or_copy(src, dst):
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source, target, copy_function=link_or_copy)
-
-
-def stage_model(cfg: VideoConfig, previous: Path | None):
-    """The model a stage starts from: fresh LoRA (or base weights), or the previous stage's result, trainable."""
-    from core.models import load_stage_start
-
-    return load_stage_start(cfg.model, cfg.finetune, previous)
 
 
 def stage_plan(cfg: VideoConfig) -> list[tuple[StageSection | None, VideoDataSection, SFTSection]]:
@@ -149,13 +126,14 @@ def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: st
 
 
 def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
-    import torch
     from trl import SFTTrainer
 
-    from core.checkpoints import agreed_by_all_ranks, resume_point, train_from
+    from core.checkpoints import agreed_by_all_ranks
+    from core.files import link_tree
     from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import apply_memory_cap, is_adapter_dir, load_processor, memory_hint, release_memory, save_trained, trainable_summary
-    from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, read_skips
+    from core.models import apply_memory_cap, is_adapter_dir, load_processor, load_stage_start, release_memory, trainable_summary
+    from core.stages import train_stage
+    from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator
 
     # Model: the processor first, so the token budget is checked before loading any weights
     cap = apply_memory_cap(cfg.model.max_memory_gb)
@@ -184,7 +162,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             print(f"[{name}] finished earlier: {done}", flush=True)
             previous = result = done
             continue
-        model = stage_model(cfg, previous)
+        model = load_stage_start(cfg.model, cfg.finetune, previous)
         print(f"[{name or 'train'}] starting from {previous or cfg.model.name}; {trainable_summary(model)}", flush=True)
         collator = VideoSFTCollator(
             processor, data, schema, train_section.max_length, replacements=list(dataset), seed=train_section.seed,
@@ -201,25 +179,10 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             processing_class=processor,
             callbacks=[skipped, RunMetricsCallback(run, stage=name), GracefulStop(control)],
         )
-        if control.poll():  # a stop during start-up: nothing trained in this stage, nothing to save
+        result = train_stage(trainer, run, control, output_dir, run.artifact_dir(name, cfg.finetune.method == "full"),
+                             cfg.model.max_memory_gb, stage=name, stages=[s.name for s, *_ in plan if s])
+        if result is None:  # stopped: the latest checkpoint is where the next launch resumes
             return
-        if is_main_process() and name:
-            run.write_status("running", pid=os.getpid(), stage=name, stages=[s.name for s, *_ in plan])
-        try:
-            train_from(trainer, resume_point(output_dir), log=lambda line: print(line, flush=True))
-        except torch.OutOfMemoryError as err:
-            raise RuntimeError(memory_hint(err, cfg.model.max_memory_gb)) from err
-        skips = read_skips(run.skipped_path, name)
-        if skips and trainer.is_world_process_zero():
-            kinds = dict(Counter(record["kind"] for record in skips))
-            print(f"[{name or 'train'}] skipped {len(skips)} sample(s): {kinds} (listed in {run.skipped_path})", flush=True)
-        if control.requested:
-            return
-        kind = "model" if cfg.finetune.method == "full" else "adapter"
-        result = run.path / "stages" / name / kind if name else run.path / kind
-        save_trained(trainer, result)
-        if trainer.is_world_process_zero():
-            print(f"saved {result}", flush=True)
         previous = result
         del trainer, model, collator
         release_memory()

@@ -37,7 +37,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from core.media.errors import MediaError, plain_reason
-from core.runs import usable_cpus
+from core.processes import usable_cpus
 
 # The order `auto` tries, fastest first on CPU, from bench/frames.py (median s for read_frames(path, 16,
 # max_side=448) on its 40 s 720p H.264 clips, keyframe every 30 / 250 frames; 2-core VM shared with other jobs;

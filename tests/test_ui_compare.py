@@ -1,0 +1,130 @@
+"""Compare and uploads (ui/compare.py, ui/uploads.py): bad uploads, the gallery, a run's latest checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+
+from conftest import app, texts, make_run, png_bytes
+
+
+
+def compare_upload(at: AppTest, recipe: str, name: str, data: bytes, mime: str) -> AppTest:
+    at.radio(key=f"{recipe}:source").set_value("Upload").run()
+    uploader = at.file_uploader(key=f"{recipe}:upload")
+    uploader.set_value((name, data, mime))
+    return at.run()
+
+
+def live_run(runs: Path, run_id: str) -> Path:
+    """A run whose trainer is this test process: active and beating, so it reads `running`."""
+    run = make_run(runs, run_id, "running", pid=os.getpid())
+    (run / "heartbeat").touch()
+    return run
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("notes.txt", b"hello", ".txt files are not accepted"),
+        ("empty.png", b"", "the file is empty"),
+        ("fake.png", b"this is not a png", "not an image"),
+        ("truncated.png", png_bytes()[:60], "truncated or corrupt"),
+    ],
+)
+def test_bad_image_uploads_show_a_message(dirs, name, data, message):
+    runs, _ = dirs
+    make_run(runs, "image-20260101-100000", "finished", adapter=True)
+    at = compare_upload(app("image"), "image", name, data, "image/png")
+    assert not at.exception
+    assert "Upload refused" in texts(at.error) and message in texts(at.error), texts(at.error)
+
+
+def test_hostile_upload_name_is_made_safe(dirs):
+    runs, _ = dirs
+    make_run(runs, "image-20260101-100000", "finished", adapter=True)
+    at = compare_upload(app("image"), "image", "../../etc/passwd.png", png_bytes(), "image/png")
+    assert not at.exception and not at.error, texts(at.error)
+    assert "saved as `passwd.png`" in texts(at.caption)
+    assert [b for b in at.button if b.label == "Generate"]
+
+
+def test_bad_video_upload_shows_a_message(dirs):
+    runs, _ = dirs
+    make_run(runs, "video-20260101-100000", "finished", recipe="video", adapter=True)
+    from ui.uploads import upload_root
+
+    before = set(upload_root().iterdir())
+    at = compare_upload(app("video"), "video", "bad.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
+    assert not at.exception
+    error = texts(at.error)
+    assert "Upload refused: bad.mp4: cannot be read as a video: the file is damaged" in error, error
+    assert str(upload_root()) not in error and "Errno" not in error, "no server path, no raw error number"
+    assert set(upload_root().iterdir()) <= before, "the refused upload's folder is removed"
+
+
+def test_compare_panel_without_trained_runs_says_so(dirs):
+    at = app("image")
+    assert "No adapter yet" in texts(at.info)
+
+
+def test_save_upload_checks_size_name_and_content(tmp_path):
+    from ui.uploads import UploadError, save_upload
+
+    image = (".png", ".jpg")
+    saved = save_upload("..\\..\\Windows\\fire photo (1).PNG", png_bytes(), image, 20, "image", folder=tmp_path)
+    assert saved.path == tmp_path / "fire_photo_1.png" and saved.renamed and saved.path.read_bytes() == png_bytes()
+    with pytest.raises(UploadError, match="over the 1 MB limit"):
+        save_upload("big.png", b"\x89PNG" + b"\x00" * (1024 * 1024 + 1), image, 1, "image", folder=tmp_path)
+    with pytest.raises(UploadError, match="not an image"):
+        save_upload("x.jpg", b"GIF89a-not-really", image, 20, "image", folder=tmp_path)
+    assert not (tmp_path / "x.jpg").exists(), "refused files are not left behind"
+    with pytest.raises(UploadError, match="files without a suffix"):
+        save_upload("..", b"data", image, 20, "image", folder=tmp_path)
+
+
+def test_save_upload_accepts_a_real_video(tmp_path):
+    from core.media.video import write_clip
+    from ui.uploads import UploadError, save_upload
+
+    clip = write_clip(tmp_path / "src.mp4", np.zeros((8, 32, 32, 3), np.uint8), fps=8)
+    saved = save_upload("dash cam.mp4", clip.read_bytes(), (".mp4", ".webm"), 200, "video", folder=tmp_path / "up")
+    assert saved.name == "dash_cam.mp4" and saved.path.exists()
+    with pytest.raises(UploadError):
+        save_upload("broken.mp4", clip.read_bytes()[:200], (".mp4",), 200, "video", folder=tmp_path / "up")
+
+
+@pytest.mark.parametrize("recipe", ["image", "video"])
+def test_compare_gallery_offers_samples(dirs, recipe):
+    """Without a prepared dataset the gallery falls back to generated samples; no model is loaded to show it."""
+    runs, _ = dirs
+    make_run(runs, f"{recipe}-20260101-100000", "finished", recipe=recipe, adapter=True)
+    at = app(recipe)
+    assert not at.exception and not at.error, texts(at.error)
+    samples = at.selectbox(key=f"{recipe}:sample")
+    assert samples.options and all(name.startswith("synthetic/") for name in samples.options)
+    assert [b for b in at.button if b.label == "Generate"]
+
+
+def test_compare_during_a_run_offers_its_latest_checkpoint(dirs):
+    from core.checkpoints import record_checksums
+
+    runs, _ = dirs
+    run = live_run(runs, "image-20260101-100000")
+    at = app("image")
+    assert "is training: its latest checkpoint appears here" in texts(at.info)
+    assert "No adapter yet: finish or stop a training run first (a saved checkpoint" not in texts(at.info)
+
+    checkpoint = run / "checkpoints" / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text("{}")
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    record_checksums(checkpoint)
+    at.run()
+    assert "latest checkpoint, step 2 (`checkpoints/checkpoint-2`)" in texts(at.caption)
