@@ -8,7 +8,6 @@ and inference never re-state model settings.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +29,6 @@ NEVER_ADAPTED = ("lm_head", "multi_modal_projector", "merger", "embed_tokens")
 # 4-bit visual features cost accuracy), and so does the output head. Written as transformers matches skip
 # patterns: a regex from the start of the module name, up to a module boundary.
 QLORA_KEEP_UNQUANTIZED = tuple(rf"(?:.*\.)?{part}" for part in VISION_AND_PROJECTOR) + ("lm_head",)
-
-
-def device_for_training() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -392,12 +387,3 @@ def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> dict
     if not torch.allclose(reloaded.state_dict()[probe].float(), merged_weights[probe].float()):
         raise RuntimeError(f"{out_dir}: reloaded weights differ from the merged ones ({probe})")
     return {"out_dir": str(out_dir), "changed_tensors": len(changed), "checked_tensor": probe}
-
-
-def checkpoint_step(path: Path | None) -> int:
-    """
-    >>> checkpoint_step(Path("runs/x/checkpoints/checkpoint-12"))
-    12
-    """
-    match = re.search(r"checkpoint-(\d+)$", str(path or ""))
-    return int(match.group(1)) if match else 0

@@ -161,6 +161,11 @@ class ImageConfig(Section):
     eval: EvalSection = Field(default_factory=EvalSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
+    @property
+    def final_data(self) -> ImageDataSection:
+        """The data settings the final weights were trained with: the run's (the warm start and GRPO share them)."""
+        return self.data
+
     @model_validator(mode="after")
     def batch_fits_generations(self) -> "ImageConfig":
         group = self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps

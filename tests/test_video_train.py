@@ -392,11 +392,10 @@ def test_learnability_on_synthetic_clips(tmp_path):
     cached = list((root / ".frame_cache").rglob("*.npy"))
     assert len(cached) == 192  # every training window, decoded once over 40 epochs
     from video_vlm.task import frame_cache
-    from video_vlm.evaluate import eval_data
     from core.config import load_config
     from video_vlm.config import VideoConfig
 
-    cache = frame_cache(eval_data(load_config(VideoConfig, run_dir / "config.yaml")))
+    cache = frame_cache(load_config(VideoConfig, run_dir / "config.yaml").final_data)
     misses_before = cache.misses
     report = evaluate.evaluate(RunDir(run_dir))
     # evaluation samples through the cache: it stores the 48 held-out windows (decoded once for base and tuned) ...

@@ -17,7 +17,7 @@ from core.config import ConfigError
 from core.gpu_lease import GpuBusy
 from core.media.errors import MediaError
 from core.runs import RunDir
-from ui.compare_models import compare_data, load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
+from ui.compare_models import load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
 from ui.recipes import ACTIVE, IMAGE, Recipe, artifact_of, recipe_runs
 from ui.uploads import UploadError, describe_size, save_upload, upload_root
 from ui.widgets import escape_markdown, select_trained_run, session, state_of, trained_runs
@@ -199,7 +199,7 @@ def image_gallery(cfg, limit: int = 12) -> list[dict[str, Any]]:
 def video_gallery(cfg, limit: int = 12) -> list[dict[str, Any]]:
     from video_vlm.data import load_manifest
 
-    root = Path(compare_data(cfg).root)
+    root = Path(cfg.final_data.root)
     try:
         items = load_manifest(root, split="val")[:limit]
     except (OSError, ValueError, KeyError, TypeError):
@@ -318,7 +318,7 @@ def parse_video_answer(cfg, text: str):
     try:
         from video_vlm.schema import load_schema
 
-        return load_schema(compare_data(cfg).schema_file).parse_output(text)
+        return load_schema(cfg.final_data.schema_file).parse_output(text)
     except (ImportError, OSError, ValueError):
         return None
 
@@ -341,7 +341,7 @@ def analytics_table(recipe: Recipe, cfg) -> None:
     try:
         from video_vlm.schema import load_schema
 
-        fields = load_schema(compare_data(cfg).schema_file).field_names
+        fields = load_schema(cfg.final_data.schema_file).field_names
     except (ImportError, OSError, ValueError):
         fields = []
     columns = ["clip", "model", "run", "schema_valid", *fields]

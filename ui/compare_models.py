@@ -91,12 +91,6 @@ def release_compare_model(answer_wait_s: float = 20.0) -> None:
     release_gpu_lock(kind="compare")
 
 
-def compare_data(cfg):
-    """The data settings the final weights were trained with: a curriculum's last stage, else the run's."""
-    stages = getattr(cfg, "stages", None)
-    return cfg.stage_sections(stages[-1])[0] if stages else cfg.data
-
-
 def image_messages(cfg, image_path: Path):
     from core.media.image import open_image
     from image_vlm.task import prompt_messages
@@ -108,7 +102,7 @@ def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: f
     from video_vlm.schema import load_schema
     from video_vlm.task import prompt_messages, sample_clip
 
-    data = compare_data(cfg)
+    data = cfg.final_data
     frames = sample_clip(video_path, data, start_s, end_s)  # the recipe's one frame sampler
     return prompt_messages(data, load_schema(data.schema_file), video=frames)
 

@@ -84,6 +84,12 @@ class VideoConfig(Section):
             self.stage_sections(stage)  # raises naming the stage and the field
         return self
 
+    @property
+    def final_data(self) -> VideoDataSection:
+        """The data settings the final weights were trained with (frames, size): the last curriculum stage's, else
+        the run's. Evaluation, inference and compare sample with them."""
+        return self.stage_sections(self.stages[-1])[0] if self.stages else self.data
+
     def stage_sections(self, stage: StageSection | None) -> tuple[VideoDataSection, SFTSection]:
         """The data and train sections a stage runs with: the base sections plus the stage's overrides."""
         if stage is None:

@@ -21,17 +21,12 @@ from core.config import validate_config
 from core.export import load_run_model
 from core.runs import RunDir
 from core.files import write_json_atomic
-from video_vlm.config import VideoConfig, VideoDataSection
+from video_vlm.config import VideoConfig
 from video_vlm.schema import SchemaSpec
 from video_vlm.task import clip_frames, load_task_schema, prompt_messages, split_items, verified_items
 
 SPLIT = "val"
 MODELS = ("base", "tuned")
-
-
-def eval_data(cfg: VideoConfig) -> VideoDataSection:
-    """The data section the final weights were trained with: the last curriculum stage's, else the run's."""
-    return cfg.stage_sections(cfg.stages[-1])[0] if cfg.stages else cfg.data
 
 
 def score_outputs(schema: SchemaSpec, texts: list[str], labels: list[dict]) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
     from core.media.errors import MediaError
 
     cfg = validate_config(VideoConfig, run.read_config(), source=str(run.config_path))
-    data = eval_data(cfg)
+    data = cfg.final_data
     schema = load_task_schema(data)
     report_items = verified_items(data, schema)
     items = split_items(report_items, SPLIT, limit or cfg.eval.limit, data.seed)

@@ -140,8 +140,7 @@ def load_run(run_dir: str | Path):
 
     run = RunDir(run_dir)
     cfg = validate_config(VideoConfig, run.read_config(), source=str(run.config_path))
-    if cfg.stages:  # the final weights were trained on the last stage's data settings (frames, size)
-        cfg = cfg.model_copy(update={"data": cfg.stage_sections(cfg.stages[-1])[0]})
+    cfg = cfg.model_copy(update={"data": cfg.final_data})  # sample as the final weights were trained
     artifact = run.final_artifact()
     if artifact is None:
         raise FileNotFoundError(f"{run.path}: no adapter/ or model/ yet (state: {run.read_status()['state']})")
