@@ -154,6 +154,8 @@ def compose_variant(runs: Path, data: Path, ports: dict[str, int] | None = None)
         env.update(WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
         if ports and name in ports:
             env["PORT"] = str(ports[name])
+            if GPU:  # bridge networking: publish the moved port, still on 127.0.0.1 only
+                service["ports"] = [f"127.0.0.1:{ports[name]}:{ports[name]}"]
         if not GPU:
             # The GPU settings go: the reservation cannot start without GPUs, and the pinned-memory ulimits
             # (memlock unlimited) are refused where the engine itself may not raise them (a nested sandbox).
@@ -373,3 +375,157 @@ def test_readme_headless_training_finishes(stack):
     assert owners(stack.runs) == {1000}, "everything under ./runs must belong to uid 1000"
     assert stack.run_status("video-vlm", folders[0].name)["state"] == "finished"
     log(f"headless tiny run finished in {time.monotonic() - started:.0f} s")
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(path for path in run_dir.rglob("checkpoint-*") if path.is_dir() and any(path.iterdir()))
+
+
+def wait_state(stack: Stack, service: str, run_id: str, wanted: set[str], timeout_s: float, moved_from: dict | None = None) -> dict:
+    """Poll `python -m core.runs status` in `service` until the run reads one of `wanted` (and, with `moved_from`,
+    has trained past that status: a later step, or another stage, whose steps count from 0 again)."""
+    deadline = time.monotonic() + timeout_s
+    status: dict = {}
+    while time.monotonic() < deadline:
+        status = stack.run_status(service, run_id)
+        moved = moved_from is None or (
+            status.get("stage") != moved_from.get("stage") or (status.get("step") or 0) > (moved_from.get("step") or 0)
+        )
+        if status["state"] in wanted and moved and status.get("step") is not None:
+            return status
+        if status["state"] in {"failed", "crashed"} - wanted:
+            break
+        time.sleep(2)
+    log_tail = (stack.runs / run_id / "train.log").read_text(errors="replace")[-3000:] if (stack.runs / run_id / "train.log").exists() else ""
+    pytest.fail(f"{run_id} read {status} from {service}, not {sorted(wanted)}:\n{log_tail}\n{stack.logs()[-3000:]}")
+
+
+def open_run_in_runs_page(browser, stack: Stack, service: str, run_id: str):
+    """The Runs page of `service`'s app, showing `run_id` (picked in its "Open run" box)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.set_default_timeout(90_000)
+    page.goto(f"http://127.0.0.1:{stack.ports[service]}/runs")
+    page.locator("h1").first.wait_for()
+    box = page.locator(".st-key-runs-open")
+    box.wait_for()
+    if run_id not in box.inner_text():
+        try:
+            box.get_by_role("combobox").click()
+            page.get_by_role("option", name=run_id).click()
+        except Exception:
+            page.screenshot(path=str(stack.base / "runs-page.png"), full_page=True)
+            (stack.base / "runs-box.html").write_text(box.inner_html())
+            raise
+    page.get_by_role("heading", name=run_id).wait_for()
+    return page
+
+
+def press_until_state_leaves(page, stack: Stack, name: str, run_id: str, state: str, tries: int = 4) -> None:
+    """Press the button `name` until the run no longer reads `state`: a press that lands while the live view
+    redraws can be lost. An error message on the page ends the wait at once."""
+    for _ in range(tries):
+        button = page.get_by_role("button", name=name)
+        button.wait_for()
+        button.click()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if stack.run_status("video-vlm", run_id)["state"] != state:
+                return
+            errors = page.locator("[data-testid='stAlertContentError']")
+            if errors.count():
+                pytest.fail(f"{name}: {errors.first.inner_text()}")
+            time.sleep(1)
+    page.screenshot(path=str(stack.base / f"{name}.png"), full_page=True)
+    pytest.fail(f"{name} left {run_id} {state} after {tries} presses (screenshot in {stack.base})")
+
+
+def test_one_gpu_lease_and_stop_across_containers_and_down_saves(stack, browser, tmp_path):
+    """2.3 and 2.4: a tiny image run started with the image page's Start button reads `running` from the video
+    container, a launch there hears "GPU busy", and the video app's Stop gives `stopped` with a checkpoint.
+    Resumed from the video app, `docker-compose down` mid-training ends it `stopped` with a newer checkpoint within
+    the grace period (not `crashed`); after `up` it still reads `stopped`, and Resume finishes it. Evaluation
+    then runs in the video container and Compare answers in the image page."""
+    before = {path.name for path in stack.runs.iterdir()}
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(f"http://127.0.0.1:{stack.ports['image-vlm']}/image")
+        start = page.get_by_role("button", name="Start training")
+        start.wait_for()
+        start.click()
+        page.get_by_text("Started run").first.wait_for()
+    finally:
+        page.close()
+    created = [path.name for path in stack.runs.iterdir() if path.name not in before and (path / "status.json").exists()]
+    assert len(created) == 1, created
+    run_id = created[0]
+    run_dir = stack.runs / run_id
+
+    # Read from the other container: running, and the GPU lease held for everyone.
+    wait_state(stack, "video-vlm", run_id, {"running"}, 180)
+    busy = stack.compose("exec", "-T", "video-vlm", "python", "-m", "video_vlm.train", "--config", "video_vlm/configs/tiny.yaml",
+                         "--run-dir", "/app/runs/busy-probe", check=False, timeout=300)
+    assert busy.returncode != 0 and "GPU busy" in busy.stdout + busy.stderr, f"{busy.stdout[-2000:]}\n{busy.stderr[-2000:]}"
+
+    # Stop from the video app: the trainer in the image container saves and reads `stopped`.
+    page = open_run_in_runs_page(browser, stack, "video-vlm", run_id)
+    try:
+        press_until_state_leaves(page, stack, "Stop training", run_id, "running")
+        stopped = wait_state(stack, "video-vlm", run_id, {"stopped"}, 240)
+        assert checkpoints(run_dir), f"stopped without a checkpoint: {stopped}"
+        first_checkpoints = checkpoints(run_dir)
+
+        # Resume from the video app, then `docker-compose down` while it trains.
+        press_until_state_leaves(page, stack, "Resume training", run_id, "stopped")
+        wait_state(stack, "video-vlm", run_id, {"running"}, 180, moved_from=stopped)
+    finally:
+        page.close()
+    started = time.monotonic()
+    stack.compose("down", "-t", "300", timeout=900)
+    took = time.monotonic() - started
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "stopped", f"after docker-compose down the run reads {status}"
+    assert checkpoints(run_dir) != first_checkpoints, "down saved no newer checkpoint"
+    log(f"docker-compose down saved a checkpoint and stopped the run in {took:.0f} s")
+
+    # Up again: the run still reads stopped; Resume finishes it.
+    stack.compose("up", "-d", timeout=300)
+    stack.wait_healthy()
+    assert stack.run_status("image-vlm", run_id)["state"] == "stopped"
+    page = open_run_in_runs_page(browser, stack, "video-vlm", run_id)
+    try:
+        press_until_state_leaves(page, stack, "Resume training", run_id, "stopped")
+        wait_state(stack, "image-vlm", run_id, {"finished"}, 900)
+    finally:
+        page.close()
+    assert owners(stack.runs) == {1000}
+
+    # Evaluate, in the video container, from the run folder alone.
+    stack.compose("exec", "-T", "video-vlm", "python", "-m", "image_vlm.evaluate", "--run", f"/app/runs/{run_id}", timeout=600)
+    assert list((run_dir / "eval").glob("*.json")), "evaluation wrote no report"
+
+    # Compare, in the image app: an uploaded picture, answered by the base model and by the run.
+    from PIL import Image
+
+    sample = tmp_path / "tile.png"
+    picture = Image.new("RGB", (96, 96), (60, 110, 50))
+    picture.paste((220, 30, 20), (30, 30, 62, 62))
+    picture.save(sample)
+    page = browser.new_page(viewport={"width": 1400, "height": 2000})
+    page.set_default_timeout(90_000)
+    try:
+        page.goto(f"http://127.0.0.1:{stack.ports['image-vlm']}/image")
+        page.get_by_role("button", name="Start training").wait_for()
+        page.get_by_role("tab", name="Compare").click()
+        page.get_by_text("Upload", exact=True).click()
+        page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(sample))
+        page.get_by_text(f"Uploaded {sample.name}").first.wait_for()
+        page.get_by_role("button", name="Generate").click()
+        for side in ("base", "tuned"):
+            page.locator(f".st-key-image-answer-{side}").get_by_text("Raw output").wait_for(timeout=300_000)
+        assert not page.get_by_text("Traceback").count(), "no traceback on the page"
+    except Exception:
+        page.screenshot(path=str(stack.base / "compare.png"), full_page=True)
+        raise
+    finally:
+        page.close()
