@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from core.config import ConfigError, validate_config
-from core.models import is_adapter_dir, merge_adapter
-from core.runs import RunDir
+from core.models import merge_adapter
+from core.runs import RunDir, holds_adapter
 
 
 def load_run_model(run: RunDir, cfg, **processor_kwargs):
@@ -50,7 +50,7 @@ def export_main(argv, config_cls: type[BaseModel], description: str) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {run.path}: not a usable run folder ({err})", file=sys.stderr)
         return 2
-    if not is_adapter_dir(run.adapter_dir):
+    if not holds_adapter(run.adapter_dir):
         artifact = run.final_artifact()
         reason = f"it was fully fine-tuned; {artifact} is already a standalone model" if artifact else "it has no adapter/ yet"
         print(f"error: nothing to merge in {run.path}: {reason}", file=sys.stderr)

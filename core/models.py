@@ -15,6 +15,7 @@ import torch
 
 from core.config import FinetuneSection, ModelSection
 from core.processes import world_size
+from core.runs import holds_adapter
 from core.tiny import resolve_model_name
 
 VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")
@@ -266,10 +267,6 @@ def trainable_summary(model) -> str:
     return summary
 
 
-def is_adapter_dir(path: Path) -> bool:
-    return (Path(path) / "adapter_config.json").exists()
-
-
 def save_trained(trainer, out: Path) -> Path:
     """Save a trained stage's adapter or model, with the processor, from every rank.
 
@@ -296,7 +293,7 @@ def load_stage_start(model: ModelSection, finetune: FinetuneSection, previous: P
     """The model a training stage starts from: fresh LoRA (or base weights), or the previous stage's result, trainable."""
     if previous is None:
         return apply_finetune(load_model(model, finetune), finetune)
-    if not is_adapter_dir(previous):  # full fine-tuning: the previous stage saved whole weights
+    if not holds_adapter(previous):  # full fine-tuning: the previous stage saved whole weights
         return load_model(model.model_copy(update={"name": str(previous), "revision": None}), finetune)
     from peft import PeftModel, prepare_model_for_kbit_training
 
@@ -339,7 +336,7 @@ def load_tuned(model: ModelSection, artifact: Path, finetune: FinetuneSection | 
     Returns a PeftModel: inside `with model.disable_adapter():` it answers as the base model, so base and
     tuned answers come from one copy of the weights. A full fine-tuned `model/` folder loads as is.
     """
-    if not is_adapter_dir(artifact):
+    if not holds_adapter(artifact):
         from transformers import AutoModelForImageTextToText
 
         tuned = AutoModelForImageTextToText.from_pretrained(artifact, dtype=resolve_dtype(model.dtype))
@@ -358,7 +355,7 @@ def load_base_and_tuned(model: ModelSection, artifact: Path, finetune: FinetuneS
     """(tuned, base) for scoring both: with an adapter they are one object (the adapter switched off for base
     answers); a fully fine-tuned run needs a second copy of the base weights, on the same device."""
     tuned = load_tuned(model, artifact, finetune)
-    if is_adapter_dir(artifact):
+    if holds_adapter(artifact):
         return tuned, tuned
     return tuned, load_model(model).to(next(tuned.parameters()).device).eval()
 

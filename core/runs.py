@@ -339,9 +339,14 @@ def list_runs(root: str | Path | None = None) -> list[RunDir]:
     return sorted(runs, key=lambda r: _mtime(r.status_path) or 0, reverse=True)
 
 
+def holds_adapter(folder: Path) -> bool:
+    """A saved PEFT adapter (adapter_config.json) is in `folder`."""
+    return (Path(folder) / "adapter_config.json").exists()
+
+
 def holds_weights(folder: Path) -> bool:
     """A saved adapter (adapter_config.json) or full model (config.json) is in `folder`."""
-    return (folder / "config.json").exists() or (folder / "adapter_config.json").exists()
+    return holds_adapter(folder) or (Path(folder) / "config.json").exists()
 
 
 class RunError(RuntimeError):

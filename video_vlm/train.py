@@ -131,7 +131,8 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     from core.checkpoints import agreed_by_all_ranks
     from core.files import link_tree
     from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import apply_memory_cap, is_adapter_dir, load_processor, load_stage_start, release_memory, trainable_summary
+    from core.models import apply_memory_cap, load_processor, load_stage_start, release_memory, trainable_summary
+    from core.runs import holds_adapter
     from core.stages import train_stage
     from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator
 
@@ -187,7 +188,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
         del trainer, model, collator
         release_memory()
     if cfg.stages and result is not None and is_main_process():
-        final = run.adapter_dir if is_adapter_dir(result) else run.model_dir
+        final = run.adapter_dir if holds_adapter(result) else run.model_dir
         link_tree(result, final)
         print(f"saved {final} (stage {cfg.stages[-1].name})", flush=True)
 
