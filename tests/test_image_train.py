@@ -42,6 +42,7 @@ def finished_run(tmp_path_factory, warm_qwen, wildfire_synthetic) -> RunDir:
     return run
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_run_folder_holds_metrics_rewards_rollouts_and_adapter(finished_run):
     status = finished_run.read_status()
     assert status["state"] == "finished" and status["step"] == 3 and status["total"] == 3
@@ -59,12 +60,14 @@ def test_run_folder_holds_metrics_rewards_rollouts_and_adapter(finished_run):
     assert estimate and estimate["params_total"] > 0 and estimate["visual_tokens_per_sample"] > 0
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_lora_weights_changed(finished_run):
     """LoRA's B matrices start at zero; training must have moved them."""
     tensors = lora_b_tensors(finished_run.adapter_dir)
     assert tensors and any(t.abs().max() > 0 for t in tensors.values())
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_checkpoint_reloads_with_its_step(finished_run, warm_qwen):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
@@ -77,6 +80,7 @@ def test_checkpoint_reloads_with_its_step(finished_run, warm_qwen):
     assert len(loaded) == len(saved) and any(v.abs().max() > 0 for v in loaded.values())
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_finished_run_is_refused_and_kept(finished_run, warm_qwen, wildfire_synthetic, capsys):
     before = finished_run.status_path.read_text()
     code = image_train.main(tiny_args(finished_run.path, warm_qwen, wildfire_synthetic, "train.max_steps=3", "logging.save_steps=2"))
@@ -85,6 +89,7 @@ def test_finished_run_is_refused_and_kept(finished_run, warm_qwen, wildfire_synt
     assert finished_run.status_path.read_text() == before and finished_run.adapter_dir.exists()
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_evaluate_scores_base_and_tuned(finished_run, capsys):
     assert image_evaluate.main(["--run", str(finished_run.path), "--limit", "4"]) == 0
     report = json.loads((finished_run.eval_dir / "test.json").read_text())
@@ -99,6 +104,7 @@ def test_evaluate_scores_base_and_tuned(finished_run, capsys):
     assert "accuracy" in out and "tuned" in out
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_export_merges_into_a_standalone_model(finished_run, tmp_path):
     from transformers import AutoModelForImageTextToText
 
@@ -109,6 +115,7 @@ def test_export_merges_into_a_standalone_model(finished_run, tmp_path):
     assert list(out.glob("*.safetensors")) and (finished_run.adapter_dir / "adapter_config.json").exists()
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_reward_weights_change_the_trainers_reward(tmp_path, warm_qwen, wildfire_synthetic):
     """The total reward TRL optimises is the weighted sum with OUR weights (the playbook ignored its UI's)."""
     totals = {}
@@ -143,6 +150,7 @@ def wait_until(predicate, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_stop_saves_a_checkpoint_and_ends_stopped(tmp_path, warm_qwen, wildfire_synthetic):
     run = RunDir(tmp_path / "stop-me")
     proc = launch(run.path, warm_qwen, wildfire_synthetic, "train.max_steps=200", "logging.save_steps=1000")
@@ -160,6 +168,7 @@ def test_stop_saves_a_checkpoint_and_ends_stopped(tmp_path, warm_qwen, wildfire_
     assert "Nothing to stop" in stop_run(run)[1]
 
 
+@pytest.mark.slow  # trains from the 60-step warm start (warm_qwen)
 def test_kill_9_then_relaunch_continues_from_the_checkpoint(tmp_path, warm_qwen, wildfire_synthetic):
     run = RunDir(tmp_path / "crashy")
     # Long enough that the kill lands mid-run: a 6-step tiny run could finish between two polls.

@@ -83,6 +83,7 @@ def test_tiny_sft_writes_metrics_and_trains_the_lora_weights(dataset_root, tmp_p
     print(f"tiny SFT: 4 steps of 4 clips in {seconds:.1f}s including model load")
 
 
+@pytest.mark.slow  # trains until the signal lands, then again to the end
 def test_sigterm_saves_a_checkpoint_and_a_relaunch_resumes_the_step_count(dataset_root, tmp_path):
     run_dir = tmp_path / "run"
     args = [
