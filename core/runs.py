@@ -517,7 +517,8 @@ def status_summary(run: RunDir) -> dict[str, Any]:
         "started": status.get("started"),
         "ended": status.get("ended"),
         "error": status.get("error"),
-        "stop_requested": run.stop_path.exists() and status.get("state") in ACTIVE_STATES,
+        # Only a request made since this launch: a resumed run still has the stop.json that ended its last one.
+        "stop_requested": status.get("state") in ACTIVE_STATES and run.stop_requested(float(status.get("launched") or 0)),
     }
 
 

@@ -202,6 +202,20 @@ def test_runs_cli_status_stop_and_list(tmp_path):
     assert missing.returncode == 2 and "no such run" in missing.stderr
 
 
+def test_a_resumed_run_does_not_read_the_stop_that_ended_its_last_launch(tmp_path):
+    from core.runs import status_summary
+
+    run = RunDir(tmp_path / "image-1")
+    run.write_status("running", owner=other_namespace_owner(12345), step=3, total=10, launched=time.time() - 60)
+    run.request_stop()
+    assert status_summary(run)["stop_requested"] is True
+    run.write_status("stopped")
+    run.write_status("running", launched=time.time() + 5)  # resumed: a new launch, the old stop.json still there
+    assert run.stop_path.exists() and status_summary(run)["stop_requested"] is False
+    run.stop_path.write_text(json.dumps({"time": time.time() + 10}))  # a stop asked of this launch
+    assert status_summary(run)["stop_requested"] is True
+
+
 @pytest.mark.parametrize("recipe", ["image_vlm", "video_vlm"])
 def test_evaluate_refuses_a_folder_that_is_not_a_run(recipe, tmp_path, capsys):
     import importlib
