@@ -23,16 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import CHROMIUM
+
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TRAIN_TIMEOUT_S = 600  # the tiny presets learn for ~3 min (image) and ~2 min (video)
 GENERATE_TIMEOUT_S = 240
 
@@ -132,22 +125,6 @@ def server(tmp_path_factory):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
     with streamlit_server(tmp_path_factory.mktemp("ui-browser"), "all") as started:
         yield started
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright package is missing: install the test extra (make setup)")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def sample_png(path: Path) -> Path:

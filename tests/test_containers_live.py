@@ -41,9 +41,6 @@ GPU = os.environ.get("VLM_CONTAINERS_GPU") == "1"
 APPS = {"image-vlm": ("image", 8501), "video-vlm": ("video", 8502)}
 SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_API_TOKEN", "KAGGLE_KEY",
                 "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "UV_NATIVE_TLS", "CURL_CA_BUNDLE")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 # A few steps of the tiny preset: the same CLI path as the README's, in well under a minute on 2 cores.
 SHORT_RUN = ["train.max_steps=4", "warm_start.max_steps=4", "logging.save_steps=2", "eval.limit=4"]
 
@@ -242,22 +239,6 @@ def stack(image, tmp_path_factory):
     with stack_up(tmp_path_factory.mktemp("compose"), PROJECT) as started:
         started.wait_healthy()
         yield started
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("the playwright package is missing: install the test extra (make setup)")
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def owners(folder: Path) -> set[int]:
