@@ -46,8 +46,6 @@ def parameter_counts(model) -> dict[str, int]:
     return {"total": total, "trainable": trainable, "vision": vision, "language_and_projector": total - vision}
 
 
-
-
 # Qwen/Qwen2.5-VL-7B-Instruct, config.json as published (checked against a verbatim copy of the hub file, exported
 # by transformers 4.53.1), written in transformers 5's nested form (rope_theta moves into rope_parameters).
 QWEN2_5_VL_7B = {

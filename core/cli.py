@@ -23,13 +23,13 @@ from pydantic import BaseModel
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
 from core.config import ConfigError, load_config, to_yaml
 from core.control import RunControl, record_state, run_lifecycle
-from core.storage import storage_problem
 from core.estimate import DEVICE_TARGETS, EstimateError, does_not_fit_line, format_table, summary_line
-from core.hub import check_model_available
-from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
-from core.runs import RunDir, RunError, is_own_pending_launch, open_run_for_training, resolve_run_dir
 from core.files import write_json_atomic
+from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
+from core.hub import check_model_available
 from core.processes import distributed_mode, is_main_process, start_distributed
+from core.runs import RunDir, RunError, is_own_pending_launch, open_run_for_training, resolve_run_dir
+from core.storage import storage_problem
 
 
 def parse_training_args(argv, description: str, default_config: str) -> argparse.Namespace:

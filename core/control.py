@@ -21,9 +21,10 @@ import traceback
 from contextlib import contextmanager
 from typing import Iterator
 
-from core.runs import LAUNCH_TIME_ENV, RunDir, heartbeat_interval
 from core.config import HEARTBEAT_TIMEOUT_S
 from core.processes import is_main_process, process_owner, world_size
+from core.runs import LAUNCH_TIME_ENV, RunDir, heartbeat_interval
+
 
 def launch_time() -> float:
     """When this launch was asked for: the launcher's clock when it started us, else now."""

@@ -26,8 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from core.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LAUNCH_TIME_ENV, RunDir, RunError, now_iso, runs_root
 from core.processes import process_owner
+from core.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LAUNCH_TIME_ENV, RunDir, RunError, now_iso, runs_root
 
 LOCK_NAME = ".gpu.lock"
 RELEASE_NAME = ".gpu.release"

@@ -17,9 +17,9 @@ from transformers import TrainerCallback
 
 from core.checkpoints import record_checksums
 from core.control import RunControl
-from core.runs import RunDir
 from core.files import write_json_atomic
 from core.processes import is_main_process
+from core.runs import RunDir
 
 
 def clean_number(value: Any) -> Any:

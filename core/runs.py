@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from core.checkpoints import complete_checkpoints
+from core.config import HEARTBEAT_TIMEOUT_S, read_yaml
 from core.files import write_json_atomic
 from core.jsonl import read_jsonl
-from core.config import HEARTBEAT_TIMEOUT_S, read_yaml
 from core.processes import is_main_process, owned_here, pid_alive, process_owner, world_size
 
 STATES = ("starting", "running", "stopping", "stopped", "finished", "failed")

@@ -123,7 +123,6 @@ class GRPOSection(Section):
         return trainer
 
 
-
 class WarmStartSection(Section):
     enabled: bool = Field(False, description="Run a short SFT stage before GRPO, so the model already writes the answer format")
     answers: Literal["random", "labels"] = Field(

@@ -18,8 +18,8 @@ from typing import Any
 from core.cli import run_evaluation_main
 from core.config import validate_config
 from core.export import load_run_model
-from core.runs import RunDir
 from core.files import write_json_atomic
+from core.runs import RunDir
 from image_vlm.config import ImageConfig
 from image_vlm.rewards import score_answer
 from image_vlm.task import image_size_arguments, prompt_messages, task_rows

@@ -96,7 +96,6 @@ def test_vllm_colocate_rollouts_train(tmp_path):
 def test_compare_answers_on_the_gpu_from_two_sets_of_weights(method, tmp_path):
     """The compare view's model on CUDA: base and tuned answers differ, and the base one is the base model's own."""
     from conftest import last, tiny_run
-
     from core.generation import generate
     from core.models import load_model
     from ui.compare_models import image_messages, load_compare_model, stream_answer

@@ -10,8 +10,8 @@ import socket
 from pathlib import Path
 
 import torch.multiprocessing as mp
-from conftest import fake_checkpoint
 
+from conftest import fake_checkpoint
 from core.checkpoints import complete_checkpoints, record_checksums
 from core.processes import distributed_mode
 

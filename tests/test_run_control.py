@@ -20,9 +20,9 @@ import pytest
 
 from core.checkpoints import checkpoint_step
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, launch_training, release_gpu_lock
-from core.runs import RunDir, stop_run
 from core.jsonl import read_jsonl
 from core.processes import namespace_id
+from core.runs import RunDir, stop_run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIDEO = str(ROOT / "video_vlm" / "configs" / "tiny.yaml")

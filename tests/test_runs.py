@@ -10,9 +10,9 @@ import time
 import pytest
 
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, gpu_lock_holder, release_gpu_lock
-from core.runs import RunDir, RunError, list_runs, open_run_for_training, stop_run
 from core.jsonl import read_jsonl
 from core.processes import process_owner
+from core.runs import RunDir, RunError, list_runs, open_run_for_training, stop_run
 
 
 def dead_pid() -> int:

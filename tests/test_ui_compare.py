@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-
-from conftest import app, texts, make_run, png_bytes
-
+from conftest import app, make_run, png_bytes, texts
 
 
 def compare_upload(at: AppTest, recipe: str, name: str, data: bytes, mime: str) -> AppTest:

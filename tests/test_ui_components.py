@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import app, button, fake_popen, hold_gpu_lock, make_run, png_bytes, texts
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
-
-from conftest import app, texts, button, make_run, png_bytes, hold_gpu_lock, fake_popen
-
 
 
 def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch):
@@ -285,8 +283,8 @@ def test_dataset_not_found_says_how_to_get_it(dirs, recipe, command):
 
 def test_a_dataset_that_labels_one_field_says_so_where_it_is_chosen(dirs, tmp_path):
     """A Nexar import supervises event_type only: the video page says so next to the dataset picker."""
-    from video_vlm.data import import_nexar
     from core.media.video import write_clip
+    from video_vlm.data import import_nexar
 
     _, data = dirs
     src = tmp_path / "nexar"

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-
-from conftest import app, texts, button
-
+from conftest import app, button, texts
 
 
 def markdown_text(at: AppTest) -> str:

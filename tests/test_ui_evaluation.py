@@ -6,11 +6,8 @@ import json
 
 import pytest
 
+from conftest import app, button, hold_gpu_lock, make_run, texts
 from core.runs import RunDir
-
-from conftest import app, texts, button, make_run, hold_gpu_lock
-
-
 
 IMAGE_REPORT = {
     "run": "image-eval",

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 
-
-from conftest import app, texts, button, make_run, fake_popen, number
-
+from conftest import app, button, fake_popen, make_run, number, texts
 
 
 def test_form_fields_present_with_help_and_ranges(dirs):

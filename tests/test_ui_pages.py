@@ -9,11 +9,9 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import UI_APP, UI_TIMEOUT, app, make_run, texts
 from core.config import to_yaml
 from image_vlm.config import ImageConfig
-
-from conftest import UI_APP, UI_TIMEOUT, app, make_run, texts
-
 
 
 @pytest.mark.parametrize("page", ["image", "video", "runs"])
@@ -69,10 +67,10 @@ def test_ui_doctests():
     import doctest
 
     import ui.charts
+    import ui.compare_models
     import ui.estimate
     import ui.evaluation
     import ui.form
-    import ui.compare_models
     import ui.recipes
     import ui.uploads
     import ui.widgets

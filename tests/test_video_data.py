@@ -39,7 +39,6 @@ def small_clip(path, seconds: float = 2.0, fps: int = 10):
     return write_clip(path, frames, fps=fps)
 
 
-
 @pytest.fixture
 def messy_dataset(tmp_path):
     """A dataset with one line per problem kind; lines 1 and 10 are the good ones."""

@@ -63,7 +63,6 @@ def moving_square_frames(num_frames: int, height: int = 48, width: int = 64) -> 
     return frames
 
 
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     folder = tmp_path_factory.mktemp("clips")

@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from core.runs import RunDir
 from conftest import ROOT, VIDEO_SMOKE, run_cli, write_audio_only
+from core.runs import RunDir
 
 TINY_CONFIG = "video_vlm/configs/tiny.yaml"
 # One intra-op thread: tiny models gain nothing from more, and on a busy 2-core runner two threads spin.
@@ -168,7 +168,6 @@ def test_a_two_stage_curriculum_starts_stage_two_from_stage_one(dataset_root, tm
 
 
 # ------------------------------------------------------------------------------------------- bad input
-
 
 
 @pytest.fixture
@@ -364,7 +363,6 @@ def test_learnability_on_synthetic_clips(tmp_path):
     (core/tiny.py) because at the library's 0.02 the motion fields stay at chance for 1,000+ steps.
     """
     from video_vlm import evaluate
-
     from video_vlm.schema import DEFAULT_SCHEMA
 
     root = balanced_synthetic(tmp_path / "synthetic", n=240)
@@ -392,9 +390,9 @@ def test_learnability_on_synthetic_clips(tmp_path):
     assert code == 0
     cached = list((root / ".frame_cache").rglob("*.npy"))
     assert len(cached) == 192  # every training window, decoded once over 40 epochs
-    from video_vlm.task import frame_cache
     from core.config import load_config
     from video_vlm.config import VideoConfig
+    from video_vlm.task import frame_cache
 
     cache = frame_cache(load_config(VideoConfig, run_dir / "config.yaml").final_data)
     misses_before = cache.misses

@@ -127,8 +127,8 @@ def test_targets_follow_the_reasoning_toggle():
 
 @pytest.fixture(scope="module")
 def qwen_processor():
-    from core.models import load_processor
     from core.config import ModelSection
+    from core.models import load_processor
     from image_vlm.task import image_size_arguments
 
     return load_processor(ModelSection(name="tiny:qwen2_5_vl"), **image_size_arguments(3136))

@@ -17,14 +17,14 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.gpu_lease import GpuBusy, describe_holder, gpu_lock_holder
-from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from core.jsonl import read_jsonl
+from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
-from ui.evaluation import evaluation_panel, render_report
-from ui.estimate import estimate_for, estimate_panel
-from ui.form import build_config, form_values
 from ui.compare_models import release_compare_model
+from ui.estimate import estimate_for, estimate_panel
+from ui.evaluation import evaluation_panel, render_report
+from ui.form import build_config, form_values
 from ui.recipes import (
     ACTIVE,
     IMAGE,
@@ -47,7 +47,18 @@ from ui.recipes import (
     start_training,
     tail,
 )
-from ui.widgets import STATE_HELP, flash, gone_message, log_tail, run_at, session, show_flash, state_badge, state_of, thumbnail_uri
+from ui.widgets import (
+    STATE_HELP,
+    flash,
+    gone_message,
+    log_tail,
+    run_at,
+    session,
+    show_flash,
+    state_badge,
+    state_of,
+    thumbnail_uri,
+)
 
 __all__ = ["compare_panel", "ensure_router", "evaluation_panel", "runs_overview", "training_panel"]
 

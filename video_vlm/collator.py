@@ -32,8 +32,8 @@ import torch
 from transformers import TrainerCallback
 
 from core.generation import build_inputs
-from core.runs import RunError
 from core.media.errors import MediaError, plain_reason
+from core.runs import RunError
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import UNKNOWN, SchemaSpec
 from video_vlm.task import prompt_messages, row_item, sample_clip

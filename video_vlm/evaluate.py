@@ -19,8 +19,8 @@ from typing import Any
 from core.cli import run_evaluation_main
 from core.config import validate_config
 from core.export import load_run_model
-from core.runs import RunDir
 from core.files import write_json_atomic
+from core.runs import RunDir
 from video_vlm.config import VideoConfig
 from video_vlm.schema import SchemaSpec
 from video_vlm.task import clip_frames, load_task_schema, prompt_messages, split_items, verified_items
@@ -177,6 +177,7 @@ def _summarise(run: RunDir, report: dict) -> None:
         print(f"skipped {len(report['skipped'])} clip(s) that failed to decode, e.g. {report['skipped'][0]}")
     print(format_table(report))
     print(f"wrote {run.eval_dir / (SPLIT + '.json')}")
+
 
 if __name__ == "__main__":
     sys.exit(main())

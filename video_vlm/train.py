@@ -23,8 +23,8 @@ from pathlib import Path
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
-from core.runs import RunDir
 from core.processes import is_main_process
+from core.runs import RunDir
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
@@ -75,7 +75,12 @@ def prepare_data(processor, data: VideoDataSection, train: SFTSection, label: st
     `skip_log` like an unreadable clip, within `data.max_skipped_fraction`; frames and prompt that leave no room
     for any answer refuse the launch."""
     from video_vlm.collator import (
-        budget_problem, format_budget, over_long_items, read_skips, record_skip, token_budget,
+        budget_problem,
+        format_budget,
+        over_long_items,
+        read_skips,
+        record_skip,
+        token_budget,
     )
     from video_vlm.task import load_task_schema, split_items, training_dataset, verified_items
 

@@ -86,6 +86,8 @@ def _loader_worker():
 def _pyav_threads(stream) -> None:
     stream.thread_type = _PYAV_THREAD_TYPE
     stream.thread_count = _pyav_thread_count()
+
+
 # A window may end this far past the last frame (seconds, or one frame period if longer): annotators and
 # CSVs round times, and a label ending "at" the last frame should not be rejected.
 _END_TOLERANCE_S = 0.05
