@@ -34,15 +34,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 # The full-size architectures live in the product (the pre-launch estimate counts them too); benches use them from there.
-from core.architectures import (  # noqa: E402,F401
-    INTERNVL3_8B,
-    QWEN2_5_VL_7B,
-    build_random_model,
-    internvl3_8b_config,
-    meta_parameter_counts,
-    parameter_counts,
-    qwen2_5_vl_7b_config,
-)
+from core.architectures import build_random_model, meta_parameter_counts, parameter_counts  # noqa: E402,F401
+from core.families.internvl import INTERNVL3_8B, internvl3_8b_config  # noqa: E402,F401
+from core.families.qwen2_5_vl import QWEN2_5_VL_7B, qwen2_5_vl_7b_config  # noqa: E402,F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"

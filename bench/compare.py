@@ -123,7 +123,7 @@ def prepare(args, work: Path) -> dict[str, Any]:
     import numpy as np
 
     terrain_tile(np.random.default_rng(args.seed), size=350, fire=True).save(work / "tile.png")
-    facts["image_size_arguments"] = image_size_arguments(size)
+    facts["image_size_arguments"] = image_size_arguments(section, size)
     return facts
 
 

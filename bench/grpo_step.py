@@ -389,7 +389,7 @@ def load_processor(args):
     max_pixels = ImageDataSection().max_pixels
     # No hub access: the full-size model takes the tiny model's processor (same chat template, special tokens and
     # 14 px / 2x2-merge image processing, smaller BPE vocabulary) at the recipe's image budget.
-    return core_load_processor(ModelSection(name="tiny:qwen2_5_vl"), **image_size_arguments(max_pixels))
+    return core_load_processor(ModelSection(name="tiny:qwen2_5_vl"), **image_size_arguments(ModelSection(name="tiny:qwen2_5_vl"), max_pixels))
 
 
 def image_tokens(processor, size: int) -> int:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from core.config import FinetuneSection, ModelSection
+from core.families import FAMILIES, Family, family_of_config
 
 GIB = 2**30
 NF4_BYTES_PER_WEIGHT = 4.127 / 8  # 4-bit codes + 8-bit absmax per 64 weights + fp32 per 256 absmax blocks
@@ -148,37 +149,17 @@ class Estimate:
 # ---------------------------------------------------------------------------------------------- tokens
 
 
-def qwen_visual_tokens(height: int, width: int, min_pixels: int, max_pixels: int, patch: int = 14, merge: int = 2) -> tuple[int, int]:
-    """(tokens after the merger, patches through the vision tower) of one Qwen2.5-VL image, by the image
-    processor's own `smart_resize`.
-
-    >>> qwen_visual_tokens(350, 350, 56 * 56, 350 * 350)  # a Kaggle wildfire tile at the shipped budget
-    (144, 576)
-    """
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    factor = patch * merge
-    h, w = smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
-    patches = (h // patch) * (w // patch)
-    return patches // (merge * merge), patches
-
-
-def frame_side(config) -> int:
-    """The side in pixels of an InternVL tile (configs spell it as an int or a pair)."""
-    size = config.vision_config.image_size
-    return size[0] if isinstance(size, (list, tuple)) else size
-
-
-def internvl_frame_tokens(config) -> tuple[int, int]:
-    """(tokens after pixel shuffle, patches incl. the class token) of one InternVL tile or video frame.
-
-    Every frame is resized to one `image_size` tile, so the count does not depend on the clip's resolution.
-    """
-    vision = config.vision_config
-    size = frame_side(config)
-    patch = vision.patch_size[0] if isinstance(vision.patch_size, (list, tuple)) else vision.patch_size
-    patches = (size // patch) ** 2
-    return int(patches * config.downsample_ratio**2), patches + 1
+def family_of_architecture(model: ModelSection, config) -> Family:
+    """The family row whose visual-token arithmetic the estimate uses, or an EstimateError for a model outside the
+    table (it still trains: only the estimate needs the row)."""
+    family = family_of_config(config)
+    if family is None:
+        known = ", ".join(f.title for f in FAMILIES)
+        raise EstimateError(
+            f"{model.name}: model type {getattr(config, 'model_type', '?')!r} is not in the family table ({known}), so "
+            "the estimate cannot be made for it; training still works through transformers' Auto classes"
+        )
+    return family
 
 
 def approximate_text_tokens(text: str) -> int:
@@ -272,8 +253,11 @@ def _weights(model, finetune: FinetuneSection, dtype_bytes: float) -> tuple[floa
 
     quantized: set[int] = set()
     if finetune.method == "qlora":  # the language model's linear layers, as the loader asks bitsandbytes
+        family = family_of_config(model.config)
         quantized = {
-            id(m.weight) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and quantized_in_qlora(name)
+            id(m.weight)
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and quantized_in_qlora(name, family)
         }
     seen: set[int] = set()
     weight_bytes = 0.0

@@ -14,22 +14,28 @@ from typing import Any
 import torch
 
 from core.config import FinetuneSection, ModelSection
+from core.families import ATTENTION_PARTS, FAMILIES, MLP_PARTS, Family, family_of_config
 from core.processes import world_size
 from core.runs import holds_adapter
 from core.tiny import resolve_model_name
 
-VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")
-# The vision tower with what carries its features into the language model.
-VISION_AND_PROJECTOR = (*VISION_PARTS, "multi_modal_projector", "merger")
-ATTENTION_PARTS = ("attn", "attention", "self_attn")
-MLP_PARTS = ("mlp", "feed_forward", "ffn")
 # Projections between the towers and the head are trained in full fine-tuning only: adapting them with
 # LoRA rarely helps and changes the model's interface.
-NEVER_ADAPTED = ("lm_head", "multi_modal_projector", "merger", "embed_tokens")
-# QLoRA quantizes the language model only. The vision tower and the projector stay in bf16 (they are small, and
-# 4-bit visual features cost accuracy), and so does the output head. Written as transformers matches skip
-# patterns: a regex from the start of the module name, up to a module boundary.
-QLORA_KEEP_UNQUANTIZED = tuple(rf"(?:.*\.)?{part}" for part in VISION_AND_PROJECTOR) + ("lm_head",)
+NEVER_ADAPTED = ("lm_head", "embed_tokens")
+
+
+def vision_and_projector(family: Family | None) -> tuple[str, ...]:
+    """Module-name parts of the vision tower and of what joins the towers: the family's, else every family's."""
+    if family is not None:
+        return (*family.vision_parts, *family.projector_parts)
+    return tuple(dict.fromkeys(part for f in FAMILIES for part in (*f.vision_parts, *f.projector_parts)))
+
+
+def qlora_keep_unquantized(family: Family | None) -> tuple[str, ...]:
+    """QLoRA quantizes the language model only. The vision tower and the projector stay in bf16 (they are small,
+    and 4-bit visual features cost accuracy), and so does the output head. Written as transformers matches skip
+    patterns: a regex from the start of the module name, up to a module boundary."""
+    return tuple(rf"(?:.*\.)?{part}" for part in vision_and_projector(family)) + ("lm_head",)
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -83,13 +89,16 @@ def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
     if model.attn_implementation != "auto":
         kwargs["attn_implementation"] = model.attn_implementation
     if finetune is not None and finetune.method == "qlora":
-        kwargs["quantization_config"] = qlora_quantization()
+        from core.architectures import model_family
+
+        kwargs["quantization_config"] = qlora_quantization(model_family(model))
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     return AutoModelForImageTextToText.from_pretrained(resolve_model_name(model.name), **kwargs)
 
 
-def qlora_quantization():
-    """The 4-bit config of QLoRA: NF4 with double quantization for the language model's linear layers only."""
+def qlora_quantization(family: Family | None):
+    """The 4-bit config of QLoRA: NF4 with double quantization for the language model's linear layers only
+    (`family` names the rest; outside the table, every family's vision and projector names are kept)."""
     if not torch.cuda.is_available():
         raise RuntimeError("finetune.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use finetune.method=lora on CPU")
     import importlib.util
@@ -106,11 +115,11 @@ def qlora_quantization():
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
-        llm_int8_skip_modules=list(QLORA_KEEP_UNQUANTIZED),
+        llm_int8_skip_modules=list(qlora_keep_unquantized(family)),
     )
 
 
-def quantized_in_qlora(name: str) -> bool:
+def quantized_in_qlora(name: str, family: Family | None = None) -> bool:
     """Whether QLoRA stores the linear layer `name` in 4-bit, by the same matching transformers applies.
 
     >>> quantized_in_qlora("model.language_model.layers.0.mlp.down_proj"), quantized_in_qlora("model.visual.blocks.0.attn.qkv")
@@ -120,11 +129,12 @@ def quantized_in_qlora(name: str) -> bool:
     """
     from transformers.quantizers.quantizers_utils import should_convert_module
 
-    return should_convert_module(name, list(QLORA_KEEP_UNQUANTIZED))
+    return should_convert_module(name, list(qlora_keep_unquantized(family)))
 
 
-def classify_module(name: str) -> tuple[str, str] | None:
-    """(`vision`|`language`, `attention`|`mlp`) for a linear layer's name, or None if it is not adapted.
+def classify_module(name: str, family: Family | None = None) -> tuple[str, str] | None:
+    """(`vision`|`language`, `attention`|`mlp`|`other`) for a linear layer's name, by the family's module names
+    (every family's when None), or None if it is never adapted (the head, embeddings, the projector).
 
     >>> classify_module("model.visual.blocks.0.attn.qkv")
     ('vision', 'attention')
@@ -136,18 +146,26 @@ def classify_module(name: str) -> tuple[str, str] | None:
     True
     """
     parts = name.split(".")
-    if any(p in NEVER_ADAPTED for p in parts):
+    families = [family] if family else FAMILIES
+    projector = {part for f in families for part in f.projector_parts}
+    vision = {part for f in families for part in f.vision_parts}
+    if any(p in NEVER_ADAPTED or p in projector for p in parts):
         return None
-    tower = "vision" if any(p in VISION_PARTS for p in parts) else "language"
+    tower = "vision" if any(p in vision for p in parts) else "language"
     if any(p in ATTENTION_PARTS for p in parts):
         return tower, "attention"
     if any(p in MLP_PARTS for p in parts):
         return tower, "mlp"
-    return None
+    return tower, "other"
 
 
 def lora_target_modules(model: torch.nn.Module, finetune: FinetuneSection) -> list[str]:
-    """Names of the linear layers selected by the four toggles (vision/language x attention/MLP)."""
+    """Names of the linear layers selected by the four toggles (vision/language x attention/MLP).
+
+    For a model outside the family table the toggles cannot be trusted to its module names, so every linear
+    layer of the language model is adapted (`generic_lora_note` says so in the log and the UI).
+    """
+    family = family_of_config(getattr(model, "config", None))
     wanted = {
         ("vision", "attention"): finetune.vision_attention,
         ("vision", "mlp"): finetune.vision_mlp,
@@ -163,8 +181,10 @@ def lora_target_modules(model: torch.nn.Module, finetune: FinetuneSection) -> li
         pass
     names = []
     for name, module in model.named_modules():
-        kind = classify_module(name)
-        if isinstance(module, linear_types) and kind and wanted[kind]:
+        kind = classify_module(name, family)
+        if not isinstance(module, linear_types) or kind is None:
+            continue
+        if (family is None and kind[0] == "language") or (family is not None and wanted.get(kind)):
             names.append(name)
     if not names:
         raise ValueError(
@@ -262,7 +282,8 @@ def trainable_summary(model) -> str:
     # By class name: bitsandbytes is an optional extra, and a model without 4-bit layers never needs it imported.
     four_bit = [name for name, module in model.named_modules() if type(module).__name__ == "Linear4bit"]
     if four_bit:
-        vision = [name for name in four_bit if any(part in name.split(".") for part in VISION_AND_PROJECTOR)]
+        kept = vision_and_projector(family_of_config(getattr(model, "config", None)))
+        vision = [name for name in four_bit if any(part in name.split(".") for part in kept)]
         summary += f"; {len(four_bit)} linear layers in 4-bit, {len(vision)} of them in the vision tower or projector"
     return summary
 
@@ -312,9 +333,10 @@ def freeze_vision_tower(model) -> int:
     (2, [False, False, True, True])
     """
     frozen = 0
+    kept = vision_and_projector(family_of_config(getattr(model, "config", None)))
     for name, param in model.named_parameters():
         parts = name.split(".")
-        if param.requires_grad and any(p in VISION_AND_PROJECTOR for p in parts):
+        if param.requires_grad and any(p in kept for p in parts):
             param.requires_grad = False
             frozen += 1
     return frozen

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.estimate import Estimate, Workload, estimate_config, prompt_tokens, qwen_visual_tokens
+from core.estimate import Estimate, Workload, estimate_config, family_of_architecture, prompt_tokens
 from image_vlm.config import ImageConfig, ImageDataSection
-from image_vlm.task import image_size_arguments, prompt_messages
+from image_vlm.task import prompt_messages
 
 # The Kaggle wildfire tiles are 350 x 350 pixels; the synthetic stand-in's are 64 x 64.
 KNOWN_TILE_SIZE = (350, 350)
@@ -47,25 +47,18 @@ def image_size(data: ImageDataSection) -> tuple[tuple[int, int], str]:
 
 
 def workload(cfg: ImageConfig, config) -> Workload:
-    from core.estimate import EstimateError
-
-    if not hasattr(getattr(config, "vision_config", None), "spatial_merge_size"):
-        raise EstimateError(f"{cfg.model.name}: visual tokens are known for Qwen2-VL-style image processors only")
+    family = family_of_architecture(cfg.model, config)
     (height, width), size_note = image_size(cfg.data)
-    budget = image_size_arguments(cfg.data.max_pixels)["size"]
-    vision = config.vision_config
-    visual, patches = qwen_visual_tokens(
-        height, width, budget["shortest_edge"], budget["longest_edge"], vision.patch_size, vision.spatial_merge_size
-    )
+    image = family.image_tokens(config, height, width, family.image_kwargs(cfg.data.max_pixels))
     prompt, prompt_note = prompt_tokens(cfg.model, prompt_messages(cfg.data))
     train = cfg.train
     steps_per_generation = int(train.trainer.get("steps_per_generation") or train.gradient_accumulation_steps)
     return Workload(
         sequences=train.per_device_train_batch_size,
         prompt_tokens=prompt,
-        visual_tokens=visual,
+        visual_tokens=image.tokens + image.wrapper_tokens,
         answer_tokens=train.max_completion_length,
-        vision_patches=patches,
+        vision_patches=image.patches,
         logits_tokens=train.max_completion_length + 1,  # TRL keeps the completion's logits only
         generated_sequences=train.per_device_train_batch_size * steps_per_generation,
         reference_model=train.beta > 0,

@@ -80,7 +80,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
     cfg = validate_config(ImageConfig, run.read_config(), source=str(run.config_path))
     split = split or cfg.data.eval_split
     rows = task_rows(cfg.data, split, limit or cfg.eval.limit)
-    model, base_model, processor, artifact = load_run_model(run, cfg, **image_size_arguments(cfg.data.max_pixels))
+    model, base_model, processor, artifact = load_run_model(run, cfg, **image_size_arguments(cfg.model, cfg.data.max_pixels))
     answers = list(dict.fromkeys(cfg.data.labels.values()))
     positive = cfg.data.labels.get("wildfire", answers[0])
     batch_size = batch_size or cfg.eval.batch_size

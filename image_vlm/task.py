@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from core.architectures import model_family
+from core.config import ModelSection
 from image_vlm.config import ImageDataSection
 
 
@@ -16,13 +18,15 @@ def prompt_messages(data: ImageDataSection, image: Any = None) -> list[dict[str,
     return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
 
 
-def image_size_arguments(max_pixels: int) -> dict[str, Any]:
-    """Processor kwargs that cap each image at `max_pixels` (transformers 5.x spells it as `size`).
+def image_size_arguments(model: ModelSection, max_pixels: int) -> dict[str, Any]:
+    """Processor kwargs that cap each image at `max_pixels`, in the model family's own terms; none for a model
+    outside the family table, whose processor then keeps its own settings.
 
-    >>> image_size_arguments(350 * 350)
+    >>> image_size_arguments(ModelSection(name="Qwen/Qwen2.5-VL-7B-Instruct"), 350 * 350)
     {'size': {'shortest_edge': 3136, 'longest_edge': 122500}}
     """
-    return {"size": {"shortest_edge": min(56 * 56, max_pixels), "longest_edge": max_pixels}}
+    family = model_family(model)
+    return family.image_kwargs(max_pixels) if family else {}
 
 
 def ensure_dataset(data: ImageDataSection) -> Path:

@@ -90,7 +90,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     cap = apply_memory_cap(cfg.model.max_memory_gb)
     if cap:
         print(cap, flush=True)
-    processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
+    processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
     stages = [WARM_START, GRPO] if cfg.warm_start.enabled else []
     if control.poll():  # a stop during start-up: nothing trained, nothing to save
         return

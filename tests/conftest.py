@@ -152,7 +152,7 @@ def tiny_run(tmp_path: Path, method: str):
     run = RunDir(tmp_path / f"image-{method}")
     run.path.mkdir()
     run.config_path.write_text(to_yaml(cfg))
-    processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
+    processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
     model = load_model(cfg.model)
     torch.manual_seed(0)
     if method == "full":  # "trained": the output head moved far from the base's

@@ -6,17 +6,11 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from core.config import load_config
-from core.estimate import (
-    GIB,
-    EstimateError,
-    internvl_frame_tokens,
-    qwen_visual_tokens,
-)
+from core.estimate import GIB, EstimateError
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
@@ -41,59 +35,17 @@ def video_estimate(*overrides, path=VIDEO_8B, device=None):
 # ---------------------------------------------------------------------------------------------- tokens
 
 
-@pytest.mark.parametrize("size", [(64, 64), (90, 150), (200, 120), (37, 300)])
-@pytest.mark.parametrize("max_pixels", [3136, 112 * 112, 350 * 350])
-def test_qwen_visual_tokens_match_the_processor(size, max_pixels):
-    """The arithmetic gives exactly the image tokens the (tiny) Qwen2.5-VL processor puts in the prompt."""
-    from core.config import ModelSection
-    from core.generation import build_inputs
-    from core.models import load_processor
-    from image_vlm.config import ImageDataSection
-    from image_vlm.task import image_size_arguments, prompt_messages
-
-    height, width = size
-    budget = image_size_arguments(max_pixels)
-    processor = load_processor(ModelSection(name="tiny:qwen2_5_vl"), **budget)
-    image = Image.fromarray(np.zeros((height, width, 3), np.uint8))
-    inputs = build_inputs(processor, [prompt_messages(ImageDataSection(max_pixels=max_pixels), image=image)])
-    image_pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    in_prompt = int((inputs["input_ids"] == image_pad).sum())
-    tokens, patches = qwen_visual_tokens(height, width, budget["size"]["shortest_edge"], budget["size"]["longest_edge"])
-    assert tokens == in_prompt
-    assert patches == int(inputs["image_grid_thw"].prod())
-
-
 def test_the_real_image_processor_arithmetic():
     """Qwen2.5-VL's smart_resize on the Kaggle tile (350 px -> 336 px, 12 x 12 merged tokens) and on a large photo
-    capped by max_pixels; the shipped config's estimate uses the same 144 tokens."""
-    assert qwen_visual_tokens(350, 350, 3136, 350 * 350) == (144, 576)
-    tokens, _ = qwen_visual_tokens(3000, 4000, 3136, 350 * 350)
+    capped by max_pixels; the shipped config's estimate uses the same 144 tokens. (Every family against its own
+    processor: tests/test_families.py.)"""
+    from core.families.qwen2_5_vl import FAMILY, pixel_budget, qwen2_5_vl_7b_config
+
+    config = qwen2_5_vl_7b_config()
+    assert FAMILY.image_tokens(config, 350, 350, pixel_budget(350 * 350)) == (144, 576, 0)
+    tokens = FAMILY.image_tokens(config, 3000, 4000, pixel_budget(350 * 350)).tokens
     assert tokens * 28 * 28 <= 350 * 350 and tokens > 0.8 * 350 * 350 / (28 * 28)
     assert image_estimate().visual_tokens_per_sample == 144
-
-
-def test_internvl_frame_tokens_match_the_processor():
-    """Each video frame becomes exactly the image tokens the (tiny) InternVL processor inserts, and the published
-    InternVL3-8B gives 256 per 448 px frame."""
-    from transformers import AutoConfig
-
-    from core.architectures import internvl3_8b_config
-    from core.config import ModelSection
-    from core.generation import build_inputs
-    from core.models import load_processor
-    from core.tiny import resolve_model_name
-    from video_vlm.config import VideoDataSection
-    from video_vlm.schema import load_schema
-    from video_vlm.task import prompt_messages
-
-    processor = load_processor(ModelSection(name="tiny:internvl"))
-    config = AutoConfig.from_pretrained(resolve_model_name("tiny:internvl"))
-    frames = 5
-    video = np.zeros((frames, 56, 56, 3), np.uint8)
-    inputs = build_inputs(processor, [prompt_messages(VideoDataSection(num_frames=frames), load_schema(None), video=video)])
-    context = processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
-    assert int((inputs["input_ids"] == context).sum()) == frames * internvl_frame_tokens(config)[0]
-    assert internvl_frame_tokens(internvl3_8b_config()) == (256, 1025)
 
 
 def test_video_sequence_tokens_follow_the_measured_budget():

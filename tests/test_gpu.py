@@ -66,12 +66,13 @@ def test_qlora_quantizes_the_language_model_only_and_trains(tmp_path):
     import bitsandbytes as bnb
 
     from core.config import FinetuneSection, ModelSection
-    from core.models import VISION_PARTS, load_model
+    from core.families import PROJECTOR_PARTS, VISION_PARTS
+    from core.models import load_model
 
     model = load_model(ModelSection(name="tiny:internvl"), FinetuneSection(method="qlora"))
     four_bit = {name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
     assert four_bit, "QLoRA quantized nothing"
-    assert not [name for name in four_bit if any(part in name.split(".") for part in (*VISION_PARTS, "multi_modal_projector"))]
+    assert not [name for name in four_bit if any(part in name.split(".") for part in (*VISION_PARTS, *PROJECTOR_PARTS))]
     train("video_vlm.train", VIDEO_TINY, RunDir(tmp_path / "run"), "finetune.method=qlora")
 
 

@@ -8,23 +8,28 @@ import importlib.util
 import pytest
 import torch
 
-from core.architectures import internvl3_8b_config, meta_model, qwen2_5_vl_7b_config
+from core.architectures import meta_model
 from core.config import FinetuneSection, ModelSection
-from core.models import QLORA_KEEP_UNQUANTIZED, VISION_PARTS, load_model, quantized_in_qlora
+from core.families import shipped_presets
+from core.models import load_model, qlora_keep_unquantized, quantized_in_qlora
+
+PRESETS = shipped_presets()
 
 
-@pytest.mark.parametrize("config", [qwen2_5_vl_7b_config, internvl3_8b_config], ids=["qwen2.5-vl-7b", "internvl3-8b"])
-def test_vision_tower_and_projector_stay_out_of_4bit(config):
-    model = meta_model(config())
+@pytest.mark.parametrize("model_id", list(PRESETS))
+def test_vision_tower_and_projector_stay_out_of_4bit(model_id):
+    family, preset = PRESETS[model_id]
+    config = preset.config()
+    model = meta_model(config)
     linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    kept = {name for name in linears if not quantized_in_qlora(name)}
+    kept = {name for name in linears if not quantized_in_qlora(name, family)}
     vision_or_projector = {
-        name for name in linears if any(part in name.split(".") for part in (*VISION_PARTS, "multi_modal_projector", "merger"))
+        name for name in linears if any(part in name.split(".") for part in (*family.vision_parts, *family.projector_parts))
     }
     assert vision_or_projector and vision_or_projector <= kept
     assert kept == vision_or_projector | {"lm_head"}
     language = [name for name in linears if ".language_model.layers." in name]
-    assert len(language) == 28 * 7 and all(quantized_in_qlora(name) for name in language)
+    assert len(language) == config.text_config.num_hidden_layers * 7 and all(quantized_in_qlora(name, family) for name in language)
 
 
 def test_the_loader_asks_transformers_for_exactly_that(monkeypatch):
@@ -41,7 +46,8 @@ def test_the_loader_asks_transformers_for_exactly_that(monkeypatch):
     assert load_model(ModelSection(), FinetuneSection(method="qlora")) == "model"
     quantization = captured["quantization_config"]
     assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
-    assert quantization.llm_int8_skip_modules == list(QLORA_KEEP_UNQUANTIZED)
+    family, _ = PRESETS[ModelSection().name]
+    assert quantization.llm_int8_skip_modules == list(qlora_keep_unquantized(family))
 
 
 def test_qlora_without_cuda_or_bitsandbytes_says_what_to_do(monkeypatch):

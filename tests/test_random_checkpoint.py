@@ -36,7 +36,7 @@ def test_the_folder_loads_and_its_model_reads_its_processors_image_tokens(kind, 
     folder = write_random_checkpoint(kind, tmp_path / kind, device="cpu", config_updates=SHRUNK[kind])
     section = ModelSection(name=str(folder), dtype="float32")
     # As the recipes load them: the image recipe sets its pixel budget, InternVL's 448 px is in the folder.
-    sizing = image_size_arguments(ImageDataSection().max_pixels) if kind == "qwen2_5_vl" else {}
+    sizing = image_size_arguments(section, ImageDataSection().max_pixels)
     model, processor = load_model(section).eval(), load_processor(section, **sizing)
     image_token = processor.tokenizer.convert_ids_to_tokens(model.config.image_token_id)
     assert image_token in ("<IMG_CONTEXT>", "<|image_pad|>")

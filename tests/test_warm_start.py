@@ -131,7 +131,7 @@ def qwen_processor():
     from core.models import load_processor
     from image_vlm.task import image_size_arguments
 
-    return load_processor(ModelSection(name="tiny:qwen2_5_vl"), **image_size_arguments(3136))
+    return load_processor(ModelSection(name="tiny:qwen2_5_vl"), **image_size_arguments(ModelSection(name="tiny:qwen2_5_vl"), 3136))
 
 
 def supervised_texts(processor, batch) -> list[str]:

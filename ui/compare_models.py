@@ -65,7 +65,7 @@ def load_compare_model(recipe_name: str, run_id: str, run_path: str, artifact: s
         from image_vlm.task import image_size_arguments
 
         # The same image budget as training and evaluation.
-        processor = load_processor(cfg.model, **image_size_arguments(cfg.data.max_pixels))
+        processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
     else:
         processor = load_processor(cfg.model)
     _loaded = CompareModel(model, base, processor, cfg, threading.Lock())

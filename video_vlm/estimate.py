@@ -5,20 +5,9 @@
 
 from __future__ import annotations
 
-from core.estimate import (
-    Estimate,
-    EstimateError,
-    Workload,
-    estimate_config,
-    frame_side,
-    internvl_frame_tokens,
-    prompt_tokens,
-)
+from core.estimate import Estimate, EstimateError, Workload, estimate_config, family_of_architecture, prompt_tokens
 from video_vlm.config import VideoConfig
 from video_vlm.task import load_task_schema, prompt_messages
-
-# "Frame3: <img>" ... "</img>\n" around each frame's image tokens.
-FRAME_WRAPPER_TOKENS = 7
 
 
 def fixes(cfg: VideoConfig) -> list[str]:
@@ -32,25 +21,26 @@ def fixes(cfg: VideoConfig) -> list[str]:
 
 
 def workload(cfg: VideoConfig, config) -> Workload:
-    if not hasattr(config, "downsample_ratio"):
-        raise EstimateError(f"{cfg.model.name}: video tokens are known for InternVL-style processors only")
-    per_frame, patches = internvl_frame_tokens(config)
+    family = family_of_architecture(cfg.model, config)
+    if family.video_tokens is None:
+        raise EstimateError(f"{cfg.model.name}: {family.title} takes no video input")
     # The longest stage decides: a curriculum's stages may sample more frames or batch more clips.
     stages = [cfg.stage_sections(stage) for stage in cfg.stages] or [(cfg.data, cfg.train)]
     data, train = max(stages, key=lambda s: s[0].num_frames * s[1].per_device_train_batch_size)
     prompt, prompt_note = prompt_tokens(cfg.model, prompt_messages(data, load_task_schema(data)))
-    frames = data.num_frames
-    visual = frames * (per_frame + FRAME_WRAPPER_TOKENS)
+    frames, side = data.num_frames, data.frame_max_side  # square frames at the largest side: an upper bound
+    clip = family.video_tokens(config, frames, side, side, family.video_kwargs([], side))
+    visual = clip.tokens + clip.wrapper_tokens
     answer = cfg.eval.max_new_tokens
     return Workload(
         sequences=train.per_device_train_batch_size,
         prompt_tokens=prompt,
         visual_tokens=visual,
         answer_tokens=answer,
-        vision_patches=frames * patches,
+        vision_patches=clip.patches,
         logits_tokens=prompt + visual + answer,  # the SFT loss and token accuracy read every position's logits
         notes=(
-            f"{frames} frames x {per_frame} tokens (each frame is one {frame_side(config)} px tile)",
+            f"{frames} frames of at most {side} px: {clip.tokens} visual tokens ({family.title}'s processor rules)",
             prompt_note,
             f"answer budget eval.max_new_tokens={answer}",
         ),

@@ -1,0 +1,115 @@
+"""What a model family row holds: the shape of the family table (`core.families`).
+
+A row is data plus a few pure functions. Everything the product does differently for one family is in its row:
+recognising it, its tiny random-weight model, its visual-token arithmetic, its LoRA and QLoRA module patterns,
+and its chat-template quirks. Code outside `core/families/` asks the row and never names a family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+# Module-name parts shared by every family in transformers 5: the towers' attention and MLP blocks.
+ATTENTION_PARTS = ("attn", "attention", "self_attn")
+MLP_PARTS = ("mlp", "feed_forward", "ffn")
+VISION_PARTS = ("visual", "vision_tower", "vision_model", "vision_encoder")
+# What carries the vision features into the language model, under the names transformers gives it.
+PROJECTOR_PARTS = ("multi_modal_projector", "merger", "connector")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A shipped full-size model of a family: its architecture ships with the project, so the estimate works
+    offline, and its published parameter count is what the meta-device model must match."""
+
+    model_id: str
+    title: str
+    published_params: float  # billions, as the model card gives it
+    config: Callable[..., Any]  # (tokenizer=None, updates=None) -> the transformers config
+    gated: bool = False  # the hub asks for a licence: loading needs HF_TOKEN
+
+
+class VisualTokens(NamedTuple):
+    """Tokens a picture or a clip becomes in the language model, and the patches its vision tower sees."""
+
+    tokens: int
+    patches: int
+    wrapper_tokens: int = 0  # text the processor writes around them, e.g. InternVL's "Frame1: <img>" and "</img>"
+
+
+def no_kwargs(*_args) -> dict[str, Any]:
+    return {}
+
+
+def token_ids(tokenizer, names: dict[str, str]) -> dict[str, int]:
+    """{key: id} of each named token in `tokenizer`, or a ValueError naming the one it lacks."""
+    ids = {}
+    for key, token in names.items():
+        value = tokenizer.convert_tokens_to_ids(token)
+        if value is None or value == tokenizer.unk_token_id:
+            raise ValueError(f"the tokenizer has no {token!r}")
+        ids[key] = value
+    return ids
+
+
+def updated(values: dict[str, Any], updates: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """`values` with `updates` applied per section (`text_config`, `vision_config`, or `config` for the top level)."""
+    for section, changes in (updates or {}).items():
+        (values if section == "config" else values[section]).update(changes)
+    return values
+
+
+def unchanged(processor: dict[str, Any], _config) -> dict[str, Any]:
+    return processor
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: everything the product does differently for it.
+
+    Attributes:
+        key: Short name, also its tiny kind (`tiny:<key>`).
+        title: The family's name as people write it.
+        model_types: The `model_type` values of its transformers configs.
+        presets: Its shipped full-size models.
+        model_class: The transformers class name of its image-text-to-text model.
+        tiny_tokenizer: () -> the tiny model's tokenizer: local BPE, the family's special tokens and chat template.
+        build_tiny: (tokenizer) -> (model, processor), a tiny random-weight model, built with no hub.
+        image_tokens: (config, height, width, image_kwargs) -> VisualTokens of one image, by the processor's rules.
+        video_tokens: (config, frames, height, width, video_kwargs) -> VisualTokens of one clip; None when the
+            family takes no video.
+        image_kwargs: (max_pixels) -> the processor kwargs that cap an image at that budget ({} for fixed tiles).
+        video_kwargs: (timestamps, frame_max_side) -> the processor kwargs for frames already sampled at those
+            times (seconds) and bounded to that side: the processor never samples or guesses times itself.
+        vision_parts: Module-name parts of the vision tower.
+        projector_parts: Module-name parts of what joins the towers (never LoRA-adapted, kept out of 4-bit).
+        system_role: Whether its chat template has a system turn (else the system text joins the first user turn).
+        full_size_processor: (processor_config dict, preset config) -> that dict set to the full-size model's
+            image processing, for random-weight checkpoints written with the tiny tokenizer.
+    """
+
+    key: str
+    title: str
+    model_types: tuple[str, ...]
+    presets: tuple[Preset, ...]
+    model_class: str
+    tiny_tokenizer: Callable[[], Any]
+    build_tiny: Callable[[Any], tuple[Any, Any]]
+    image_tokens: Callable[..., VisualTokens]
+    video_tokens: Callable[..., VisualTokens] | None
+    image_kwargs: Callable[[int], dict[str, Any]] = no_kwargs
+    video_kwargs: Callable[[list[float], int], dict[str, Any]] = no_kwargs
+    vision_parts: tuple[str, ...] = VISION_PARTS
+    projector_parts: tuple[str, ...] = PROJECTOR_PARTS
+    system_role: bool = True
+    full_size_processor: Callable[[dict[str, Any], Any], dict[str, Any]] = unchanged
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ("image", "video") if self.video_tokens is not None else ("image",)
+
+    def transformers_class(self):
+        import transformers
+
+        return getattr(transformers, self.model_class)
