@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from core.config import ConfigError
-from core.families import FAMILIES, VISION_PARTS, Family, family_by_key, family_of_config, preset_of
+from core.families import (
+    FAMILIES,
+    VISION_PARTS,
+    Family,
+    family_by_key,
+    family_of_config,
+    generic_notes,
+    preset_of,
+)
 from core.hub import check_model_available
 from core.tiny import TINY_PREFIX, resolve_model_name
 
@@ -190,3 +198,34 @@ def model_family(model) -> Family | None:
         return family_of_config(architecture_config(model.name, model.revision))
     except (UnknownArchitecture, ValueError, OSError):
         return None
+
+
+def family_lines(model, modality: str) -> list[str]:
+    """What a run's log says about its model's family (`model` is a ModelSection, `modality` what the recipe feeds
+    it: "image" or "video").
+
+    Raises:
+        ConfigError: One line for a family that takes no such input, or an architecture transformers has no
+            image-text class for, naming the families that can.
+    """
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    able = ", ".join(family.title for family in FAMILIES if modality in family.modalities)
+    try:
+        config = architecture_config(model.name, model.revision)
+    except (UnknownArchitecture, ValueError, OSError) as err:
+        return [f"model family: not known before loading ({err})"]
+    family = family_of_config(config)
+    if family is not None:
+        if modality not in family.modalities:
+            raise ConfigError(f"model.name: {family.title} ({model.name}) takes no {modality} input; for {modality} use one of: {able}")
+        return [f"model family: {family.title}"]
+    model_type = getattr(config, "model_type", "?")
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise ConfigError(
+            f"model.name: {model.name} (model type {model_type!r}) has no image-text-to-text class in transformers, so it "
+            f"cannot take {modality} input here; supported families: {able}"
+        )
+    return generic_notes(model_type)

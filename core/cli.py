@@ -20,15 +20,28 @@ from typing import Callable
 
 from pydantic import BaseModel
 
+from core.architectures import family_lines
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
 from core.config import ConfigError, load_config, to_yaml
 from core.control import RunControl, record_state, run_lifecycle
-from core.estimate import DEVICE_TARGETS, EstimateError, does_not_fit_line, format_table, summary_line
+from core.estimate import (
+    DEVICE_TARGETS,
+    EstimateError,
+    does_not_fit_line,
+    format_table,
+    summary_line,
+)
 from core.files import write_json_atomic
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.hub import check_model_available
 from core.processes import distributed_mode, is_main_process, start_distributed
-from core.runs import RunDir, RunError, is_own_pending_launch, open_run_for_training, resolve_run_dir
+from core.runs import (
+    RunDir,
+    RunError,
+    is_own_pending_launch,
+    open_run_for_training,
+    resolve_run_dir,
+)
 from core.storage import storage_problem
 
 
@@ -90,6 +103,7 @@ def run_training_main(
     default_config: str,
     description: str,
     train: Callable[[BaseModel, RunDir, RunControl], None],
+    modality: str,
     estimate: str | None = None,
     preflight: Callable[[BaseModel], str | None] | None = None,
 ) -> int:
@@ -99,13 +113,14 @@ def run_training_main(
     during the final save still ends `stopped` with exit 0. `estimate` names the recipe's module whose
     `estimate(cfg, device)` answers `--estimate` and is logged at the start of every run. `preflight(cfg)`
     returns why this machine cannot run the config (a missing package, no GPU), refused before the GPU lock.
+    `modality` ("image" or "video") is what the recipe feeds the model: a family without it is refused.
     """
     args = parse_training_args(argv, description, default_config)
     if args.estimate:
         return print_estimate(args, config_cls, estimate)
     control = RunControl(keep_handlers=argv is None)
     try:
-        return train_with_control(args, control, config_cls, prefix, train, estimate, preflight)
+        return train_with_control(args, control, config_cls, prefix, train, modality, estimate, preflight)
     finally:
         control.close()
 
@@ -146,7 +161,7 @@ def log_estimate(run: RunDir, cfg, module: str | None) -> None:
 
 
 def train_with_control(
-    args, control: RunControl, config_cls, prefix: str, train, estimate: str | None = None, preflight=None
+    args, control: RunControl, config_cls, prefix: str, train, modality: str, estimate: str | None = None, preflight=None
 ) -> int:
     named = RunDir(args.run_dir) if args.run_dir else None
     start_distributed()
@@ -163,6 +178,7 @@ def train_with_control(
             acquire_gpu_lock(run.id, kind="training")
         # After the lock, so a busy GPU is still reported at once; seconds, not minutes of retries offline.
         check_model_available(cfg.model.name, cfg.model.revision)
+        family = family_lines(cfg.model, modality)
         run = open_run_for_training(run, prefix, cfg.model_dump(mode="json"), to_yaml(cfg))
     except (ConfigError, GpuBusy, RunError) as err:
         release_gpu_lock()
@@ -173,6 +189,7 @@ def train_with_control(
     print(f"run folder: {run.path}", flush=True)
     if is_main_process():
         print(f"distributed: {distributed_mode()}", flush=True)
+        print("\n".join(family), flush=True)
     try:
         with run_lifecycle(run, control, cfg.logging.heartbeat_timeout_s):
             if not control.poll():

@@ -125,7 +125,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
 def main(argv=None) -> int:
     return run_training_main(
         argv, config_cls=ImageConfig, prefix="image", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
-        estimate="image_vlm.estimate", preflight=lambda cfg: vllm_problem(cfg.train),
+        modality="image", estimate="image_vlm.estimate", preflight=lambda cfg: vllm_problem(cfg.train),
     )
 
 

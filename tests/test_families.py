@@ -44,9 +44,9 @@ def counted_image(family, section: ModelSection, config, size, max_pixels):
     return visual_tokens_in(inputs, config), family.image_tokens(config, *size, kwargs)
 
 
-def counted_clip(family, section: ModelSection, config, frames, size, side):
-    timestamps = [index / 2 for index in range(frames)]
-    kwargs = family.video_kwargs(timestamps, side)
+def counted_clip(family, section: ModelSection, config, frames, size):
+    timestamps = [0.25 + index / 2 for index in range(frames)]
+    kwargs = family.video_kwargs([(frames, *size)], [timestamps])
     processor = load_processor(section)
     inputs = build_inputs(processor, [clip_prompt(np.zeros((frames, *size, 3), np.uint8))], **kwargs)
     return visual_tokens_in(inputs, config), family.video_tokens(config, frames, *size, kwargs)
@@ -83,7 +83,7 @@ def test_image_tokens_match_the_tiny_processor(key, size, max_pixels):
 def test_clip_tokens_match_the_tiny_processor(key, size, frames):
     family = family_by_key(key)
     section, config = tiny(key)
-    in_prompt, arithmetic = counted_clip(family, section, config, frames, size, side=max(size))
+    in_prompt, arithmetic = counted_clip(family, section, config, frames, size)
     assert in_prompt == arithmetic.tokens > 0
 
 
@@ -97,7 +97,7 @@ def test_full_size_tokens_match_the_full_size_processor(model_id, tmp_path):
         in_prompt, arithmetic = counted_image(family, section, config, size, 350 * 350)
         assert in_prompt == arithmetic.tokens > 0, size
     if family.video_tokens is not None:
-        in_prompt, arithmetic = counted_clip(family, section, config, 4, (252, 448), side=448)
+        in_prompt, arithmetic = counted_clip(family, section, config, 4, (252, 448))
         assert in_prompt == arithmetic.tokens > 0
 
 
@@ -106,3 +106,55 @@ def test_parameter_counts_match_the_published_totals(model_id):
     family, preset = PRESETS[model_id]
     total = meta_parameter_counts(family.transformers_class(), preset.config())["total"]
     assert total == pytest.approx(preset.published_params * 1e9, rel=0.02)
+
+
+def tiny_llava(folder):
+    """A model outside the table that transformers' image-text class loads: a two-layer LLaVA."""
+    import torch
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=256),
+        image_token_id=255,
+    )
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    model.save_pretrained(folder)
+    return model
+
+
+def test_a_model_outside_the_table_is_described_and_adapts_every_language_linear(tmp_path):
+    from core.architectures import family_lines
+    from core.config import FinetuneSection
+    from core.estimate import EstimateError, family_of_architecture
+    from core.models import lora_target_modules
+
+    model = tiny_llava(tmp_path / "llava")
+    lines = "\n".join(family_lines(ModelSection(name=str(tmp_path / "llava")), "image"))
+    assert "'llava' is not in the family table" in lines
+    assert "every linear layer of the language model" in lines and "estimate cannot be made" in lines
+    with pytest.raises(EstimateError, match="not in the family table.*training still works"):
+        family_of_architecture(ModelSection(name="llava"), model.config)
+    # Only the vision toggles on: a generic model ignores the toggles and adapts the whole language model.
+    targets = lora_target_modules(model, FinetuneSection(language_attention=False, language_mlp=False, vision_attention=True))
+    linears = {name for name, module in model.named_modules() if isinstance(module, __import__("torch").nn.Linear)}
+    language = {name for name in linears if ".language_model." in name}
+    assert set(targets) == language and len(language) == 2 * 7
+
+
+def test_an_architecture_without_an_image_text_class_is_one_line(tmp_path):
+    from transformers import GPT2Config
+
+    from core.architectures import family_lines
+    from core.config import ConfigError
+
+    GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(ConfigError, match=r"model type 'gpt2'.* no image-text-to-text class.*supported families: Qwen2.5-VL, InternVL3"):
+        family_lines(ModelSection(name=str(tmp_path / "gpt2")), "image")
+
+
+def test_a_family_row_names_itself_in_the_run_log():
+    from core.architectures import family_lines
+
+    assert family_lines(ModelSection(name="tiny:internvl"), "video") == ["model family: InternVL3"]

@@ -29,7 +29,8 @@ def workload(cfg: VideoConfig, config) -> Workload:
     data, train = max(stages, key=lambda s: s[0].num_frames * s[1].per_device_train_batch_size)
     prompt, prompt_note = prompt_tokens(cfg.model, prompt_messages(data, load_task_schema(data)))
     frames, side = data.num_frames, data.frame_max_side  # square frames at the largest side: an upper bound
-    clip = family.video_tokens(config, frames, side, side, family.video_kwargs([], side))
+    times = [index + 0.5 for index in range(frames)]  # the count does not depend on when the frames were taken
+    clip = family.video_tokens(config, frames, side, side, family.video_kwargs([(frames, side, side)], [times]))
     visual = clip.tokens + clip.wrapper_tokens
     answer = cfg.eval.max_new_tokens
     return Workload(

@@ -201,7 +201,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
 def main(argv=None) -> int:
     return run_training_main(
         argv, config_cls=VideoConfig, prefix="video", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
-        estimate="video_vlm.estimate",
+        modality="video", estimate="video_vlm.estimate",
     )
 
 

@@ -12,13 +12,21 @@ means); only the estimate needs its row.
 from __future__ import annotations
 
 from core.families import internvl, qwen2_5_vl
-from core.families.base import ATTENTION_PARTS, MLP_PARTS, PROJECTOR_PARTS, VISION_PARTS, Family, Preset, VisualTokens
+from core.families.base import (
+    ATTENTION_PARTS,
+    MLP_PARTS,
+    PROJECTOR_PARTS,
+    VISION_PARTS,
+    Family,
+    Preset,
+    VisualTokens,
+)
 
 FAMILIES: tuple[Family, ...] = (qwen2_5_vl.FAMILY, internvl.FAMILY)
 
 __all__ = [
     "ATTENTION_PARTS", "FAMILIES", "MLP_PARTS", "PROJECTOR_PARTS", "VISION_PARTS", "Family", "Preset", "VisualTokens",
-    "family_by_key", "family_of_config", "preset_of", "shipped_presets",
+    "family_by_key", "family_of_config", "family_of_processor", "generic_notes", "preset_of", "shipped_presets",
 ]
 
 
@@ -31,9 +39,20 @@ def family_by_key(key: str) -> Family:
 
 
 def family_of_config(config) -> Family | None:
-    """The row of a transformers config, by its `model_type`; None for a model outside the table."""
+    """The row of a transformers config, by its `model_type` (and its text tower's, where rows share one); None for a
+    model outside the table."""
     model_type = getattr(config, "model_type", None)
-    return next((family for family in FAMILIES if model_type in family.model_types), None)
+    text_type = getattr(getattr(config, "text_config", None), "model_type", None)
+    for family in FAMILIES:
+        if model_type in family.model_types and (not family.text_model_types or text_type in family.text_model_types):
+            return family
+    return None
+
+
+def family_of_processor(processor) -> Family | None:
+    """The row of a loaded processor, by its class; None for a processor outside the table."""
+    name = type(processor).__name__
+    return next((family for family in FAMILIES if name in family.processor_classes), None)
 
 
 def shipped_presets() -> dict[str, tuple[Family, Preset]]:
@@ -43,3 +62,16 @@ def shipped_presets() -> dict[str, tuple[Family, Preset]]:
 
 def preset_of(model_id: str) -> tuple[Family, Preset] | None:
     return shipped_presets().get(model_id)
+
+
+def generic_notes(model_type: str) -> list[str]:
+    """What changes for a model outside the table, for its run log and the UI: which parts are generic."""
+    known = ", ".join(family.title for family in FAMILIES)
+    return [
+        f"model family: {model_type!r} is not in the family table ({known}); it trains through transformers' Auto "
+        "classes with generic handling:",
+        "  - LoRA: the four toggles fall back to every linear layer of the language model (vision tower and projector left out)",
+        "  - QLoRA: every known family's vision tower and projector names stay out of 4-bit",
+        "  - prompts: the processor's own chat template, image and video kwargs at its defaults",
+        "  - the memory estimate cannot be made for it",
+    ]

@@ -42,6 +42,22 @@ def no_kwargs(*_args) -> dict[str, Any]:
     return {}
 
 
+def clip_metadata(timestamps: list[float]) -> dict[str, Any]:
+    """transformers' video metadata for frames already sampled at `timestamps` (seconds from the clip's start).
+
+    Only times are known here, not the file's frame rate, so the metadata counts on a 1 kHz clock: each frame's
+    index is its time in milliseconds, and the window spans `total_num_frames` ms (frames sampled at the centres
+    of equal segments, as `core.media.video.sample_times` does). Processors then print and embed the real times,
+    and `sampled_fps` is the real rate.
+
+    >>> clip_metadata([0.25, 0.75, 1.25, 1.75])
+    {'fps': 1000.0, 'frames_indices': [250, 750, 1250, 1750], 'total_num_frames': 2000}
+    """
+    indices = [round(t * 1000) for t in timestamps]
+    spacing = (indices[-1] - indices[0]) / (len(indices) - 1) if len(indices) > 1 else 1000
+    return {"fps": 1000.0, "frames_indices": indices, "total_num_frames": max(1, round(spacing * len(indices)))}
+
+
 def token_ids(tokenizer, names: dict[str, str]) -> dict[str, int]:
     """{key: id} of each named token in `tokenizer`, or a ValueError naming the one it lacks."""
     ids = {}
@@ -80,8 +96,12 @@ class Family:
         video_tokens: (config, frames, height, width, video_kwargs) -> VisualTokens of one clip; None when the
             family takes no video.
         image_kwargs: (max_pixels) -> the processor kwargs that cap an image at that budget ({} for fixed tiles).
-        video_kwargs: (timestamps, frame_max_side) -> the processor kwargs for frames already sampled at those
-            times (seconds) and bounded to that side: the processor never samples or guesses times itself.
+        video_kwargs: (shapes, timestamps) -> the processor kwargs for a batch of clips already sampled: each
+            clip's (frames, height, width) and its frames' times in seconds. The processor never samples again
+            and never guesses the times (`clip_metadata`).
+        processor_classes: Class names of its processors: how a loaded processor finds its row.
+        text_model_types: The text tower's `model_type` when the family shares `model_types` with another row
+            (InternVL3's Qwen2 and InternVL3.5's Qwen3); empty when `model_types` alone decides.
         vision_parts: Module-name parts of the vision tower.
         projector_parts: Module-name parts of what joins the towers (never LoRA-adapted, kept out of 4-bit).
         system_role: Whether its chat template has a system turn (else the system text joins the first user turn).
@@ -99,7 +119,9 @@ class Family:
     image_tokens: Callable[..., VisualTokens]
     video_tokens: Callable[..., VisualTokens] | None
     image_kwargs: Callable[[int], dict[str, Any]] = no_kwargs
-    video_kwargs: Callable[[list[float], int], dict[str, Any]] = no_kwargs
+    video_kwargs: Callable[[list[tuple[int, int, int]], list[list[float]]], dict[str, Any]] = no_kwargs
+    processor_classes: tuple[str, ...] = ()
+    text_model_types: tuple[str, ...] = ()
     vision_parts: tuple[str, ...] = VISION_PARTS
     projector_parts: tuple[str, ...] = PROJECTOR_PARTS
     system_role: bool = True

@@ -294,4 +294,6 @@ FAMILY = Family(
     video_tokens=video_tokens,
     image_kwargs=one_tile,
     full_size_processor=full_size_processor,
+    processor_classes=("InternVLProcessor",),
+    text_model_types=("qwen2",),
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, token_ids, updated
+from core.families.base import Family, Preset, VisualTokens, clip_metadata, token_ids, updated
 from core.families.tiny_parts import (
     CLIP_MEAN,
     CLIP_STD,
@@ -241,15 +241,24 @@ def image_tokens(config, height: int, width: int, image_kwargs: dict[str, Any]) 
     return VisualTokens(patches // (merge * merge), patches)
 
 
-def video_kwargs(timestamps: list[float], frame_max_side: int) -> dict[str, Any]:
-    """A clip's frames keep their size up to `frame_max_side` squared (the sampler already bounded them)."""
-    return pixel_budget(frame_max_side * frame_max_side, VIDEO_MIN_PIXELS)
+def video_kwargs(shapes: list[tuple[int, int, int]], timestamps: list[list[float]]) -> dict[str, Any]:
+    """Frames keep their sampled size (the processor's floor would upscale small ones), and the clip's real times
+    set its temporal position ids (`second_per_grid_ts`).
+
+    >>> video_kwargs([(4, 252, 448)], [[0.25, 0.75, 1.25, 1.75]])["size"]
+    {'shortest_edge': 3136, 'longest_edge': 200704}
+    """
+    side = max(max(height, width) for _, height, width in shapes)
+    return {
+        **pixel_budget(side * side, VIDEO_MIN_PIXELS),
+        "video_metadata": [clip_metadata(times) for times in timestamps],
+    }
 
 
 def video_tokens(config, frames: int, height: int, width: int, kwargs: dict[str, Any]) -> VisualTokens:
     """Tokens and patches of a clip: frames are patched in pairs (the last one repeated for an odd count).
 
-    >>> video_tokens(qwen2_5_vl_7b_config(), 8, 252, 448, video_kwargs([], 448))
+    >>> video_tokens(qwen2_5_vl_7b_config(), 8, 252, 448, video_kwargs([(8, 252, 448)], [[0.5 * i for i in range(8)]]))
     VisualTokens(tokens=576, patches=2304, wrapper_tokens=0)
     """
     vision = config.vision_config
@@ -272,4 +281,5 @@ FAMILY = Family(
     video_tokens=video_tokens,
     image_kwargs=pixel_budget,
     video_kwargs=video_kwargs,
+    processor_classes=("Qwen2_5_VLProcessor",),
 )

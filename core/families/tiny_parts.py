@@ -159,7 +159,14 @@ def train_bpe(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
 
     Starting from the full 256-symbol byte alphabet guarantees any string round-trips.
     """
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tokenizer = Tokenizer(models.BPE())
