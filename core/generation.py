@@ -11,14 +11,18 @@ import threading
 from contextlib import nullcontext
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
+
+from core.families import family_of_processor
 
 Messages = list[dict[str, Any]]
 
 
-def media_from_messages(messages: Messages) -> tuple[list, list]:
-    """Images and videos in the order they appear in the conversation, for the processor call."""
-    images, videos = [], []
+def media_from_messages(messages: Messages) -> tuple[list, list, list]:
+    """Images, videos and each video's frame times (`timestamps_s`, seconds), in the order they appear in the
+    conversation, for the processor call."""
+    images, videos, times = [], [], []
     for message in messages:
         content = message.get("content")
         if not isinstance(content, list):
@@ -28,7 +32,8 @@ def media_from_messages(messages: Messages) -> tuple[list, list]:
                 images.append(part["image"])
             elif part.get("type") == "video" and part.get("video") is not None:
                 videos.append(part["video"])
-    return images, videos
+                times.append(part.get("timestamps_s"))
+    return images, videos, times
 
 
 def strip_media(messages: Messages) -> Messages:
@@ -43,24 +48,37 @@ def strip_media(messages: Messages) -> Messages:
 
 
 def build_inputs(processor, conversations: Sequence[Messages], add_generation_prompt: bool = True, **processor_kwargs):
-    """Tokenise a batch of conversations (left-padded for generation) with their images and videos."""
-    texts, images, videos = [], [], []
+    """Tokenise a batch of conversations (left-padded for generation) with their images and videos.
+
+    The rendered template already holds the special tokens (Gemma 3's renders its `<bos>`), so the tokenizer adds
+    none. Clips were sampled by the product: the family's row (`core.families`) turns their shapes and frame times
+    into the processor's kwargs, so it neither samples again nor guesses when the frames were taken.
+
+    Raises:
+        ValueError: A clip without its frame times, for a family that needs them.
+    """
+    texts, images, videos, times = [], [], [], []
     for messages in conversations:
         texts.append(
             processor.apply_chat_template(strip_media(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
         )
-        conv_images, conv_videos = media_from_messages(messages)
+        conv_images, conv_videos, conv_times = media_from_messages(messages)
         images.extend(conv_images)
         videos.extend(conv_videos)
+        times.extend(conv_times)
     processor.tokenizer.padding_side = "left"
-    kwargs = dict(text=texts, padding=True, return_tensors="pt", **processor_kwargs)
+    kwargs = dict(text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
     if images:
         kwargs["images"] = images
     if videos:
         kwargs["videos"] = videos
-        # Frames were already sampled by core.media: the processor must not sample again.
-        kwargs.setdefault("do_sample_frames", False)
-    return processor(**kwargs)
+        kwargs["do_sample_frames"] = False
+        family = family_of_processor(processor)
+        if family is not None:
+            if any(clip_times is None for clip_times in times):
+                raise ValueError(f"a clip reached {family.title}'s processor without its frame times (timestamps_s)")
+            kwargs.update(family.video_kwargs([tuple(np.shape(video)[:3]) for video in videos], times))
+    return processor(**{**kwargs, **processor_kwargs})
 
 
 def model_device(model) -> torch.device:

@@ -43,8 +43,10 @@ def test_a_window_is_decoded_once_then_read_from_the_cache(clip, tmp_path, monke
     decodes = count_decodes(monkeypatch)
     first = sample_clip(clip, data, 0.0, 1.5)
     second = sample_clip(clip, data, 0.0, 1.5)
-    assert len(decodes) == 1 and np.array_equal(first, second)
-    assert frame_cache(data).hits >= 1 and any((tmp_path / ".frame_cache").rglob("*.npy"))
+    assert len(decodes) == 1 and np.array_equal(first.frames, second.frames)
+    # the presentation times of the frames shown at the centres of 4 segments of 1.5 s (an 8 fps clip), kept in the cache
+    assert first.timestamps_s == second.timestamps_s == [0.125, 0.5, 0.875, 1.25]
+    assert frame_cache(data).hits >= 1 and any((tmp_path / ".frame_cache").rglob("*.npz"))
     # another window, frame count or size is another entry
     sample_clip(clip, data, 0.5, 1.5)
     sample_clip(clip, data.model_copy(update={"num_frames": 3}), 0.0, 1.5)
@@ -68,31 +70,32 @@ def test_an_edited_clip_is_decoded_again(clip, tmp_path, monkeypatch):
     os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # even on a coarse-clock filesystem
     decodes = count_decodes(monkeypatch)
     after = sample_clip(clip, data)
-    assert len(decodes) == 1 and after.mean() > before.mean() + 50
+    assert len(decodes) == 1 and after.frames.mean() > before.frames.mean() + 50
 
 
 def test_a_damaged_entry_is_dropped_and_decoded_again(clip, tmp_path):
     cache = FrameCache(tmp_path / "cache", max_bytes=10**9)
     settings = {"num_frames": 2}
     frames = np.zeros((2, 4, 4, 3), np.uint8)
-    entry = cache.put(clip, settings, frames)
+    entry = cache.put(clip, settings, frames, [0.5, 1.5])
     entry.write_bytes(entry.read_bytes()[:20])  # cut short, as by a full disk or a killed writer
     assert cache.get(clip, settings) is None and not entry.exists()
-    cache.put(clip, settings, frames)
-    assert np.array_equal(cache.get(clip, settings), frames)
+    cache.put(clip, settings, frames, [0.5, 1.5])
+    stored, times = cache.get(clip, settings)
+    assert np.array_equal(stored, frames) and times == [0.5, 1.5]
 
 
 def test_the_folder_stays_under_its_bound_and_the_least_recently_used_go_first(clip, tmp_path):
-    entry_bytes = FrameCache(tmp_path / "probe", 10**9).put(clip, {"i": -1}, np.zeros((1, 100, 100, 3), np.uint8)).stat().st_size
+    entry_bytes = FrameCache(tmp_path / "probe", 10**9).put(clip, {"i": -1}, np.zeros((1, 100, 100, 3), np.uint8), [0.5]).stat().st_size
     cache = FrameCache(tmp_path / "cache", max_bytes=int(entry_bytes * 4.5))
     frames = np.zeros((1, 100, 100, 3), np.uint8)
     for index in range(4):
-        cache.put(clip, {"i": index}, frames)
+        cache.put(clip, {"i": index}, frames, [0.5])
         time.sleep(0.01)
     assert cache.get(clip, {"i": 0}) is not None  # a use: entry 0 is now the most recent
     time.sleep(0.01)
     for index in range(4, 7):
-        cache.put(clip, {"i": index}, frames)
+        cache.put(clip, {"i": index}, frames, [0.5])
         time.sleep(0.01)
     assert cache.size_bytes() <= cache.max_bytes
     kept = {index for index in range(7) if cache.get(clip, {"i": index}) is not None}
@@ -104,7 +107,7 @@ def test_an_unwritable_cache_is_reported_once_and_frames_still_come(clip, tmp_pa
     blocker.write_text("a file where the cache folder should be")
     cache = FrameCache(blocker / "cache", max_bytes=10**9)
     frames = np.zeros((1, 4, 4, 3), np.uint8)
-    assert cache.put(clip, {}, frames) is None and cache.put(clip, {"n": 1}, frames) is None
+    assert cache.put(clip, {}, frames, [0.5]) is None and cache.put(clip, {"n": 1}, frames, [0.5]) is None
     assert capsys.readouterr().err.count("is not writable") == 1
 
 
@@ -129,7 +132,7 @@ def test_prepare_fills_the_cache_that_training_then_reads(tmp_path, monkeypatch,
     decodes = count_decodes(monkeypatch)
     report = verified_items(data, load_task_schema(data))
     for item in report.items:
-        assert clip_frames(item, root, data).shape[0] == data.num_frames
+        assert clip_frames(item, root, data).frames.shape[0] == data.num_frames
     assert decodes == []
 
 

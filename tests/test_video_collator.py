@@ -14,7 +14,7 @@ from video_vlm.collator import (
     IGNORE_INDEX,
     VideoSFTCollator,
     budget_problem,
-    end_of_turn,
+    answer_affixes,
     token_budget,
 )
 from video_vlm.config import VideoConfig, VideoDataSection
@@ -59,7 +59,7 @@ def supervised_text(processor, labels: torch.Tensor) -> str:
 def test_labels_are_exactly_the_answer_and_the_end_token(processor, data, schema, rows):
     collator = VideoSFTCollator(processor, data, schema, max_length=1024)
     batch = collator(rows[:2])
-    assert end_of_turn(processor) == "<|im_end|>"
+    assert answer_affixes(processor) == ("", "<|im_end|>")
     for index, row in enumerate(rows[:2]):
         labels = batch["labels"][index]
         expected = schema.render_label(json.loads(row["label"])) + "<|im_end|>"

@@ -388,7 +388,7 @@ def test_learnability_on_synthetic_clips(tmp_path):
     )
     trained = time.perf_counter() - started
     assert code == 0
-    cached = list((root / ".frame_cache").rglob("*.npy"))
+    cached = list((root / ".frame_cache").rglob("*.npz"))
     assert len(cached) == 192  # every training window, decoded once over 40 epochs
     from core.config import load_config
     from video_vlm.config import VideoConfig
@@ -398,7 +398,7 @@ def test_learnability_on_synthetic_clips(tmp_path):
     misses_before = cache.misses
     report = evaluate.evaluate(RunDir(run_dir))
     # evaluation samples through the cache: it stores the 48 held-out windows (decoded once for base and tuned) ...
-    assert cache.misses - misses_before == 48 and len(list((root / ".frame_cache").rglob("*.npy"))) == 240
+    assert cache.misses - misses_before == 48 and len(list((root / ".frame_cache").rglob("*.npz"))) == 240
     hits_before = cache.hits
     evaluate.evaluate(RunDir(run_dir), limit=8)
     assert cache.hits - hits_before == 8  # ... and a second evaluation (or the compare gallery) reads them

@@ -103,8 +103,8 @@ def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: f
     from video_vlm.task import prompt_messages, sample_clip
 
     data = cfg.final_data
-    frames = sample_clip(video_path, data, start_s, end_s)  # the recipe's one frame sampler
-    return prompt_messages(data, load_schema(data.schema_file), video=frames)
+    clip = sample_clip(video_path, data, start_s, end_s)  # the recipe's one frame sampler
+    return prompt_messages(data, load_schema(data.schema_file), video=clip)
 
 
 def stream_answer(loaded: CompareModel, messages, use_adapter: bool) -> Iterator[str]:

@@ -36,7 +36,7 @@ from core.media.errors import MediaError, plain_reason
 from core.runs import RunError
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import UNKNOWN, SchemaSpec
-from video_vlm.task import prompt_messages, row_item, sample_clip
+from video_vlm.task import SampledClip, prompt_messages, row_item, sample_clip
 
 IGNORE_INDEX = -100
 _REPLACEMENT_TRIES = 16
@@ -46,22 +46,25 @@ class SampleTooLong(ValueError):
     """A sample needs more tokens than `train.max_length`."""
 
 
-def end_of_turn(processor) -> str:
-    """The text the chat template puts after an assistant answer, minus trailing whitespace ("<|im_end|>").
+def answer_affixes(processor) -> tuple[str, str]:
+    """(what the chat template writes between the generation prompt and an assistant answer, what it writes
+    after the answer minus trailing whitespace): ("", "<|im_end|>") for Qwen, (" ", "<end_of_utterance>") for
+    SmolVLM2, whose generation prompt ends "Assistant:" and whose answers follow a space.
 
-    Read from the template itself, so another model family gets its own end token; the tokenizer's EOS
-    token is the fallback when the template does not render an answer verbatim.
+    Read from the template itself, so every family, in the table or not, gets its own; the tokenizer's EOS
+    token is the fallback end when the template does not render an answer verbatim.
     """
     marker = "ANSWER_MARKER"
     conversation = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
     answer = [{"role": "assistant", "content": [{"type": "text", "text": marker}]}]
     prompt = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     full = processor.apply_chat_template(conversation + answer, tokenize=False)
-    if full.startswith(prompt + marker):
-        suffix = full[len(prompt) + len(marker) :].rstrip()
+    at = full.find(marker, len(prompt)) if full.startswith(prompt) else -1
+    if at >= 0:
+        prefix, suffix = full[len(prompt) : at], full[at + len(marker) :].rstrip()
         if suffix:
-            return suffix
-    return processor.tokenizer.eos_token or ""
+            return prefix, suffix
+    return "", processor.tokenizer.eos_token or ""
 
 
 def answer_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -80,16 +83,22 @@ def answer_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int
 
 
 def answer_labels(
-    tokenizer, schema: SchemaSpec, label: dict, end_token: str
+    tokenizer, schema: SchemaSpec, label: dict, affixes: tuple[str, str]
 ) -> tuple[list[int], list[int]]:
-    """(input ids, labels) of the answer: the canonical label JSON plus `end_token`, unknown values masked.
+    """(input ids, labels) of the answer: the canonical label JSON between the template's `affixes`
+    (`answer_affixes`), unknown values masked.
 
     A token that overlaps an unknown value at all is masked, so a boundary token such as `"}` that the
     placeholder shares with the punctuation is not taught either.
     """
+    prefix, end_token = affixes
     text = schema.render_label(label)
-    masked = [(start, end) for name, start, end in schema.render_label_spans(label) if label.get(name) == UNKNOWN]
-    ids, spans = answer_offsets(tokenizer, text + end_token)
+    masked = [
+        (len(prefix) + start, len(prefix) + end)
+        for name, start, end in schema.render_label_spans(label)
+        if label.get(name) == UNKNOWN
+    ]
+    ids, spans = answer_offsets(tokenizer, prefix + text + end_token)
     labels = []
     for token, (start, end) in zip(ids, spans):
         hidden = any(start < span_end and end > span_start for span_start, span_end in masked)
@@ -122,7 +131,7 @@ class VideoSFTCollator:
         self.max_length = max_length
         self.replacements = replacements or []
         self.rng = random.Random(seed)
-        self.end_token = end_of_turn(processor)
+        self.affixes = answer_affixes(processor)
         self.pad_id = processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = processor.tokenizer.eos_token_id
@@ -132,7 +141,7 @@ class VideoSFTCollator:
         self.skipped_kinds: Counter[str] = Counter()
 
     # ------------------------------------------------------------------------------------------ one sample
-    def encode(self, row: dict[str, Any], frames: np.ndarray | None = None) -> dict[str, Any]:
+    def encode(self, row: dict[str, Any], clip: SampledClip | None = None) -> dict[str, Any]:
         """One sample: prompt ids (video expanded), answer ids, labels and the processor's media tensors.
 
         Raises:
@@ -140,11 +149,11 @@ class VideoSFTCollator:
             SampleTooLong: The sample needs more than `max_length` tokens.
         """
         item = row_item(row)
-        if frames is None:
-            frames = sample_clip(item.video_path(row["root"]), self.data, item.start_s, item.end_s)
-        prompt = build_inputs(self.processor, [prompt_messages(self.data, self.schema, video=frames)])
+        if clip is None:
+            clip = sample_clip(item.video_path(row["root"]), self.data, item.start_s, item.end_s)
+        prompt = build_inputs(self.processor, [prompt_messages(self.data, self.schema, video=clip)])
         prompt_ids = prompt["input_ids"][0].tolist()
-        answer_ids, answer_targets = answer_labels(self.processor.tokenizer, self.schema, item.label, self.end_token)
+        answer_ids, answer_targets = answer_labels(self.processor.tokenizer, self.schema, item.label, self.affixes)
         length = len(prompt_ids) + len(answer_ids)
         if self.max_length is not None and length > self.max_length:
             raise SampleTooLong(
@@ -319,10 +328,11 @@ def token_budget(processor, data: VideoDataSection, schema: SchemaSpec, sample_l
     """
     side = data.frame_max_side
     frames = np.zeros((data.num_frames, side, side, 3), dtype=np.uint8)
-    with_video = build_inputs(processor, [prompt_messages(data, schema, video=frames)])["input_ids"].shape[1]
+    clip = SampledClip(frames, [index + 0.5 for index in range(data.num_frames)])  # one frame a second
+    with_video = build_inputs(processor, [prompt_messages(data, schema, video=clip)])["input_ids"].shape[1]
     text_only = processor.apply_chat_template(prompt_messages(data, schema), tokenize=False, add_generation_prompt=True)
     prompt_tokens = len(processor.tokenizer(text_only, add_special_tokens=False)["input_ids"])
-    answer_tokens = len(answer_labels(processor.tokenizer, schema, sample_label, end_of_turn(processor))[0])
+    answer_tokens = len(answer_labels(processor.tokenizer, schema, sample_label, answer_affixes(processor))[0])
     video_tokens = with_video - prompt_tokens
     return {
         "frames": data.num_frames,
@@ -345,12 +355,12 @@ def over_long_items(
     shortest = min(items, key=lambda item: len(schema.render_label(item.label)))
     budget = token_budget(processor, data, schema, shortest.label)
     fixed = budget["total"] - budget["answer_tokens"]
-    end = end_of_turn(processor)
+    affixes = answer_affixes(processor)
     over = []
     for item in items:
-        if fixed + len((schema.render_label(item.label) + end).encode("utf-8")) + 1 <= max_length:
+        if fixed + len((affixes[0] + schema.render_label(item.label) + affixes[1]).encode("utf-8")) + 1 <= max_length:
             continue
-        needed = fixed + len(answer_labels(processor.tokenizer, schema, item.label, end)[0])
+        needed = fixed + len(answer_labels(processor.tokenizer, schema, item.label, affixes)[0])
         if needed > max_length:
             over.append((item, needed))
     return budget, over

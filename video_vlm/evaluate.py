@@ -96,12 +96,12 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
             batch, conversations = [], []
             for item in items[start : start + batch_size]:
                 try:
-                    frames = clip_frames(item, report_items.root, data)
+                    clip = clip_frames(item, report_items.root, data)
                 except MediaError as error:  # verified, but damaged past the probe: count it, keep going
                     skipped.append(f"{item.video}: {error}")
                     continue
                 batch.append(item)
-                conversations.append(prompt_messages(data, schema, video=frames))
+                conversations.append(prompt_messages(data, schema, video=clip))
             for name, model in (("base", base_model), ("tuned", tuned_model)):
                 if not conversations:
                     continue

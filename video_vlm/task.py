@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,18 +24,29 @@ def load_task_schema(data: VideoDataSection) -> SchemaSpec:
     return load_schema(data.schema_file)
 
 
-def prompt_messages(data: VideoDataSection, schema: SchemaSpec, video: Any = None) -> list[dict[str, Any]]:
-    """System + user turn. With `video` (frames [N, H, W, 3]) the user turn carries the clip before the instruction.
+class SampledClip(NamedTuple):
+    """A clip window as the model sees it: frames [N, H, W, 3] uint8 and the time of each (seconds from the
+    clip's start), which families with time tokens (Qwen3-VL, SmolVLM2) are told instead of a guessed rate."""
+
+    frames: np.ndarray
+    timestamps_s: list[float]
+
+
+def prompt_messages(data: VideoDataSection, schema: SchemaSpec, video: SampledClip | None = None) -> list[dict[str, Any]]:
+    """System + user turn. With `video` the user turn carries the clip (frames and their times) before the
+    instruction.
 
     >>> from video_vlm.config import VideoDataSection
-    >>> messages = prompt_messages(VideoDataSection(), load_schema(None), video=np.zeros((2, 8, 8, 3), np.uint8))
+    >>> clip = SampledClip(np.zeros((2, 8, 8, 3), np.uint8), [0.5, 1.5])
+    >>> messages = prompt_messages(VideoDataSection(), load_schema(None), video=clip)
     >>> [m["role"] for m in messages], [part["type"] for part in messages[1]["content"]]
     (['system', 'user'], ['video', 'text'])
     """
     instruction = schema.prompt()
     user: Any = instruction
     if video is not None:
-        user = [{"type": "video", "video": video}, {"type": "text", "text": instruction}]
+        clip = {"type": "video", "video": video.frames, "timestamps_s": list(video.timestamps_s)}
+        user = [clip, {"type": "text", "text": instruction}]
     return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
 
 
@@ -70,8 +81,9 @@ def sampling_settings(data: VideoDataSection, start_s: float | None, end_s: floa
     return {"num_frames": data.num_frames, "start_s": start_s, "end_s": end_s, "max_side": data.frame_max_side}
 
 
-def sample_clip(path: str | Path, data: VideoDataSection, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:
-    """Frames [num_frames, H, W, 3] uint8 of one clip window: the only frame sampler of the recipe.
+def sample_clip(path: str | Path, data: VideoDataSection, start_s: float | None = None, end_s: float | None = None) -> SampledClip:
+    """`num_frames` frames [N, H, W, 3] uint8 of one clip window, and their times: the only frame sampler of the
+    recipe.
 
     With `data.frame_cache` on, a window decoded before (same file, same settings) is read from the cache.
 
@@ -88,14 +100,14 @@ def sample_clip(path: str | Path, data: VideoDataSection, start_s: float | None 
         except OSError:  # the clip is missing or unreadable: read_frames says which, in its own words
             cached = None
         if cached is not None:
-            return cached
-    frames = read_frames(path, data.num_frames, start_s, end_s, max_side=data.frame_max_side).array
+            return SampledClip(*cached)
+    frames = read_frames(path, data.num_frames, start_s, end_s, max_side=data.frame_max_side)
     if cache is not None:
-        cache.put(path, settings, frames)
-    return frames
+        cache.put(path, settings, frames.array, frames.timestamps_s)
+    return SampledClip(frames.array, frames.timestamps_s)
 
 
-def clip_frames(item, root: str | Path, data: VideoDataSection) -> np.ndarray:
+def clip_frames(item, root: str | Path, data: VideoDataSection) -> SampledClip:
     """Frames of a dataset item (`video_vlm.data.Item`) in dataset folder `root`."""
     return sample_clip(item.video_path(root), data, item.start_s, item.end_s)
 

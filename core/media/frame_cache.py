@@ -1,6 +1,7 @@
 """Decoded frames kept on disk, so a clip window is decoded once, not once per epoch, evaluation and compare.
 
-An entry holds the uint8 frames [N, H, W, 3] of one window as a `.npy` file. Its key is a hash of:
+An entry holds the uint8 frames [N, H, W, 3] of one window and each frame's time in seconds, as a `.npz` file
+(uncompressed: frames barely compress, and reading stays a copy). Its key is a hash of:
 
 * the file's identity: resolved path, size and modification time (ns), so an edited or replaced clip is
   a new entry and the stale one is never read;
@@ -20,6 +21,7 @@ import json
 import os
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,10 @@ import numpy as np
 
 from core.media.errors import plain_reason
 
-CACHE_VERSION = 2  # 2: one shared antialiased resize for every decoder
+CACHE_VERSION = 3  # 2: one shared antialiased resize for every decoder; 3: frame times kept with the frames
 # Each process re-measures the folder after this many writes, so that the writes of other processes count too.
 _RESCAN_EVERY = 32
-_SUFFIX = ".npy"
+_SUFFIX = ".npz"
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
@@ -65,15 +67,17 @@ class FrameCache:
     def entry_path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}{_SUFFIX}"
 
-    def get(self, path: str | os.PathLike, settings: dict[str, Any]) -> np.ndarray | None:
-        """The cached frames of `path` under `settings`, or None (never cached, or the entry was unreadable)."""
+    def get(self, path: str | os.PathLike, settings: dict[str, Any]) -> tuple[np.ndarray, list[float]] | None:
+        """(frames, their times in seconds) of `path` under `settings`, or None (never cached, or the entry was
+        unreadable)."""
         entry = self.entry_path(self.key(path, settings))
         try:
-            frames = np.load(entry, allow_pickle=False)
+            with np.load(entry, allow_pickle=False) as stored:
+                frames, times = stored["frames"], stored["timestamps_s"].tolist()
         except FileNotFoundError:
             self.misses += 1
             return None
-        except (OSError, ValueError, EOFError):  # cut short or corrupted: decode again and rewrite it
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # cut short or corrupted: decode again, rewrite
             entry.unlink(missing_ok=True)
             self.misses += 1
             return None
@@ -82,17 +86,18 @@ class FrameCache:
         except OSError:
             pass
         self.hits += 1
-        return frames
+        return frames, times
 
-    def put(self, path: str | os.PathLike, settings: dict[str, Any], frames: np.ndarray) -> Path | None:
-        """Store frames; returns the entry, or None when the folder cannot be written (reported once, never fatal)."""
+    def put(self, path: str | os.PathLike, settings: dict[str, Any], frames: np.ndarray, timestamps_s: list[float]) -> Path | None:
+        """Store frames and their times; returns the entry, or None when the folder cannot be written (reported
+        once, never fatal)."""
         entry = self.entry_path(self.key(path, settings))
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(dir=entry.parent, prefix=".writing-", suffix=_SUFFIX)
             try:
                 with os.fdopen(handle, "wb") as stream:
-                    np.save(stream, np.ascontiguousarray(frames), allow_pickle=False)
+                    np.savez(stream, frames=np.ascontiguousarray(frames), timestamps_s=np.asarray(timestamps_s, dtype=np.float64))
                 os.replace(temporary, entry)
             except BaseException:
                 Path(temporary).unlink(missing_ok=True)
