@@ -11,11 +11,13 @@ from image_vlm.config import ImageDataSection
 
 
 def prompt_messages(data: ImageDataSection, image: Any = None) -> list[dict[str, Any]]:
-    """System + user turn. Without `image` TRL inserts the dataset's image; with it, the turn carries it."""
-    user: Any = data.question
-    if image is not None:
-        user = [{"type": "image", "image": image}, {"type": "text", "text": data.question}]
-    return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
+    """System + user turn. Without `image`, plain strings: TRL inserts the dataset's image into the user's text and
+    makes every turn a list of typed parts. With `image`, those lists here: some templates (SmolVLM2's) drop a
+    plain-string turn."""
+    if image is None:
+        return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": data.question}]
+    user = [{"type": "image", "image": image}, {"type": "text", "text": data.question}]
+    return [{"role": "system", "content": [{"type": "text", "text": data.system_prompt}]}, {"role": "user", "content": user}]
 
 
 def image_size_arguments(model: ModelSection, max_pixels: int) -> dict[str, Any]:

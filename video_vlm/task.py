@@ -42,12 +42,11 @@ def prompt_messages(data: VideoDataSection, schema: SchemaSpec, video: SampledCl
     >>> [m["role"] for m in messages], [part["type"] for part in messages[1]["content"]]
     (['system', 'user'], ['video', 'text'])
     """
-    instruction = schema.prompt()
-    user: Any = instruction
+    user: list[dict[str, Any]] = [{"type": "text", "text": schema.prompt()}]
     if video is not None:
-        clip = {"type": "video", "video": video.frames, "timestamps_s": list(video.timestamps_s)}
-        user = [clip, {"type": "text", "text": instruction}]
-    return [{"role": "system", "content": data.system_prompt}, {"role": "user", "content": user}]
+        user.insert(0, {"type": "video", "video": video.frames, "timestamps_s": list(video.timestamps_s)})
+    # Lists of typed parts, never a plain string: some templates (SmolVLM2's) drop a plain-string turn.
+    return [{"role": "system", "content": [{"type": "text", "text": data.system_prompt}]}, {"role": "user", "content": user}]
 
 
 def frame_cache(data: VideoDataSection):
