@@ -255,7 +255,9 @@ def form_values(recipe: Recipe, base: dict[str, Any], prefix: str) -> dict[str, 
 
     main = [k for k in recipe.primary if k in specs]
     st.markdown("**Model and method**")
-    grid([k for k in main if k.startswith(("model.", "finetune.")) and specs[k]["annotation"] is not bool])
+    if "model.name" in main:
+        values["model.name"] = model_picker(recipe, get_path(base, "model.name"), f"{prefix}:model.name", help_text(specs["model.name"]))
+    grid([k for k in main if k.startswith(("model.", "finetune.")) and specs[k]["annotation"] is not bool and k != "model.name"])
     st.caption("LoRA layers to adapt")
     grid([k for k in main if k.startswith("finetune.") and specs[k]["annotation"] is bool])
     st.markdown("**Training**")
@@ -270,6 +272,58 @@ def form_values(recipe: Recipe, base: dict[str, Any], prefix: str) -> dict[str, 
             st.markdown(f"**{section}**")
             grid([k for k in rest if k.split(".", 1)[0] == section])
     return values
+
+
+def model_choices(modality: str) -> dict[str, str]:
+    """{model name: label} of the models offered for a recipe: each family's shipped presets, grouped by family,
+    with their size, then the tiny test models; only families that take the recipe's input."""
+    from core.families import FAMILIES
+
+    shipped, tiny = {}, {}
+    for family in FAMILIES:
+        if modality not in family.modalities:
+            continue
+        takes = " + ".join(family.modalities)
+        for preset in family.presets:
+            shipped[preset.model_id] = f"{family.title} · {preset.model_id} ({preset.published_params:g} B; {takes})"
+        tiny[f"tiny:{family.key}"] = f"{family.title} · tiny:{family.key} (tiny random weights, CPU tests; {takes})"
+    return {**shipped, **tiny}
+
+
+def model_picker(recipe: Recipe, value: str | None, key: str, help: str) -> str:
+    """The Model field: the shipped presets by family, or any model id or folder typed in."""
+    choices = model_choices(recipe.name)
+    options = list(choices) if not value or value in choices else [value, *choices]
+    chosen = st.selectbox(
+        LABELS["model.name"],
+        options,
+        index=options.index(value) if value in options else 0,
+        format_func=lambda name: choices.get(name, name),
+        accept_new_options=True,
+        help=help + ". Pick a shipped model or type a hub id or a local folder.",
+        key=key,
+    )
+    family_caption(chosen or "", recipe.name)
+    return chosen or ""
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def family_notes(name: str, modality: str) -> list[str]:
+    """What the family table says about a model for a recipe, read from its config (shipped, cached, a folder, or
+    config.json alone); a model it cannot take is one line saying why."""
+    from core.architectures import family_lines
+    from core.config import ConfigError, ModelSection
+
+    try:
+        return family_lines(ModelSection(name=name), modality)
+    except ConfigError as err:
+        return [str(err)]
+
+
+def family_caption(name: str, modality: str) -> None:
+    """Under the picker: the family, or for a model outside the table what is generic about it."""
+    if name:
+        st.caption("  \n".join(note.strip() for note in family_notes(name, modality)))
 
 
 def build_config(recipe: Recipe, base: dict[str, Any], values: dict[str, Any]):
