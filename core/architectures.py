@@ -202,30 +202,40 @@ def model_family(model) -> Family | None:
 
 def family_lines(model, modality: str) -> list[str]:
     """What a run's log says about its model's family (`model` is a ModelSection, `modality` what the recipe feeds
-    it: "image" or "video").
+    it: "image" or "video"). A tiny model or a shipped preset is answered from the table alone, without loading
+    transformers (the UI asks on every form render); any other model from its config.
 
     Raises:
         ConfigError: One line for a family that takes no such input, or an architecture transformers has no
             image-text class for, naming the families that can.
     """
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-    )
-
     able = ", ".join(family.title for family in FAMILIES if modality in family.modalities)
-    try:
-        config = architecture_config(model.name, model.revision)
-    except (UnknownArchitecture, ValueError, OSError) as err:
-        return [f"model family: not known before loading ({err})"]
-    family = family_of_config(config)
-    if family is not None:
-        if modality not in family.modalities:
-            raise ConfigError(f"model.name: {family.title} ({model.name}) takes no {modality} input; for {modality} use one of: {able}")
-        return [f"model family: {family.title}"]
-    model_type = getattr(config, "model_type", "?")
-    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-        raise ConfigError(
-            f"model.name: {model.name} (model type {model_type!r}) has no image-text-to-text class in transformers, so it "
-            f"cannot take {modality} input here; supported families: {able}"
-        )
-    return generic_notes(model_type)
+    family = table_family(model.name) if model.revision is None else None
+    if family is None:
+        try:
+            config = architecture_config(model.name, model.revision)
+        except (UnknownArchitecture, ValueError, OSError) as err:
+            return [f"model family: not known before loading ({err})"]
+        family = family_of_config(config)
+        if family is None:
+            from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+            model_type = getattr(config, "model_type", "?")
+            if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+                raise ConfigError(
+                    f"model.name: {model.name} (model type {model_type!r}) has no image-text-to-text class in transformers, "
+                    f"so it cannot take {modality} input here; supported families: {able}"
+                )
+            return generic_notes(model_type)
+    if modality not in family.modalities:
+        raise ConfigError(f"model.name: {family.title} ({model.name}) takes no {modality} input; for {modality} use one of: {able}")
+    return [f"model family: {family.title}"]
+
+
+def table_family(name: str) -> Family | None:
+    """The family of a tiny kind or a shipped preset id, from the table alone; None for any other name."""
+    if name.startswith(TINY_PREFIX):
+        key = name[len(TINY_PREFIX) :]
+        return next((family for family in FAMILIES if family.key == key), None)
+    shipped = preset_of(name)
+    return shipped[0] if shipped else None

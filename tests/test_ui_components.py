@@ -271,7 +271,7 @@ def test_eta_is_smoothed_over_recent_steps():
 
 @pytest.mark.parametrize("recipe, command", [("image", "python -m image_vlm.data download"), ("video", "python -m video_vlm.data import-nexar")])
 def test_dataset_not_found_says_how_to_get_it(dirs, recipe, command):
-    from ui.components import dataset_problem
+    from ui.datasets import dataset_problem
     from ui.recipes import RECIPES
 
     cls = ImageConfig if recipe == "image" else VideoConfig

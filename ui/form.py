@@ -309,8 +309,8 @@ def model_picker(recipe: Recipe, value: str | None, key: str, help: str) -> str:
 
 @st.cache_data(show_spinner=False, ttl=600)
 def family_notes(name: str, modality: str) -> list[str]:
-    """What the family table says about a model for a recipe, read from its config (shipped, cached, a folder, or
-    config.json alone); a model it cannot take is one line saying why."""
+    """What the family table says about a model for a recipe (a shipped or tiny model from the table alone, any
+    other from its config: cached, a folder, or config.json alone); a model it cannot take is one line saying why."""
     from core.architectures import family_lines
     from core.config import ConfigError, ModelSection
 
