@@ -63,7 +63,8 @@ def build_inputs(processor, conversations: Sequence[Messages], add_generation_pr
             processor.apply_chat_template(strip_media(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
         )
         conv_images, conv_videos, conv_times = media_from_messages(messages)
-        images.extend(conv_images)
+        if conv_images:  # grouped per conversation: SmolVLM2's and Gemma 3's processors count them per text
+            images.append(conv_images)
         videos.extend(conv_videos)
         times.extend(conv_times)
     processor.tokenizer.padding_side = "left"

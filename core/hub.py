@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from core.config import ConfigError
+from core.families import preset_of
 from core.tiny import TINY_KINDS, TINY_PREFIX
 
 HUB_TIMEOUT_S = 5.0
@@ -25,6 +26,18 @@ def offline() -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
+def gated_hint(name: str) -> str:
+    """For a shipped preset the hub gates (Gemma 3), what downloading it needs besides a connection.
+
+    >>> gated_hint("Qwen/Qwen2.5-VL-7B-Instruct")
+    ''
+    """
+    shipped = preset_of(name)
+    if shipped is None or not shipped[1].gated:
+        return ""
+    return ", with HF_TOKEN set" + ("" if os.environ.get("HF_TOKEN") else " (the model is gated: accept its licence on huggingface.co first)")
+
+
 def check_model_available(name: str, revision: str | None = None, timeout_s: float = HUB_TIMEOUT_S) -> None:
     """Raise ConfigError unless `name` is a known tiny model, an existing folder, or a Hub model that is in
     the local cache or answers within `timeout_s`.
@@ -32,7 +45,7 @@ def check_model_available(name: str, revision: str | None = None, timeout_s: flo
     >>> check_model_available("tiny:llama")
     Traceback (most recent call last):
     ...
-    core.config.ConfigError: model.name: unknown tiny model 'tiny:llama'; allowed: tiny:qwen2_5_vl | tiny:internvl
+    core.config.ConfigError: model.name: unknown tiny model 'tiny:llama'; allowed: tiny:qwen2_5_vl | tiny:internvl | tiny:qwen3_vl | tiny:internvl3_5 | tiny:smolvlm2 | tiny:gemma3
     >>> check_model_available("/nowhere/my-model")
     Traceback (most recent call last):
     ...
@@ -55,7 +68,7 @@ def check_model_available(name: str, revision: str | None = None, timeout_s: flo
     if offline():
         raise ConfigError(
             f"model.name: {name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-            f"download it while online (`hf download {name}`) or point model.name at a local folder"
+            f"download it while online (`hf download {name}`{gated_hint(name)}) or point model.name at a local folder"
         )
     from huggingface_hub import HfApi
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -75,5 +88,5 @@ def check_model_available(name: str, revision: str | None = None, timeout_s: flo
     except Exception as err:  # noqa: BLE001 - connection refused, DNS failure, timeout: all mean "not reachable"
         raise ConfigError(
             f"model.name: cannot reach the Hugging Face Hub to fetch {name} within {timeout_s:.0f} s "
-            f"({type(err).__name__}); offline? Download it while online, or point model.name at a local folder"
+            f"({type(err).__name__}); offline? Download it while online{gated_hint(name)}, or point model.name at a local folder"
         ) from None

@@ -32,8 +32,9 @@ def image_prompt(image):
     return [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Fire?"}]}]
 
 
-def clip_prompt(frames):
-    return [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": "What happens?"}]}]
+def clip_prompt(frames, timestamps):
+    clip = {"type": "video", "video": frames, "timestamps_s": timestamps}
+    return [{"role": "user", "content": [clip, {"type": "text", "text": "What happens?"}]}]
 
 
 def counted_image(family, section: ModelSection, config, size, max_pixels):
@@ -46,9 +47,10 @@ def counted_image(family, section: ModelSection, config, size, max_pixels):
 
 def counted_clip(family, section: ModelSection, config, frames, size):
     timestamps = [0.25 + index / 2 for index in range(frames)]
-    kwargs = family.video_kwargs([(frames, *size)], [timestamps])
     processor = load_processor(section)
-    inputs = build_inputs(processor, [clip_prompt(np.zeros((frames, *size, 3), np.uint8))], **kwargs)
+    # The clip carries its frame times, as the product's do; build_inputs asks the row for the same kwargs.
+    inputs = build_inputs(processor, [clip_prompt(np.zeros((frames, *size, 3), np.uint8), timestamps)])
+    kwargs = family.video_kwargs([(frames, *size)], [timestamps])
     return visual_tokens_in(inputs, config), family.video_tokens(config, frames, *size, kwargs)
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from core.architectures import full_size_processor_files, write_random_checkpoint
 from core.config import ModelSection
+from core.families import FAMILIES, family_by_key
 from core.models import load_model, load_processor
 from image_vlm.config import ImageDataSection
 from image_vlm.task import image_size_arguments
@@ -28,29 +29,63 @@ SHRUNK = {
         },
         "vision_config": {"depth": 1, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": 64, "fullatt_block_indexes": [0]},
     },
+    "qwen3_vl": {
+        "text_config": {
+            "num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [3, 3, 2], "mrope_interleaved": True},
+        },
+        "vision_config": {"depth": 1, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": 64, "deepstack_visual_indexes": [0]},
+    },
+    "internvl3_5": {
+        "text_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16},
+        "vision_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
+    },
+    "smolvlm2": {
+        "text_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16},
+        "vision_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
+    },
+    "gemma3": {
+        "text_config": {
+            "num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+            "query_pre_attn_scalar": 16, "layer_types": ["full_attention"],
+        },
+        "vision_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
+    },
 }  # fmt: skip
+# The image placeholder, the picture each test feeds (its side in px) and the image tokens the full-size processor
+# must give it, as each family's published processing does: InternVL a 448 px tile as 256; Qwen2.5-VL a 350 px
+# picture at the recipe's 350x350 budget as 12 x 12 merged 28 px patches, Qwen3-VL as 10 x 10 merged 32 px patches
+# (350 rounds down to 320 within the budget); SmolVLM2 as one 384 px tile of 81 (the budget's side is under two
+# tiles); Gemma 3 as 256.
+IMAGE_TOKENS = {
+    "internvl": ("<IMG_CONTEXT>", 448, 256), "internvl3_5": ("<IMG_CONTEXT>", 448, 256),
+    "qwen2_5_vl": ("<|image_pad|>", 350, 144), "qwen3_vl": ("<|image_pad|>", 350, 100),
+    "smolvlm2": ("<image>", 350, 81), "gemma3": ("<image_soft_token>", 350, 256),
+}  # fmt: skip
+KINDS = [family.key for family in FAMILIES if family.presets]
 
 
-@pytest.mark.parametrize("kind", ["internvl", "qwen2_5_vl"])
+def test_every_family_with_a_full_size_architecture_is_checked():
+    assert sorted(SHRUNK) == sorted(IMAGE_TOKENS) == sorted(KINDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_folder_loads_and_its_model_reads_its_processors_image_tokens(kind, tmp_path):
     folder = write_random_checkpoint(kind, tmp_path / kind, device="cpu", config_updates=SHRUNK[kind])
     section = ModelSection(name=str(folder), dtype="float32")
     # As the recipes load them: the image recipe sets its pixel budget, InternVL's 448 px is in the folder.
     sizing = image_size_arguments(section, ImageDataSection().max_pixels)
     model, processor = load_model(section).eval(), load_processor(section, **sizing)
-    image_token = processor.tokenizer.convert_ids_to_tokens(model.config.image_token_id)
-    assert image_token in ("<IMG_CONTEXT>", "<|image_pad|>")
-    assert model.config.text_config.vocab_size >= 151674, "the published vocabulary, not the tiny one"
-    size = 448 if kind == "internvl" else 350
+    placeholder, size, expected_tokens = IMAGE_TOKENS[kind]
+    assert processor.tokenizer.convert_ids_to_tokens(model.config.image_token_id) == placeholder
+    published_vocab = family_by_key(kind).presets[0].config().text_config.vocab_size
+    assert model.config.text_config.vocab_size == published_vocab > 40000, "the published vocabulary, not the tiny one"
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Fire?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
-    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    inputs = processor(text=[text], images=[[image]], return_tensors="pt", add_special_tokens=False)
     image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
-    if kind == "internvl":
-        assert image_tokens == 256, "InternVL3-8B reads a 448 px frame as 256 tokens"
-    else:
-        assert image_tokens == 144, "Qwen2.5-VL reads a 350 px tile as 12 x 12 merged 28 px patches"
+    assert image_tokens == expected_tokens
     with torch.no_grad():
         logits = model(**inputs).logits
     assert logits.shape[-1] == model.config.text_config.vocab_size

@@ -1,4 +1,4 @@
-"""Tests for core.tiny: the tiny Qwen2.5-VL and InternVL models load, run, generate and train."""
+"""Tests for core.tiny: the tiny model of every family in the table loads, runs, generates and trains."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from core import tiny
+from core.families import family_by_key, family_of_config
 from core.tiny import BUILDER_VERSION, TINY_KINDS, resolve_model_name, tiny_model_path
 
 WILDFIRE_ANSWER = "<REASONING>x</REASONING><SOLUTION>Yes</SOLUTION>"
@@ -26,12 +27,55 @@ VIDEO_ANSWER = json.dumps(
     }
 )
 
-# Image tokens per picture: Qwen gives one per 28x28 px after resizing into [56x56, 112x112] px;
-# InternVL always resizes to one 56x56 tile = 4 tokens.
+# Image tokens per picture: Qwen2.5-VL gives one per 28x28 px after resizing into [56x56, 112x112] px, Qwen3-VL one
+# per 32x32 px into [64x64, 128x128]; InternVL always resizes to one 56x56 tile = 4 tokens, Gemma 3 to one 56 px
+# square = 4 tokens; SmolVLM2 scales the longest edge to 768 px, 2x2 tiles of 384 px and a global one, 4 tokens each.
 EXPECTED_IMAGE_TOKENS = {
     "qwen2_5_vl": {64: 4, 350: 16},
     "internvl": {64: 4, 350: 4},
+    "qwen3_vl": {64: 4, 350: 16},
+    "internvl3_5": {64: 4, 350: 4},
+    "smolvlm2": {64: 20, 350: 20},
+    "gemma3": {64: 4, 350: 4},
 }
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
+QWEN_SPECIALS += ["<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+QWEN3_SPECIALS = ["<tool_response>", "</tool_response>", "<think>", "</think>"]
+INTERNVL_SPECIALS = ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+# Per kind: tokens that must stay single ids, then the eos, pad and image-placeholder tokens.
+TOKENS = {
+    "qwen2_5_vl": (QWEN_SPECIALS, "<|im_end|>", "<|endoftext|>", "<|image_pad|>"),
+    "internvl": (QWEN_SPECIALS + INTERNVL_SPECIALS, "<|im_end|>", "<|endoftext|>", "<IMG_CONTEXT>"),
+    "qwen3_vl": (QWEN_SPECIALS + QWEN3_SPECIALS, "<|im_end|>", "<|endoftext|>", "<|image_pad|>"),
+    "internvl3_5": (QWEN_SPECIALS + QWEN3_SPECIALS + INTERNVL_SPECIALS, "<|im_end|>", "<|endoftext|>", "<IMG_CONTEXT>"),
+    "smolvlm2": (
+        ["<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<row_1_col_1>", "<row_6_col_6>"]
+        + ["<image>"],
+        "<end_of_utterance>",
+        "<|im_end|>",
+        "<image>",
+    ),
+    "gemma3": (
+        ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>"]
+        + ["<image_soft_token>"],
+        "<eos>",
+        "<pad>",
+        "<image_soft_token>",
+    ),
+}
+# Ids relative to the first added token, as in the real tokenizers (Qwen3's four extra tokens move InternVL's up).
+RELATIVE_IDS = {
+    "internvl": ("<|endoftext|>", {"<IMG_CONTEXT>": 151667 - 151643}),
+    "qwen3_vl": ("<|endoftext|>", {"<|image_pad|>": 151655 - 151643, "<think>": 151667 - 151643}),
+    "internvl3_5": ("<|endoftext|>", {"<think>": 151667 - 151643, "<IMG_CONTEXT>": 151671 - 151643}),
+    "smolvlm2": ("<global-img>", {"<fake_token_around_image>": 49189 - 49152, "<image>": 49190 - 49152}),
+}
+# What each tiny model trains on below: every family that takes clips trains on one, except Qwen2.5-VL (images).
+TRAINING_INPUT = {
+    "qwen2_5_vl": "image", "internvl": "video", "qwen3_vl": "video", "internvl3_5": "video",
+    "smolvlm2": "video", "gemma3": "image",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -143,37 +187,47 @@ def test_tokenizer_round_trips_task_text(kind, tiny_paths):
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
 def test_special_tokens_are_single_ids_that_match_the_config(kind, tiny_paths):
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_paths[kind])
     config = AutoConfig.from_pretrained(tiny_paths[kind])
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
-    specials += ["<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
-    if kind == "internvl":
-        specials += ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    specials, eos, pad, image = TOKENS[kind]
     for token in specials:
         ids = tokenizer.encode(token, add_special_tokens=False)
         assert len(ids) == 1, token
         assert tokenizer.convert_ids_to_tokens(ids) == [token]
+    if kind in RELATIVE_IDS:
+        first, offsets = RELATIVE_IDS[kind]
+        start = tokenizer.convert_tokens_to_ids(first)
+        assert {token: tokenizer.convert_tokens_to_ids(token) - start for token in offsets} == offsets
 
-    assert tokenizer.eos_token == "<|im_end|>"
-    assert tokenizer.pad_token == "<|endoftext|>"
+    assert tokenizer.eos_token == eos
+    assert tokenizer.pad_token == pad
     assert tokenizer.chat_template
+    assert family_of_config(config) is family_by_key(kind), "the tiny config finds its own row (InternVL3.5: by its text tower)"
     text_config = config.get_text_config()
     assert text_config.vocab_size >= len(tokenizer)
     assert text_config.eos_token_id == tokenizer.eos_token_id
     assert text_config.pad_token_id == tokenizer.pad_token_id
-    if kind == "qwen2_5_vl":
-        assert config.image_token_id == tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert config.image_token_id == tokenizer.convert_tokens_to_ids(image)
+    if kind in ("qwen2_5_vl", "qwen3_vl"):
         assert config.video_token_id == tokenizer.convert_tokens_to_ids("<|video_pad|>")
         assert config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
         assert config.vision_config.out_hidden_size == text_config.hidden_size
-    else:
-        assert config.image_token_id == tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    elif kind in ("internvl", "internvl3_5"):
         assert tokenizer.context_image_token == "<IMG_CONTEXT>"
         assert tokenizer.video_token == "<video>"
         patches_per_side = config.vision_config.image_size[0] // config.vision_config.patch_size[0]
         assert config.image_seq_length == int(patches_per_side**2 * config.downsample_ratio**2)
+    elif kind == "smolvlm2":
+        patches_per_side = config.vision_config.image_size // config.vision_config.patch_size
+        assert AutoProcessor.from_pretrained(tiny_paths[kind]).image_seq_len == patches_per_side**2 // config.scale_factor**2
+    elif kind == "gemma3":
+        # The chat template renders <bos> itself; the tokenizer would add another, as the real one does.
+        assert tokenizer.bos_token == "<bos>" and text_config.bos_token_id == tokenizer.bos_token_id
+        assert config.boi_token_id == tokenizer.convert_tokens_to_ids("<start_of_image>")
+        assert config.eoi_token_id == tokenizer.convert_tokens_to_ids("<end_of_image>")
+        assert AutoProcessor.from_pretrained(tiny_paths[kind]).image_seq_length == config.mm_tokens_per_image
 
 
 @pytest.mark.parametrize("kind", TINY_KINDS)
@@ -198,8 +252,9 @@ def test_image_chat_forward_and_generate(kind, tiny_paths):
     assert prompt_length < generated.shape[1] <= prompt_length + 5
 
 
-def test_internvl_video_frames(tiny_paths):
-    model, processor = load(tiny_paths["internvl"])
+@pytest.mark.parametrize("kind", ["internvl", "internvl3_5"])
+def test_internvl_video_frames(kind, tiny_paths):
+    model, processor = load(tiny_paths[kind])
     frames = np.random.default_rng(1).integers(0, 256, (4, 90, 160, 3), dtype=np.uint8)
     tokens_per_frame = processor.image_seq_length
     for video in (frames, [Image.fromarray(frame) for frame in frames]):
@@ -225,15 +280,17 @@ def test_internvl_video_frames(tiny_paths):
 
 def training_batch(kind: str, processor) -> dict:
     """Return a two-example batch (prompt + assistant answer) with labels on every non-pad token."""
-    if kind == "qwen2_5_vl":
+    if TRAINING_INPUT[kind] == "image":
         answer, media = WILDFIRE_ANSWER, [random_image(64, seed) for seed in range(2)]
         content = [{"type": "image"}, {"type": "text", "text": "Is there a wildfire?"}]
-        media_kwargs = {"images": media}
+        media_kwargs = {"images": [[image] for image in media]}  # one list per example: Gemma 3 and SmolVLM2 need it
     else:
         answer = VIDEO_ANSWER
         media = [np.random.default_rng(seed).integers(0, 256, (2, 56, 56, 3), dtype=np.uint8) for seed in range(2)]
         content = [{"type": "video"}, {"type": "text", "text": "Describe the video."}]
-        media_kwargs = {"videos": media}
+        # As the product passes clips: already sampled, with their frames' times in the row's kwargs.
+        clip_kwargs = family_by_key(kind).video_kwargs([clip.shape[:3] for clip in media], [[0.25, 0.75]] * len(media))
+        media_kwargs = {"videos": media, "do_sample_frames": False, **clip_kwargs}
     conversation = [
         {"role": "user", "content": content},
         {"role": "assistant", "content": [{"type": "text", "text": answer}]},

@@ -5,13 +5,16 @@ Each row (`core.families.base.Family`, one module per family) says how to recogn
 modules behind the LoRA toggles and the ones QLoRA keeps out of 4-bit, and holds its chat-template quirks. The
 estimate, the tiny models, LoRA, QLoRA, the collator and the random full-size checkpoints all ask this table.
 
+The rows: Qwen2.5-VL, InternVL3, Qwen3-VL, InternVL3.5 (InternVL3's row with a Qwen3 text tower, in the same
+module), SmolVLM2 and Gemma 3 (images only). Their order is the tiny kinds' order.
+
 A model outside the table still trains when transformers' Auto classes load it (`generic_notes` says what that
 means); only the estimate needs its row.
 """
 
 from __future__ import annotations
 
-from core.families import internvl, qwen2_5_vl
+from core.families import gemma3, internvl, qwen2_5_vl, qwen3_vl, smolvlm2
 from core.families.base import (
     ATTENTION_PARTS,
     MLP_PARTS,
@@ -22,7 +25,14 @@ from core.families.base import (
     VisualTokens,
 )
 
-FAMILIES: tuple[Family, ...] = (qwen2_5_vl.FAMILY, internvl.FAMILY)
+FAMILIES: tuple[Family, ...] = (
+    qwen2_5_vl.FAMILY,
+    internvl.FAMILY,
+    qwen3_vl.FAMILY,
+    internvl.FAMILY_3_5,
+    smolvlm2.FAMILY,
+    gemma3.FAMILY,
+)
 
 __all__ = [
     "ATTENTION_PARTS", "FAMILIES", "MLP_PARTS", "PROJECTOR_PARTS", "VISION_PARTS", "Family", "Preset", "VisualTokens",

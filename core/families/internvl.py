@@ -1,19 +1,25 @@
-"""InternVL3 and InternVL3.5 (the `-hf` checkpoints): the family row, the published 8B architecture, its tiny model
-and its visual-token arithmetic.
+"""InternVL3 and InternVL3.5 (the `-hf` checkpoints): two family rows, their published 8B architectures, their tiny
+models and their visual-token arithmetic.
 
 Every image and frame is resized to one square tile (448 px at full size; dynamic tiling is switched off), 14 px
 patches, pixel-shuffled by 0.5: a fixed 256 tokens whatever the picture's size. The processor writes
 "FrameN: <img>" and "</img>" around each frame of a clip.
+
+InternVL3.5 is InternVL3 with a Qwen3 text tower (q/k norms, no q/k/v bias) and Qwen3's tokenizer, whose four
+extra tokens move `<IMG_CONTEXT>` up by four; the vision tower, projector, processing and arithmetic are the same,
+and both share `model_type` "internvl" (the text tower's tells them apart).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from core.families.base import Family, Preset, VisualTokens, token_ids, updated
 from core.families.tiny_parts import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    QWEN3_ADDED_TOKENS,
     QWEN_ADDED_TOKENS,
     TEXT_HEADS,
     TEXT_HIDDEN,
@@ -30,6 +36,7 @@ from core.families.tiny_parts import (
 )
 
 MODEL_ID = "OpenGVLab/InternVL3-8B-hf"
+MODEL_ID_3_5 = "OpenGVLab/InternVL3_5-8B-HF"
 # "Frame3: <img>" ... "</img>\n" around each frame's image tokens.
 FRAME_WRAPPER_TOKENS = 7
 
@@ -56,7 +63,9 @@ NAMED_TOKENS = {
     "video_token": "<video>",
 }
 
-# Chat template of OpenGVLab/InternVL3-8B-hf (as written by transformers' InternVL converter).
+# Chat template of OpenGVLab/InternVL3-8B-hf (as written by transformers' InternVL converter). InternVL3.5 uses it
+# too: the converter that writes it handles Qwen3 text towers alike, but InternVL3_5-8B-HF's own
+# chat_template.json was not found, so that it is the same is UNVERIFIED.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{'<|im_start|>' + message['role'] + '\n'}}"
@@ -139,16 +148,53 @@ INTERNVL3_8B = {
 }
 
 
+# OpenGVLab/InternVL3_5-8B-HF: the same InternViT-300M and projector, with Qwen3-8B as the text tower (explicit
+# head_dim 128, q/k norms, no q/k/v bias, vocab 151936) and <IMG_CONTEXT> at 151671, as an InternVL3.5-2B-HF config
+# gives it. The 8B -HF config.json itself was not found: these values are Qwen3-8B's published ones, UNVERIFIED
+# for this repo (its parameter count matches the published 8.5 B within 0.4 %).
+INTERNVL3_5_8B = {
+    **INTERNVL3_8B,
+    "text_config": {
+        "model_type": "qwen3",
+        "vocab_size": 151936,
+        "hidden_size": 4096,
+        "intermediate_size": 12288,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "max_position_embeddings": 40960,
+        "rms_norm_eps": 1e-6,
+        "attention_bias": False,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+        "tie_word_embeddings": False,
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+    },
+    "image_token_id": 151671,
+}
+
+
 def internvl3_8b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
     """InternVL3-8B-hf's architecture; with `tokenizer`, its `<IMG_CONTEXT>` and end ids replace the published ones.
 
     `updates` changes sections of it (as in `core.families.qwen2_5_vl.qwen2_5_vl_7b_config`), for a smaller model of the same shape.
     """
+    return internvl_config(INTERNVL3_8B, tokenizer, updates)
+
+
+def internvl3_5_8b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
+    """InternVL3.5-8B-HF's architecture, as `internvl3_8b_config` gives InternVL3's."""
+    return internvl_config(INTERNVL3_5_8B, tokenizer, updates)
+
+
+def internvl_config(published: dict[str, Any], tokenizer, updates: dict[str, dict[str, Any]] | None):
     import copy
 
     from transformers import InternVLConfig
 
-    values = copy.deepcopy(INTERNVL3_8B)
+    values = copy.deepcopy(published)
     if tokenizer is not None:
         ids = token_ids(tokenizer, {"image_token_id": "<IMG_CONTEXT>", "bos": "<|endoftext|>", "eos": "<|im_end|>"})
         values["image_token_id"] = ids["image_token_id"]
@@ -161,17 +207,15 @@ def tiny_tokenizer():
     return build_tokenizer(added, CHAT_TEMPLATE, model_max_length=8192, extra_special_tokens=dict(NAMED_TOKENS))
 
 
+def tiny_tokenizer_3_5():
+    """Qwen3's added tokens, then InternVL's: `<IMG_CONTEXT>` lands 28 ids past `<|endoftext|>`, as in the real one."""
+    added = list(QWEN3_ADDED_TOKENS) + list(EXTRA_TOKENS)
+    return build_tokenizer(added, CHAT_TEMPLATE, model_max_length=40960, extra_special_tokens=dict(NAMED_TOKENS))
+
+
 def build_tiny(tokenizer):
     """Return (model, processor) shaped like InternVL3-8B-hf, but tiny."""
-    from transformers import (
-        GotOcr2ImageProcessor,
-        InternVLConfig,
-        InternVLForConditionalGeneration,
-        InternVLProcessor,
-        InternVLVideoProcessor,
-        InternVLVisionConfig,
-        Qwen2Config,
-    )
+    from transformers import Qwen2Config
 
     token_id = tokenizer.convert_tokens_to_ids
     text_config = Qwen2Config(
@@ -192,6 +236,47 @@ def build_tiny(tokenizer):
         tie_word_embeddings=False,
         initializer_range=TINY_INIT_STD,
     )
+    return build_tiny_around(tokenizer, text_config)
+
+
+def build_tiny_3_5(tokenizer):
+    """Return (model, processor) shaped like InternVL3.5-8B-HF, but tiny: a Qwen3 text tower."""
+    from transformers import Qwen3Config
+
+    token_id = tokenizer.convert_tokens_to_ids
+    text_config = Qwen3Config(
+        vocab_size=padded_vocab_size(tokenizer),
+        hidden_size=TEXT_HIDDEN,
+        intermediate_size=TEXT_INTERMEDIATE,
+        num_hidden_layers=TEXT_LAYERS,
+        num_attention_heads=TEXT_HEADS,
+        num_key_value_heads=TEXT_KV_HEADS,
+        head_dim=TEXT_HIDDEN // TEXT_HEADS,
+        max_position_embeddings=40960,
+        rms_norm_eps=1e-6,
+        attention_bias=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        bos_token_id=token_id("<|endoftext|>"),
+        eos_token_id=token_id("<|im_end|>"),
+        pad_token_id=token_id("<|endoftext|>"),
+        tie_word_embeddings=False,
+        initializer_range=TINY_INIT_STD,
+    )
+    return build_tiny_around(tokenizer, text_config)
+
+
+def build_tiny_around(tokenizer, text_config):
+    """The tiny InternVL vision tower, projector and processor around a tiny text tower."""
+    from transformers import (
+        GotOcr2ImageProcessor,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+        InternVLVideoProcessor,
+        InternVLVisionConfig,
+    )
+
+    token_id = tokenizer.convert_tokens_to_ids
     vision_config = InternVLVisionConfig(
         hidden_size=VISION_HIDDEN,
         num_hidden_layers=VISION_LAYERS,
@@ -296,4 +381,15 @@ FAMILY = Family(
     full_size_processor=full_size_processor,
     processor_classes=("InternVLProcessor",),
     text_model_types=("qwen2",),
+)
+
+# Everything but the text tower (and so the tokenizer) is InternVL3's.
+FAMILY_3_5 = dataclasses.replace(
+    FAMILY,
+    key="internvl3_5",
+    title="InternVL3.5",
+    presets=(Preset(MODEL_ID_3_5, "InternVL3.5 8B", 8.5, internvl3_5_8b_config),),
+    tiny_tokenizer=tiny_tokenizer_3_5,
+    build_tiny=build_tiny_3_5,
+    text_model_types=("qwen3",),
 )

@@ -31,6 +31,8 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+# Qwen3-VL, SmolVLM2 and Gemma 3 (SigLIP-style towers) map pixels to [-1, 1].
+HALF_MEAN_STD = [0.5, 0.5, 0.5]
 
 # Qwen2.5 added tokens, in the same order (hence relative ids) as the real tokenizer.
 # The flag says whether the real tokenizer marks the token "special" (skipped on decode).
@@ -57,6 +59,13 @@ QWEN_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("<|fim_pad|>", False),
     ("<|repo_name|>", False),
     ("<|file_sep|>", False),
+)
+# Qwen3's tokenizer (Qwen3-VL's, InternVL3.5's text tower's) appends four more, so every later id moves up by 4.
+QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = QWEN_ADDED_TOKENS + (
+    ("<tool_response>", False),
+    ("</tool_response>", False),
+    ("<think>", False),
+    ("</think>", False),
 )
 
 _WILDFIRE_SENTENCES = (
@@ -193,7 +202,8 @@ def build_tokenizer(added: list[tuple[str, bool]], chat_template: str, model_max
     """A Qwen2-style BPE tokenizer with `added` tokens (in the real models' order) and the family's chat template.
 
     Added tokens get ids right after the BPE vocab and are put in the BPE vocab too, so their ids stay fixed
-    across save/load. `named_tokens` (for example `extra_special_tokens`) pass to the tokenizer as they are.
+    across save/load. `named_tokens` (for example `bos_token`, `add_bos_token` or `extra_special_tokens`) pass to
+    the tokenizer as they are; Qwen-style tokenizers have no bos token.
     """
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
@@ -205,7 +215,7 @@ def build_tokenizer(added: list[tuple[str, bool]], chat_template: str, model_max
         vocab=vocab,
         merges=merges,
         unk_token=None,
-        bos_token=None,
+        bos_token=named_tokens.pop("bos_token", None),
         eos_token=named_tokens.pop("eos_token", "<|im_end|>"),
         pad_token=named_tokens.pop("pad_token", "<|endoftext|>"),
         model_max_length=model_max_length,
@@ -222,10 +232,12 @@ def padded_vocab_size(tokenizer) -> int:
     return -(-size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-def generation_config(tokenizer, stop: tuple[str, ...], pad: str):
-    """Only the stop and pad ids: the real checkpoints' greedy-ish sampling defaults would silently override
-    trainer settings, so they are left out on purpose."""
+def generation_config(tokenizer, stop: tuple[str, ...], pad: str, bos: str | None = None):
+    """Only the stop, pad and bos ids (bos is the pad token where the family has none): the real checkpoints'
+    greedy-ish sampling defaults would silently override trainer settings, so they are left out on purpose."""
     from transformers import GenerationConfig
 
     pad_id = tokenizer.convert_tokens_to_ids(pad)
-    return GenerationConfig(bos_token_id=pad_id, eos_token_id=[tokenizer.convert_tokens_to_ids(t) for t in stop], pad_token_id=pad_id)
+    bos_id = tokenizer.convert_tokens_to_ids(bos) if bos else pad_id
+    stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in stop]
+    return GenerationConfig(bos_token_id=bos_id, eos_token_id=stop_ids, pad_token_id=pad_id)
