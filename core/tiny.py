@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.families import FAMILIES, family_by_key
-from core.families.tiny_parts import train_bpe as _train_bpe  # noqa: F401  (TEMPORARY for a helper's prototype)
 
 TINY_KINDS = tuple(family.key for family in FAMILIES)
 TINY_PREFIX = "tiny:"

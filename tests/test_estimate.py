@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -14,6 +15,7 @@ from core.estimate import GIB, EstimateError
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
+ROOT = Path(__file__).resolve().parents[1]
 IMAGE_7B = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
 VIDEO_8B = "video_vlm/configs/internvl3_8b_sft.yaml"
 IMAGE_TINY = "image_vlm/configs/tiny.yaml"
@@ -191,14 +193,30 @@ REQUIRED_KEYS = {
 }
 
 
-@pytest.mark.parametrize("module,config", [("image_vlm.train", IMAGE_7B), ("video_vlm.train", VIDEO_8B)])
-def test_estimate_json_offline_for_the_shipped_configs(module, config, monkeypatch, capsys, tmp_path):
-    """`--estimate --json` works with the hub offline and no GPU, creates no run folder and takes no lock."""
+FULL_SIZE_PRESETS = sorted(str(path.relative_to(ROOT)) for path in ROOT.glob("*_vlm/configs/*_*b_*.yaml"))
+
+
+def test_every_family_ships_a_preset_per_recipe_it_can_train():
+    from core.config import read_yaml
+    from core.families import FAMILIES, shipped_presets
+
+    shipped = {(path.split("/")[0], read_yaml(ROOT / path)["model"]["name"]) for path in FULL_SIZE_PRESETS}
+    expected = {
+        (f"{modality}_vlm", preset.model_id) for family in FAMILIES for preset in family.presets for modality in family.modalities
+    }
+    assert shipped == expected
+    assert set(shipped_presets()) == {model_id for _, model_id in shipped}
+
+
+@pytest.mark.parametrize("config", FULL_SIZE_PRESETS)
+def test_estimate_json_offline_for_the_shipped_configs(config, monkeypatch, capsys, tmp_path):
+    """`--estimate --json` works for every shipped full-size preset with the hub offline and no GPU, creates no run
+    folder and takes no lock."""
     import importlib
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path / "runs"))
-    main = importlib.import_module(module).main
+    main = importlib.import_module(config.split("/")[0] + ".train").main
     assert main(["--config", config, "--estimate", "--json"]) == 0
     out = capsys.readouterr().out
     payload = json.loads(out.strip().splitlines()[-1])
