@@ -160,3 +160,38 @@ def test_a_family_row_names_itself_in_the_run_log():
     from core.architectures import family_lines
 
     assert family_lines(ModelSection(name="tiny:internvl"), "video") == ["model family: InternVL3"]
+
+
+@pytest.mark.parametrize("key", TINY_KINDS)
+def test_each_lora_toggle_selects_its_own_modules(key):
+    """On each family's tiny model, every toggle alone selects linear layers, all of its tower and block kind, and
+    together they select every linear layer of both towers' attention and MLP blocks, never the projector or head."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from core.config import FinetuneSection
+    from core.models import lora_target_modules
+
+    family = family_by_key(key)
+    model = AutoModelForImageTextToText.from_pretrained(resolve_model_name(f"tiny:{key}"))
+    linears = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    toggles = {
+        ("vision", "attention"): "vision_attention", ("vision", "mlp"): "vision_mlp",
+        ("language", "attention"): "language_attention", ("language", "mlp"): "language_mlp",
+    }
+    chosen = {}
+    for (tower, block), toggle in toggles.items():
+        off = {name: False for name in toggles.values()}
+        names = set(lora_target_modules(model, FinetuneSection(**{**off, toggle: True})))
+        assert names, (key, toggle)
+        for name in names:
+            parts = name.split(".")
+            in_vision = any(part in family.vision_parts for part in parts)
+            assert in_vision == (tower == "vision"), (key, toggle, name)
+            block_parts = ("attn", "attention", "self_attn") if block == "attention" else ("mlp", "feed_forward", "ffn")
+            assert any(part in block_parts for part in parts), (key, toggle, name)
+            assert not any(part in family.projector_parts for part in parts), (key, toggle, name)
+        chosen[toggle] = names
+    assert not set.intersection(*chosen.values())
+    everything = set(lora_target_modules(model, FinetuneSection(**{name: True for name in toggles.values()})))
+    assert everything == set.union(*chosen.values()) and everything <= linears and "lm_head" not in everything

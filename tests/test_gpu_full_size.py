@@ -1,5 +1,6 @@
 """The shipped presets at full size, through the product's CLI: Qwen2.5-VL-7B GRPO (bf16 LoRA, QLoRA) and
-InternVL3-8B SFT (bf16 LoRA, bf16 full fine-tuning), each one optimizer step on synthetic data.
+InternVL3-8B SFT (bf16 LoRA, bf16 full fine-tuning), then every other family's preset (Qwen3-VL, InternVL3.5,
+SmolVLM2, Gemma 3) with bf16 LoRA in each recipe its inputs allow, each one optimizer step on synthetic data.
 
 No hub on a lent GPU, so `core.architectures.write_random_checkpoint` writes each architecture with random bf16
 weights into a model folder (about 16 GB), which the run loads as `model.name=<folder>`: the real loading code,
@@ -7,8 +8,9 @@ the pre-launch estimate, the memory cap and the final save all run at 7-8B. One 
 class fixture removes it), so the disk needs about 35 GB with the full fine-tune's saved model.
 
 Each run prints its estimated and measured peak; a measured peak far above the estimate fails, because a user
-trusts the estimate to choose a batch size. Sized for a lent H100/H200: about three minutes for the four runs
-(model folders written at disk speed, one step each, short completions and four frames a clip).
+trusts the estimate to choose a batch size. Sized for a lent H100/H200: about three minutes for the first four runs
+(model folders written at disk speed, one step each, short completions and four frames a clip); the seven family
+rows write four more folders (2-9B each). Not yet run on a GPU.
 """
 
 from __future__ import annotations
@@ -128,3 +130,50 @@ class TestInternVL3_8B:
         train("video_vlm.train", VIDEO_PRESET, run, overrides)
         assert run.final_artifact() == run.model_dir
         assert_estimate_holds(run)
+
+
+def family_presets() -> list[tuple[str, str, str]]:
+    """(tiny kind, recipe module, shipped preset file) of every family but the two above, one row per recipe."""
+    from core.config import read_yaml
+    from core.families import FAMILIES
+
+    root = Path(__file__).resolve().parents[1]
+    by_model = {(path.parent.parent.name, read_yaml(path)["model"]["name"]): path for path in root.glob("*_vlm/configs/*_*b_*.yaml")}
+    rows = []
+    for family in FAMILIES:
+        if family.key in ("qwen2_5_vl", "internvl"):
+            continue
+        for modality in family.modalities:
+            preset = by_model[(f"{modality}_vlm", family.presets[0].model_id)]
+            rows.append((family.key, f"{modality}_vlm.train", str(preset.relative_to(root))))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def family_folders(tmp_path_factory):
+    """One random-weight full-size folder at a time: the previous family's is removed before the next is written."""
+    written: dict[str, Path] = {}
+
+    def folder(kind: str) -> Path:
+        from core.architectures import write_random_checkpoint
+
+        for old in [k for k in written if k != kind]:
+            shutil.rmtree(written.pop(old), ignore_errors=True)
+        if kind not in written:
+            written[kind] = write_random_checkpoint(kind, tmp_path_factory.mktemp(f"{kind}-full-size") / "model")
+        return written[kind]
+
+    yield folder
+    for path in written.values():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("kind, module, preset", family_presets(), ids=lambda value: str(value).split("/")[-1])
+def test_every_family_preset_takes_a_bf16_lora_step_within_the_estimate(kind, module, preset, family_folders, tmp_path):
+    """Qwen3-VL, InternVL3.5, SmolVLM2 and Gemma 3 at full size, in each recipe their inputs allow."""
+    folder = family_folders(kind)
+    overrides = image_overrides(folder, tmp_path / "wildfire") if module.startswith("image") else video_overrides(folder, tmp_path / "dashcam")
+    run = RunDir(tmp_path / "run")
+    train(module, preset, run, overrides)
+    assert (run.adapter_dir / "adapter_config.json").exists()
+    assert_estimate_holds(run)
