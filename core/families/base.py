@@ -58,6 +58,27 @@ def clip_metadata(timestamps: list[float]) -> dict[str, Any]:
     return {"fps": 1000.0, "frames_indices": indices, "total_num_frames": max(1, round(spacing * len(indices)))}
 
 
+def published_config(config_cls: str, published: dict[str, Any], tokenizer, updates: dict[str, dict[str, Any]] | None,
+                     tokens: dict[str, str], bos: str, eos: str, pad: str | None = None):
+    """A published architecture as a transformers config (`config_cls` names the class).
+
+    With `tokenizer`, the ids of its special tokens replace the published ones: `tokens` maps top-level config keys
+    to tokens, and `bos`, `eos` and `pad` (default `bos`) set the text tower's. Benchmarks and the GPU suite run
+    without the hub and tokenise with the tiny model's tokenizer (same chat template and special tokens, a smaller
+    vocabulary), so the model must expect that tokenizer's ids. `updates` changes sections of it (`updated`).
+    """
+    import copy
+
+    import transformers
+
+    values = copy.deepcopy(published)
+    if tokenizer is not None:
+        ids = token_ids(tokenizer, {**tokens, "bos": bos, "eos": eos, "pad": pad or bos})
+        values.update({key: ids[key] for key in tokens})
+        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
+    return getattr(transformers, config_cls)(**updated(values, updates))
+
+
 def token_ids(tokenizer, names: dict[str, str]) -> dict[str, int]:
     """{key: id} of each named token in `tokenizer`, or a ValueError naming the one it lacks."""
     ids = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, token_ids, updated
+from core.families.base import Family, Preset, VisualTokens, published_config, token_ids
 from core.families.tiny_parts import (
     HALF_MEAN_STD,
     TEXT_HEADS,
@@ -156,30 +156,13 @@ GEMMA3_4B = {
 
 
 def gemma3_4b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
-    """Gemma-3-4B's architecture; with `tokenizer`, its special-token ids replace the published ones (as in
-    `core.families.qwen2_5_vl.qwen2_5_vl_7b_config`); `updates` changes sections of it."""
-    import copy
-
-    from transformers import Gemma3Config
-
-    values = copy.deepcopy(GEMMA3_4B)
+    """Gemma-3-4B's architecture; with `tokenizer`, its special-token ids (`core.families.base.published_config`),
+    and generation stopping at either `<eos>` or `<end_of_turn>`, as the published config does."""
+    tokens = {"boi_token_index": "<start_of_image>", "eoi_token_index": "<end_of_image>", "image_token_index": "<image_soft_token>"}
+    config = published_config("Gemma3Config", GEMMA3_4B, tokenizer, updates, tokens, bos="<bos>", eos="<eos>", pad="<pad>")
     if tokenizer is not None:
-        ids = token_ids(
-            tokenizer,
-            {
-                "boi_token_index": "<start_of_image>",
-                "eoi_token_index": "<end_of_image>",
-                "image_token_index": "<image_soft_token>",
-                "bos": "<bos>",
-                "eos": "<eos>",
-                "pad": "<pad>",
-                "end_of_turn": "<end_of_turn>",
-            },
-        )
-        values.update({k: v for k, v in ids.items() if k.endswith("_index")})
-        values["eos_token_id"] = [ids["eos"], ids["end_of_turn"]]
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
-    return Gemma3Config(**updated(values, updates))
+        config.eos_token_id = list(token_ids(tokenizer, {"eos": "<eos>", "end_of_turn": "<end_of_turn>"}).values())
+    return config
 
 
 def tiny_tokenizer():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, token_ids, updated
+from core.families.base import Family, Preset, VisualTokens, published_config
 from core.families.tiny_parts import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -177,10 +177,8 @@ INTERNVL3_5_8B = {
 
 
 def internvl3_8b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
-    """InternVL3-8B-hf's architecture; with `tokenizer`, its `<IMG_CONTEXT>` and end ids replace the published ones.
-
-    `updates` changes sections of it (as in `core.families.qwen2_5_vl.qwen2_5_vl_7b_config`), for a smaller model of the same shape.
-    """
+    """InternVL3-8B-hf's architecture; with `tokenizer`, its special-token ids (`core.families.base.published_config`);
+    `updates` changes sections of it, for a smaller model of the same shape."""
     return internvl_config(INTERNVL3_8B, tokenizer, updates)
 
 
@@ -190,16 +188,8 @@ def internvl3_5_8b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | N
 
 
 def internvl_config(published: dict[str, Any], tokenizer, updates: dict[str, dict[str, Any]] | None):
-    import copy
-
-    from transformers import InternVLConfig
-
-    values = copy.deepcopy(published)
-    if tokenizer is not None:
-        ids = token_ids(tokenizer, {"image_token_id": "<IMG_CONTEXT>", "bos": "<|endoftext|>", "eos": "<|im_end|>"})
-        values["image_token_id"] = ids["image_token_id"]
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return InternVLConfig(**updated(values, updates))
+    return published_config("InternVLConfig", published, tokenizer, updates, {"image_token_id": "<IMG_CONTEXT>"},
+                            bos="<|endoftext|>", eos="<|im_end|>")
 
 
 def tiny_tokenizer():

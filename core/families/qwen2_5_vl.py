@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, clip_metadata, token_ids, updated
+from core.families.base import Family, Preset, VisualTokens, clip_metadata, published_config
 from core.families.tiny_parts import (
     CLIP_MEAN,
     CLIP_STD,
@@ -28,6 +28,13 @@ from core.families.tiny_parts import (
 )
 
 MODEL_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
+# The vision tokens of the Qwen VL tokenizers, by the config keys that hold their ids (Qwen2.5-VL and Qwen3-VL).
+QWEN_VISION_TOKENS = {
+    "image_token_id": "<|image_pad|>",
+    "video_token_id": "<|video_pad|>",
+    "vision_start_token_id": "<|vision_start|>",
+    "vision_end_token_id": "<|vision_end|>",
+}
 # The smallest picture the product asks the processor for (4 tokens); the largest is the recipe's budget.
 MIN_PIXELS = 56 * 56
 # Frames of a clip: the processor's own floor would upscale small frames, so the product passes the budget.
@@ -108,31 +115,8 @@ QWEN2_5_VL_7B = {
 
 
 def qwen2_5_vl_7b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
-    """Qwen2.5-VL-7B's architecture; with `tokenizer`, its special-token ids are used instead of the published ones.
-
-    The benchmarks run without hub access, so prompts are tokenised by the tiny model's tokenizer (same chat
-    template and special tokens, smaller BPE vocabulary); the model must then expect that tokenizer's ids.
-    """
-    import copy
-
-    from transformers import Qwen2_5_VLConfig
-
-    values = copy.deepcopy(QWEN2_5_VL_7B)
-    if tokenizer is not None:
-        ids = token_ids(
-            tokenizer,
-            {
-                "image_token_id": "<|image_pad|>",
-                "video_token_id": "<|video_pad|>",
-                "vision_start_token_id": "<|vision_start|>",
-                "vision_end_token_id": "<|vision_end|>",
-                "bos": "<|endoftext|>",
-                "eos": "<|im_end|>",
-            },
-        )
-        values.update({k: v for k, v in ids.items() if k.endswith("_token_id")})
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return Qwen2_5_VLConfig(**updated(values, updates))
+    """Qwen2.5-VL-7B's architecture; with `tokenizer`, its special-token ids (`published_config`)."""
+    return published_config("Qwen2_5_VLConfig", QWEN2_5_VL_7B, tokenizer, updates, QWEN_VISION_TOKENS, bos="<|endoftext|>", eos="<|im_end|>")
 
 
 def tiny_tokenizer():

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, clip_metadata, token_ids, updated
-from core.families.qwen2_5_vl import image_tokens, pixel_budget
+from core.families.base import Family, Preset, VisualTokens, clip_metadata, published_config
+from core.families.qwen2_5_vl import QWEN_VISION_TOKENS, image_tokens, pixel_budget
 from core.families.tiny_parts import (
     HALF_MEAN_STD,
     QWEN3_ADDED_TOKENS,
@@ -178,28 +178,8 @@ QWEN3_VL_8B = {
 
 
 def qwen3_vl_8b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
-    """Qwen3-VL-8B's architecture; with `tokenizer`, its special-token ids replace the published ones (as in
-    `core.families.qwen2_5_vl.qwen2_5_vl_7b_config`); `updates` changes sections of it."""
-    import copy
-
-    from transformers import Qwen3VLConfig
-
-    values = copy.deepcopy(QWEN3_VL_8B)
-    if tokenizer is not None:
-        ids = token_ids(
-            tokenizer,
-            {
-                "image_token_id": "<|image_pad|>",
-                "video_token_id": "<|video_pad|>",
-                "vision_start_token_id": "<|vision_start|>",
-                "vision_end_token_id": "<|vision_end|>",
-                "bos": "<|endoftext|>",
-                "eos": "<|im_end|>",
-            },
-        )
-        values.update({k: v for k, v in ids.items() if k.endswith("_token_id")})
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["bos"])
-    return Qwen3VLConfig(**updated(values, updates))
+    """Qwen3-VL-8B's architecture; with `tokenizer`, its special-token ids (`core.families.base.published_config`)."""
+    return published_config("Qwen3VLConfig", QWEN3_VL_8B, tokenizer, updates, QWEN_VISION_TOKENS, bos="<|endoftext|>", eos="<|im_end|>")
 
 
 def tiny_tokenizer():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, clip_metadata, token_ids, updated
+from core.families.base import Family, Preset, VisualTokens, clip_metadata, published_config
 from core.families.tiny_parts import (
     HALF_MEAN_STD,
     TEXT_HEADS,
@@ -119,21 +119,9 @@ SMOLVLM2_2_2B = {
 
 
 def smolvlm2_2b_config(tokenizer=None, updates: dict[str, dict[str, Any]] | None = None):
-    """SmolVLM2-2.2B's architecture; with `tokenizer`, its special-token ids replace the published ones (as in
-    `core.families.qwen2_5_vl.qwen2_5_vl_7b_config`); `updates` changes sections of it."""
-    import copy
-
-    from transformers import SmolVLMConfig
-
-    values = copy.deepcopy(SMOLVLM2_2_2B)
-    if tokenizer is not None:
-        ids = token_ids(
-            tokenizer,
-            {"image_token_id": "<image>", "bos": "<|im_start|>", "eos": "<end_of_utterance>", "pad": "<|im_end|>"},
-        )
-        values["image_token_id"] = ids["image_token_id"]
-        values["text_config"].update(bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"])
-    return SmolVLMConfig(**updated(values, updates))
+    """SmolVLM2-2.2B's architecture; with `tokenizer`, its special-token ids (`core.families.base.published_config`)."""
+    return published_config("SmolVLMConfig", SMOLVLM2_2_2B, tokenizer, updates, {"image_token_id": "<image>"},
+                            bos="<|im_start|>", eos="<end_of_utterance>", pad="<|im_end|>")
 
 
 def tiny_tokenizer():
