@@ -132,6 +132,47 @@ def fake_checkpoint(folder: Path, step: int, record: bool = True) -> Path:
     return ckpt
 
 
+@pytest.fixture(scope="session")
+def learned_image_run(tmp_path_factory):
+    """The shipped tiny image preset, untouched but for its data folder, trained once per session: the
+    learnability test checks its curves and scores it, the browser test compares and evaluates it in the UI.
+
+    One intra-op thread keeps the float sums, and so the whole trajectory, the same on every machine.
+    """
+    import torch
+
+    from core.runs import RunDir
+    from image_vlm import train
+
+    base = tmp_path_factory.mktemp("learned-image")
+    run = RunDir(base / "image-learned")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = train.main(["--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path), f"data.root={base / 'data'}"])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, "the tiny image preset did not finish"
+    return run
+
+
+@pytest.fixture(scope="session")
+def learned_video_run(tmp_path_factory):
+    """(run, the training process) of `make train-video CONFIG=video_vlm/configs/tiny.yaml` as the CLI runs it,
+    once per session, into an empty runs folder: the round-trip test evaluates it, the browser test compares and
+    evaluates it in the UI."""
+    from core.runs import RunDir
+
+    base = tmp_path_factory.mktemp("learned-video")
+    runs = base / "runs"
+    # data.root is empty: the tiny preset generates its synthetic clips there
+    trained = run_cli("video_vlm.train", "--config", "video_vlm/configs/tiny.yaml", f"data.root={base / 'synthetic-dashcam'}",
+                      env={"VLM_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"})
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
+    return RunDir(run_dir), trained
+
+
 def tiny_run(tmp_path: Path, method: str):
     """(run, config, image): a finished tiny image run laid out by hand, its weights moved far from the base's
     (the LoRA B matrices, or the full model's output head), so base and tuned answers differ."""

@@ -1,8 +1,8 @@
 """One real-browser pass per recipe: Debian's chromium, driven by Playwright, against `streamlit run`.
 
-With the tiny preset it starts a training run from the form, waits for the live curves and the `finished`
-state, uploads a generated file in the compare panel, generates, and checks that both answers (base and
-tuned) appear. Screenshots go to the test's tmp_path, and to $UI_SCREENSHOT_DIR when it is set.
+With the tiny preset it starts a short training run from the form, waits for the live curves and the `finished`
+state; then, on the run the tiny preset learned in full this session, uploads a generated file in the compare
+panel, generates, checks that both answers (base and tuned) appear, and evaluates it. Screenshots go to the test's tmp_path, and to $UI_SCREENSHOT_DIR when it is set.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 from conftest import CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_TIMEOUT_S = 600  # the tiny presets learn for ~3 min (image) and ~2 min (video)
+TRAIN_TIMEOUT_S = 600  # a short run of the tiny preset: its warm start and two steps (image), two steps (video)
 GENERATE_TIMEOUT_S = 240
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
@@ -188,9 +188,14 @@ def wait_for_state(page, recipe: str, runs: Path, server_log: Path, timeout_s: f
 
 
 @pytest.mark.parametrize("recipe", ["image", "video"])
-def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe):
+def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe, request):
+    """Start a short run of the tiny preset from the form and watch it finish; then compare and evaluate the run
+    the tiny preset learned in full this session (`learned_image_run`, `learned_video_run`), which the page lists
+    beside it as it lists any run started from the command line."""
     from playwright.sync_api import expect
 
+    learned = request.getfixturevalue("learned_image_run") if recipe == "image" else request.getfixturevalue("learned_video_run")[0]
+    shutil.copytree(learned.path, server["runs"] / learned.path.name)
     page = browser.new_page(viewport={"width": 1500, "height": 2200})
     page.set_default_timeout(60_000)
     try:
@@ -198,10 +203,10 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe):
         start = page.get_by_role("button", name="Start training")
         start.wait_for()
         # The tiny preset is the default without a GPU: its locally built model fills the form.
-        model = page.locator("[data-testid='stSelectbox']").filter(has=page.get_by_text("Model", exact=True))
-        expect(model).to_contain_text("tiny:")
+        expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"· tiny:"))
 
-        # Train: start from the form, watch the curve appear and the run finish.
+        # Train: start a short run from the form, watch the curve appear and the run finish.
+        page.locator("input[aria-label='Max steps']").first.fill("2")  # train.max_steps (the warm start's is further down)
         start.click()
         page.get_by_text("Started run").first.wait_for()
         page.locator(f".st-key-{recipe}-curves [data-testid='stVegaLiteChart']").first.wait_for(timeout=TRAIN_TIMEOUT_S * 1000)
@@ -210,8 +215,10 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe):
         assert page.locator(f".st-key-{recipe}-curves [data-testid='stVegaLiteChart']").count() >= 2
         save_screenshot(page, tmp_path, f"{recipe}-train")
 
-        # Compare: upload a generated file, generate, and see both answers.
+        # Compare the learned run (the only one with weights when the page opened, so the panels show it): upload a
+        # generated file, generate, and see both answers.
         page.get_by_role("tab", name="Compare").click()
+        expect(page.get_by_role("combobox", name="Adapter from run")).to_have_value(learned.path.name)
         page.get_by_text("Upload", exact=True).click()
         sample = sample_png(tmp_path / "tile.png") if recipe == "image" else sample_mp4(tmp_path / "clip.mp4")
         page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files(str(sample))
@@ -229,6 +236,7 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe):
 
         # Evaluate: the tiny preset learns, so the panel must show tuned ahead of base, with the gain.
         page.get_by_role("tab", name="Evaluate").click()
+        expect(page.get_by_role("combobox", name="Run", exact=True)).to_have_value(learned.path.name)
         evaluate = page.get_by_role("button", name="Evaluate", exact=True)
         evaluate.wait_for()
         evaluate.click()

@@ -201,21 +201,12 @@ def test_config_errors_exit_2_before_loading_anything(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_tiny_preset_learns_to_see_the_red_blob(tmp_path):
-    """The shipped tiny preset, untouched but for its data folder: the product's warm start teaches the format
-    with coin-flip answers (the vision tower frozen), so GRPO starts at chance with the format in place; GRPO
-    alone must then make the answer depend on the image, and held-out accuracy must show it."""
-    import torch
-
-    # One thread keeps the float sums, and so the whole trajectory, the same on every machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run = RunDir(tmp_path / "learn")
-        code = image_train.main(["--config", TINY, "--run-dir", str(run.path), f"data.root={tmp_path / 'data'}"])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 0
+def test_the_tiny_preset_learns_to_see_the_red_blob(learned_image_run):
+    """The shipped tiny preset, untouched but for its data folder (trained once per session, `learned_image_run`):
+    the product's warm start teaches the format with coin-flip answers (the vision tower frozen), so GRPO starts at
+    chance with the format in place; GRPO alone must then make the answer depend on the image, and held-out
+    accuracy must show it."""
+    run = learned_image_run
     grpo = [m for m in run.read_metrics() if m.get("stage") == "grpo" and "loss" in m]
     assert len(grpo) == 300 and any(m.get("stage") == "warm_start" for m in run.read_metrics())
     fmt = sum(m["rewards/format_reward/mean"] for m in grpo[:10]) / 10

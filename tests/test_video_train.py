@@ -271,19 +271,16 @@ def test_a_run_fails_once_too_many_clips_are_skipped(dataset_root, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_make_train_then_eval_video_round_trip(tmp_path):
-    """`make train-video CONFIG=video_vlm/configs/tiny.yaml` then `make eval-video RUN=...`, as the CLI runs them:
-    the shipped preset, untouched, learns to write valid JSON (the base writes none) with a score for every field."""
-    runs = tmp_path / "runs"
-    env = {"VLM_RUNS_DIR": str(runs), **SINGLE_THREAD}
-    data_root = tmp_path / "synthetic-dashcam"  # empty: the tiny preset generates its synthetic clips
-    trained = run_cli("video_vlm.train", "--config", TINY_CONFIG, f"data.root={data_root}", env=env)
-    assert trained.returncode == 0, trained.stdout + trained.stderr
+def test_make_train_then_eval_video_round_trip(learned_video_run):
+    """`make train-video CONFIG=video_vlm/configs/tiny.yaml` then `make eval-video RUN=...`, as the CLI runs them
+    (the training once per session, `learned_video_run`): the shipped preset, untouched, learns to write valid JSON
+    (the base writes none) with a score for every field."""
+    run, trained = learned_video_run
+    run_dir = run.path
     assert "generating synthetic moving-square clips" in trained.stdout
-    (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
-    assert run_dir.name.startswith("video-") and RunDir(run_dir).read_status()["state"] == "finished"
+    assert run_dir.name.startswith("video-") and run.read_status()["state"] == "finished"
 
-    evaluated = run_cli("video_vlm.evaluate", "--run", str(run_dir), env=env)
+    evaluated = run_cli("video_vlm.evaluate", "--run", str(run_dir), env={"VLM_RUNS_DIR": str(run_dir.parent), **SINGLE_THREAD})
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
     assert "json_rate" in evaluated.stdout and "caption_similarity" in evaluated.stdout
     report = json.loads((run_dir / "eval" / "val.json").read_text())
