@@ -26,7 +26,7 @@ def test_estimate_follows_the_form_and_start_asks_before_an_oversized_run(dirs, 
     monkeypatch.setattr("ui.recipes.launch_training", lambda *a, **k: pytest.fail("must not launch"))
     at = app("image")
     preset = [s for s in at.selectbox if s.label == "Preset"][0]
-    preset.set_value([o for o in preset.options if o.startswith("full-size")][0]).run()
+    preset.set_value("full-size: qwen2_5_vl_7b_grpo").run()
     assert ":green-background[Fits:" in markdown_text(at)
     [n for n in at.number_input if n.label == "Max GPU memory (GB)"][0].set_value(18.0)
     button(at, "Update estimate").click().run()
