@@ -56,6 +56,18 @@ def supervised_text(processor, labels: torch.Tensor) -> str:
     return processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
 
 
+@pytest.mark.parametrize("kind, affixes", [
+    ("qwen3_vl", ("", "<|im_end|>")), ("smolvlm2", (" ", "<end_of_utterance>")), ("gemma3", ("", "<end_of_turn>")),
+])
+def test_answer_affixes_come_from_each_familys_template(kind, affixes):
+    """SmolVLM2's generation prompt ends "Assistant:" and its answers follow a space: the label must start with it,
+    or the model is taught a token sequence it never generates after the prompt."""
+    from core.config import ModelSection
+    from core.models import load_processor
+
+    assert answer_affixes(load_processor(ModelSection(name=f"tiny:{kind}"))) == affixes
+
+
 def test_labels_are_exactly_the_answer_and_the_end_token(processor, data, schema, rows):
     collator = VideoSFTCollator(processor, data, schema, max_length=1024)
     batch = collator(rows[:2])
