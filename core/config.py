@@ -108,6 +108,41 @@ class LoggingSection(Section):
     )
 
 
+class PairsSection(Section):
+    samples_per_prompt: int = Field(4, ge=2, le=64, description="Answers sampled per training prompt; the best-scored and the worst-scored make its pair")
+    temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature of those answers: higher gives more contrast, and more nonsense")
+    max_new_tokens: int = Field(256, ge=8, description="Longest sampled answer in tokens")
+    batch_size: int = Field(8, ge=1, description="Prompts per generation batch")
+    max_prompts: int | None = Field(None, ge=1, description="Sample answers for at most this many training prompts; empty uses them all")
+    file: str | None = Field(
+        None, description="Your own pairs JSONL (chosen, rejected and the media fields, one pair a line) instead of sampling"
+    )
+    source_run: str | None = Field(
+        None, description="A finished run whose weights sample the answers and start DPO; empty: the run's own start"
+    )
+
+
+class DPOSection(Section):
+    max_steps: int = Field(100, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the pairs, used when max_steps is -1")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Pairs per device per step (each is a chosen and a rejected sequence)")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="Steps accumulated before each optimizer update")
+    learning_rate: float = Field(1e-5, gt=0, lt=1, description="Peak learning rate")
+    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
+        "cosine", description="Learning-rate schedule"
+    )
+    warmup_steps: int = Field(5, ge=0, description="Warm-up steps")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
+        "adamw_torch", description="Optimizer"
+    )
+    beta: float = Field(0.1, gt=0, description="How far from the reference model the policy may move (DPO's beta)")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field("sigmoid", description="DPO loss (sigmoid is the paper's)")
+    seed: int = Field(42, description="Training seed")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="Other DPOConfig arguments, passed through verbatim and validated by TRL"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- loading
 
 

@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from core.config import DataLoadingSection, FinetuneSection, LoggingSection, ModelSection, Section
+from core.config import (
+    DataLoadingSection,
+    DPOSection,
+    FinetuneSection,
+    LoggingSection,
+    ModelSection,
+    PairsSection,
+    Section,
+)
 
 SYSTEM_PROMPT = (
     "You are an expert in satellite imagery. Think about the image step by step inside "
@@ -151,12 +159,17 @@ class EvalSection(Section):
 
 
 class ImageConfig(Section):
+    method: Literal["grpo", "dpo"] = Field(
+        "grpo", description="grpo: rewards on fresh rollouts at every step; dpo: pairs ranked by the same rewards, sampled once"
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     data: ImageDataSection = Field(default_factory=ImageDataSection)
     rewards: RewardSection = Field(default_factory=RewardSection)
     warm_start: WarmStartSection = Field(default_factory=WarmStartSection)
     train: GRPOSection = Field(default_factory=GRPOSection)
+    pairs: PairsSection = Field(default_factory=PairsSection)
+    dpo: DPOSection = Field(default_factory=DPOSection)
     eval: EvalSection = Field(default_factory=EvalSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
@@ -167,6 +180,8 @@ class ImageConfig(Section):
 
     @model_validator(mode="after")
     def batch_fits_generations(self) -> "ImageConfig":
+        if self.method != "grpo":
+            return self
         group = self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps
         if group % self.train.num_generations:
             raise ValueError(

@@ -31,6 +31,7 @@ __all__ = [
     "format_reward",
     "correctness_reward",
     "get_reward",
+    "weighted_reward",
 ]
 
 REASONING_START, REASONING_END = "<REASONING>", "</REASONING>"
@@ -254,6 +255,20 @@ def get_reward(name: str) -> Callable[..., list[float]]:
     except KeyError:
         available = ", ".join(sorted(REWARDS))
         raise ValueError(f"unknown reward {name!r}; available rewards: {available}") from None
+
+
+def weighted_reward(weights: dict[str, float], completions: Sequence[Any], **columns: Any) -> list[float]:
+    """The trainer's total reward, the weighted sum of the named rewards: what DPO's pairs are ranked by.
+
+    >>> weighted_reward({"format": 1.0, "correctness": 2.0}, ["<SOLUTION>Yes</SOLUTION>", "Yes"],
+    ...                 answer=["Yes", "Yes"], reasoning=[False, False])
+    [3.0, 0.0]
+    """
+    totals = [0.0] * len(completions)
+    for name, weight in weights.items():
+        for i, score in enumerate(get_reward(name)(completions, **columns)):
+            totals[i] += weight * score
+    return totals
 
 
 def _content_text(content: Any) -> str:

@@ -12,6 +12,11 @@ share the run folder: `warm_start` checkpoints under `checkpoints/warm_start/` a
 `stages/warm_start/`, GRPO checkpoints under `checkpoints/grpo/`; `status.json` and every `metrics.jsonl`
 line name the stage. A relaunch skips a finished warm start and resumes the interrupted stage.
 
+DPO (`method: dpo`): instead of GRPO, a `pairs` stage samples answers per training image from the start weights
+(the warm start's, `pairs.source_run`'s, or the base model's) and ranks them with the same rewards
+(image_vlm/pairs.py), then a `dpo` stage trains on best against worst with TRL's DPOTrainer, from those same
+weights. `pairs.file` trains on your own pairs instead. A relaunch keeps the pairs sampled so far.
+
 vLLM rollouts: see image_vlm/vllm_rollouts.py; a machine that cannot run them is refused with one line before
 the GPU lock is taken.
 
@@ -27,11 +32,13 @@ from pathlib import Path
 from core.cli import run_training_main
 from core.control import RunControl
 from core.runs import RunDir
+from core.preference import DPO, PAIRS, PAIRS_FILE
 from image_vlm.config import ImageConfig
 from image_vlm.vllm_rollouts import vllm_arguments, vllm_problem
 from image_vlm.warm_start import WARM_START, run_warm_start, warm_start_rows
 
 GRPO = "grpo"
+DPO_STAGES = [PAIRS, DPO]
 DEFAULT_CONFIG = "image_vlm/configs/qwen2_5_vl_7b_grpo.yaml"
 
 
@@ -91,7 +98,8 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     if cap:
         print(cap, flush=True)
     processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
-    stages = [WARM_START, GRPO] if cfg.warm_start.enabled else []
+    stages = ([WARM_START] if cfg.warm_start.enabled else []) + (DPO_STAGES if cfg.method == DPO else [GRPO])
+    stages = stages if len(stages) > 1 else []
     if control.poll():  # a stop during start-up: nothing trained, nothing to save
         return
 
@@ -101,6 +109,8 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
         start = run_warm_start(cfg, run, control, processor, warm_rows, stages)
         if start is None:
             return
+    if cfg.method == DPO:
+        return train_dpo(cfg, run, control, processor, dataset_rows(dataset), start, stages)
     model = load_stage_start(cfg.model, cfg.finetune, start)
     stage = GRPO if stages else None
     print(f"[{stage or 'train'}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
@@ -120,6 +130,41 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     )
     train_stage(trainer, run, control, output_dir, run.artifact_dir(None, cfg.finetune.method == "full"),
                 cfg.model.max_memory_gb, stage=stage, stages=stages)
+
+
+def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, rows: list[dict], start: Path | None,
+              stages: list[str]) -> None:
+    """Pairs, then DPO, both from `start` (the warm start's weights), else `pairs.source_run`'s, else the base."""
+    from trl import DPOTrainer
+
+    from core.dpo import dpo_arguments, reference_model, source_run_start
+    from core.metrics import GracefulStop, RunMetricsCallback
+    from core.models import load_stage_start, trainable_summary
+    from core.stages import train_stage
+    from image_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
+
+    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"]) or start
+    model = load_stage_start(cfg.model, cfg.finetune, start)
+    print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
+
+    # Pairs: the start's own answers, ranked by the rewards (skipped with pairs.file, or once written)
+    if not cfg.pairs.file and not (run.path / PAIRS_FILE).exists():
+        if run_pairs_stage(cfg, run, control, processor, model, rows, stages) is None:
+            return
+    dataset = pairs_dataset(cfg, training_pairs(cfg, run))
+
+    # DPO: the reference is the start (the adapter switched off under LoRA); final weights to adapter/ or model/
+    output_dir = run.checkpoints_dir / DPO
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=reference_model(cfg.model, cfg.finetune, start),
+        args=dpo_arguments(cfg, cfg.dpo, run, output_dir),
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[RunMetricsCallback(run, stage=DPO), GracefulStop(control)],
+    )
+    train_stage(trainer, run, control, output_dir, run.artifact_dir(None, cfg.finetune.method == "full"),
+                cfg.model.max_memory_gb, stage=DPO, stages=stages)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,81 @@
+"""The DPO stage both recipes share: its trainer arguments, its reference model, and where a run's DPO starts.
+
+The loss is TRL's (`trl.DPOTrainer`, sigmoid loss by default: -log σ(β·[(log π(y_w|x) - log π_ref(y_w|x)) -
+(log π(y_l|x) - log π_ref(y_l|x))]), Rafailov et al. 2023, eq. 7). The image recipe hands it TRL's own vision
+collator; the video recipe hands it batches from its own collator in the same layout (chosen rows, then rejected
+rows, with a `completion_mask`), so both train through the same loss and log the same metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.config import ConfigError, DPOSection, FinetuneSection, ModelSection, PairsSection
+from core.runs import RunDir
+
+
+def dpo_arguments(cfg, dpo: DPOSection, run: RunDir, output_dir: Path):
+    """TRL's DPOConfig for the DPO stage; `dpo.trainer` passes through verbatim and TRL validates it."""
+    from trl import DPOConfig
+
+    from core.models import trainer_config
+
+    return trainer_config(
+        DPOConfig,
+        cfg,
+        run,
+        output_dir,
+        "dpo",
+        dpo.trainer,
+        max_steps=dpo.max_steps,
+        num_train_epochs=dpo.num_train_epochs,
+        per_device_train_batch_size=dpo.per_device_train_batch_size,
+        gradient_accumulation_steps=dpo.gradient_accumulation_steps,
+        learning_rate=dpo.learning_rate,
+        lr_scheduler_type=dpo.lr_scheduler_type,
+        warmup_steps=dpo.warmup_steps,
+        optim=dpo.optim,
+        beta=dpo.beta,
+        loss_type=[dpo.loss_type],
+        seed=dpo.seed,
+        # Pairs are never truncated: a cut answer is not the answer that was scored.
+        max_length=None,
+    )
+
+
+def reference_model(model: ModelSection, finetune: FinetuneSection, start: Path | None):
+    """DPO's reference: None under LoRA and QLoRA, where TRL scores the reference with the adapter switched off
+    (or, when DPO continues an adapter, with a frozen copy of that adapter alone), never a second copy of the
+    weights; under full fine-tuning, the start's weights loaded once more and frozen."""
+    if finetune.method != "full":
+        return None
+    from core.models import load_model
+
+    source = model if start is None else model.model_copy(update={"name": str(start), "revision": None})
+    reference = load_model(source, finetune).eval()
+    reference.requires_grad_(False)
+    return reference
+
+
+def source_run_start(pairs: PairsSection, model: ModelSection, read_model_name) -> Path | None:
+    """The weights of `pairs.source_run` (a finished run of the same base model), where its pairs are sampled and
+    its DPO starts; None without a source run.
+
+    `read_model_name(run)` returns that run's configured model name (each recipe reads its own config).
+
+    Raises:
+        ConfigError: the run has no final weights, or trained another model than this config's.
+    """
+    if not pairs.source_run:
+        return None
+    source = RunDir(pairs.source_run)
+    artifact = source.final_artifact() if source.exists() else None
+    if artifact is None:
+        raise ConfigError(f"pairs.source_run: {pairs.source_run} is not a finished run (no adapter/ or model/)")
+    trained = read_model_name(source)
+    if trained != model.name:
+        raise ConfigError(
+            f"pairs.source_run: {source.id} trained model {trained}, but this config trains {model.name}; "
+            "DPO continues the weights that sampled its pairs, so the two must match"
+        )
+    return artifact

@@ -1,0 +1,150 @@
+"""Preference pairs for the wildfire task: sample answers per training image, rank them with GRPO's own rewards.
+
+    python -m image_vlm.pairs --config image_vlm/configs/tiny_dpo.yaml [--from RUN] [--run-dir D] [key=value ...]
+
+Samples `pairs.samples_per_prompt` answers per training image with the training prompt, scores each with the
+weighted rewards of `rewards.weights` (`image_vlm.rewards.weighted_reward`, the functions GRPO and evaluation
+use), and writes the best against the worst to `<run>/pairs.jsonl` (see core/preference.py). `--from RUN`
+samples with a finished run's weights instead of the base model. A DPO run (`method: dpo`) runs this as its
+`pairs` stage, or trains on `pairs.file`, a pairs file of your own: one JSON object a line with `image_path`
+(absolute, or relative to `data.root`), `chosen` and `rejected`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.cli import run_training_main
+from core.config import ConfigError
+from core.control import RunControl
+from core.preference import (
+    PAIRS,
+    PAIRS_FILE,
+    PairsSummary,
+    read_pairs,
+    report_pairs_problems,
+    sample_pairs,
+    source_run_option,
+)
+from core.runs import RunDir
+from image_vlm.config import ImageConfig
+from image_vlm.rewards import weighted_reward
+
+DEFAULT_CONFIG = "image_vlm/configs/tiny_dpo.yaml"
+
+
+def pair_prompts(rows: list[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
+    """One prompt per training image, named by its path (what a pairs line refers to)."""
+    rows = rows[:limit] if limit else rows
+    return [{"prompt_id": row["image_path"], "image_path": row["image_path"], "answer": row["answer"]} for row in rows]
+
+
+def answer_scores(cfg: ImageConfig, prompt: dict[str, Any], answers: list[str]) -> list[float]:
+    """Each answer's total reward for this image: the number GRPO would have trained on."""
+    n = len(answers)
+    return weighted_reward(cfg.rewards.weights, answers, answer=[prompt["answer"]] * n, reasoning=[cfg.data.reasoning] * n)
+
+
+def answer_sampler(cfg: ImageConfig, model, processor):
+    """A batch of prompts -> `pairs.samples_per_prompt` sampled answers each, with the prompt training uses."""
+    from core.generation import generate
+    from core.media.image import open_image
+    from image_vlm.task import prompt_messages
+
+    k = cfg.pairs.samples_per_prompt
+
+    def sample(batch: list[dict[str, Any]]) -> list[list[str]]:
+        conversations = [prompt_messages(cfg.data, open_image(p["image_path"])) for p in batch for _ in range(k)]
+        texts = generate(
+            model, processor, conversations, max_new_tokens=cfg.pairs.max_new_tokens, temperature=cfg.pairs.temperature,
+            batch_size=len(conversations),
+        )
+        return [texts[i * k : (i + 1) * k] for i in range(len(batch))]
+
+    return sample
+
+
+def run_pairs_stage(cfg: ImageConfig, run: RunDir, control: RunControl, processor, model, rows: list[dict],
+                    stages: list[str] | None = None) -> PairsSummary | None:
+    """Sample, score and pair the training images with `model` (put in eval mode); None when stopped."""
+    model.eval()
+    return sample_pairs(
+        run, control, pair_prompts(rows, cfg.pairs.max_prompts), answer_sampler(cfg, model, processor),
+        lambda prompt, answers: answer_scores(cfg, prompt, answers),
+        batch_size=cfg.pairs.batch_size, samples_per_prompt=cfg.pairs.samples_per_prompt,
+        temperature=cfg.pairs.temperature, model=cfg.model.name, stages=stages,
+    )
+
+
+def image_of(cfg: ImageConfig, line: dict[str, Any]) -> Path | None:
+    path = line.get("image_path") or line.get("image")
+    if not isinstance(path, str) or not path:
+        return None
+    path = Path(path)
+    return path if path.is_absolute() or path.exists() else Path(cfg.data.root) / path
+
+
+def training_pairs(cfg: ImageConfig, run: RunDir) -> list[dict[str, Any]]:
+    """The pairs DPO trains on: `pairs.file`, else the run's own `pairs.jsonl`; bad lines reported and left out."""
+    from core.media.errors import MediaError
+    from core.media.image import open_image
+
+    def check(line: dict[str, Any]) -> str | None:
+        path = image_of(cfg, line)
+        if path is None:
+            return "no image_path (the image the pair answers, absolute or relative to data.root)"
+        try:
+            open_image(path)
+        except (MediaError, OSError) as err:
+            return f"image {path} cannot be read ({err})"
+        line["image_path"] = str(path)
+        return None
+
+    source = Path(cfg.pairs.file) if cfg.pairs.file else run.path / PAIRS_FILE
+    pairs = read_pairs(source, check, model=cfg.model.name)
+    report_pairs_problems(pairs, lambda line: print(line, flush=True))
+    print(f"[dpo] training on {len(pairs.pairs)} pairs from {source}", flush=True)
+    return pairs.pairs
+
+
+def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]]):
+    """TRL's vision preference format: the training prompt, the image, chosen and rejected replies."""
+    from datasets import Dataset, Image
+
+    from core.preference import dpo_rows
+    from image_vlm.task import prompt_messages
+
+    rows = [
+        {"prompt": prompt_messages(cfg.data), "image": pair["image_path"], "chosen": pair["chosen"], "rejected": pair["rejected"]}
+        for pair in dpo_rows(pairs)
+    ]
+    return Dataset.from_list(rows).cast_column("image", Image())
+
+
+def make_pairs(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
+    """The pairs stage on its own: the base model's answers, or `pairs.source_run`'s."""
+    from core.dpo import source_run_start
+    from core.models import load_model, load_processor, load_tuned
+    from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
+
+    if cfg.pairs.file:
+        raise ConfigError("pairs.file is set: these pairs exist already; python -m image_vlm.pairs samples new ones")
+    dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
+    processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
+    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"])
+    model = load_tuned(cfg.model, start, cfg.finetune) if start else load_model(cfg.model)
+    print(f"[{PAIRS}] sampling with {start or cfg.model.name}", flush=True)
+    run_pairs_stage(cfg, run, control, processor, model, dataset_rows(dataset))
+
+
+def main(argv=None) -> int:
+    return run_training_main(
+        source_run_option(argv), config_cls=ImageConfig, prefix="image-pairs", default_config=DEFAULT_CONFIG,
+        description=__doc__, train=make_pairs, modality="image",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
