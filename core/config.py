@@ -137,6 +137,9 @@ class DPOSection(Section):
     )
     beta: float = Field(0.1, gt=0, description="How far from the reference model the policy may move (DPO's beta)")
     loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field("sigmoid", description="DPO loss (sigmoid is the paper's)")
+    sft_weight: float = Field(
+        0.0, ge=0, description="Weight of a likelihood term on the chosen answers (RPO); keeps a small model's format from drifting"
+    )
     seed: int = Field(42, description="Training seed")
     trainer: dict[str, Any] = Field(
         default_factory=dict, description="Other DPOConfig arguments, passed through verbatim and validated by TRL"

@@ -36,7 +36,9 @@ def dpo_arguments(cfg, dpo: DPOSection, run: RunDir, output_dir: Path):
         warmup_steps=dpo.warmup_steps,
         optim=dpo.optim,
         beta=dpo.beta,
-        loss_type=[dpo.loss_type],
+        # RPO (Pang et al. 2024): the chosen answers' negative log-likelihood beside the preference loss.
+        **({"loss_type": [dpo.loss_type, "sft"], "loss_weights": [1.0, dpo.sft_weight]} if dpo.sft_weight else
+           {"loss_type": [dpo.loss_type]}),
         seed=dpo.seed,
         # Pairs are never truncated: a cut answer is not the answer that was scored.
         max_length=None,

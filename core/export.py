@@ -20,22 +20,42 @@ from core.models import merge_adapter
 from core.runs import RunDir, holds_adapter
 
 
-def load_run_model(run: RunDir, cfg, **processor_kwargs):
+def load_run_model(run: RunDir, cfg, baseline: str | None = None, **processor_kwargs):
     """(tuned model, model for base answers, processor, artifact) of a run, for evaluation.
 
     The artifact is the run's newest weights: the final adapter/ or model/, else its latest checkpoint (with a
     note). With an adapter both models are the same object (the adapter is switched off for base answers); a
-    fully fine-tuned run needs a second copy of the base weights.
+    fully fine-tuned run needs a second copy of the base weights. `baseline` names a finished stage of the run
+    (`warm_start`, an SFT stage) whose weights answer in the base's place: what a later stage (DPO) started from,
+    so the comparison shows what that stage added.
     """
-    from core.models import load_base_and_tuned, load_processor
+    from core.models import load_base_and_tuned, load_processor, load_tuned
 
     artifact = run.newest_weights()
     if artifact is None:
         raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
     if artifact != run.final_artifact():
         print(f"note: {run.id} has not finished; evaluating {artifact.relative_to(run.path)}", flush=True)
-    model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
+    if baseline:
+        start = run.stage_artifact(baseline)
+        if start is None:
+            finished = sorted(p.name for p in (run.path / "stages").glob("*") if run.stage_artifact(p.name)) or ["none"]
+            raise ConfigError(f"{run.path}: no finished stage {baseline!r} to compare against (finished stages: "
+                              f"{', '.join(finished)})")
+        model = load_tuned(cfg.model, artifact, cfg.finetune)
+        base = load_tuned(cfg.model, start, cfg.finetune)
+    else:
+        model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
     return model, base, load_processor(cfg.model, **processor_kwargs), artifact
+
+
+def report_name(split: str, baseline: str | None) -> str:
+    """An evaluation report's file stem: the split, and the stage it compares against when not the base.
+
+    >>> report_name("test", None), report_name("test", "warm_start")
+    ('test', 'test-vs-warm_start')
+    """
+    return f"{split}-vs-{baseline}" if baseline else split
 
 
 def export_main(argv, config_cls: type[BaseModel], description: str) -> int:

@@ -1,8 +1,9 @@
 """Base against tuned on held-out images, with the run's own config.
 
-    python -m image_vlm.evaluate --run runs/image-... [--split test] [--limit N]
+    python -m image_vlm.evaluate --run runs/image-... [--split test] [--limit N] [--baseline STAGE]
 
-Writes `eval/<split>.json` in the run folder and prints a table: accuracy, precision, recall, F1,
+Writes `eval/<split>.json` in the run folder (`eval/<split>-vs-<STAGE>.json` when a finished stage's weights,
+e.g. the warm start a DPO run began from, answer in the base model's place) and prints a table: accuracy, precision, recall, F1,
 confusion matrix, format-compliance rate and the unparseable count. Scoring is the reward's own
 (`image_vlm.rewards.score_answer`), so the metric and the training signal cannot drift apart.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from core.cli import run_evaluation_main
 from core.config import validate_config
-from core.export import load_run_model
+from core.export import load_run_model, report_name
 from core.files import write_json_atomic
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
@@ -71,7 +72,8 @@ def canonical_answer(parsed: str | None, answers: list[str]) -> str | None:
     return parsed.strip()
 
 
-def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, batch_size: int | None = None) -> dict:
+def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, batch_size: int | None = None,
+             baseline: str | None = None) -> dict:
     from tqdm import tqdm
 
     from core.generation import generate
@@ -80,13 +82,19 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
     cfg = validate_config(ImageConfig, run.read_config(), source=str(run.config_path))
     split = split or cfg.data.eval_split
     rows = task_rows(cfg.data, split, limit or cfg.eval.limit)
-    model, base_model, processor, artifact = load_run_model(run, cfg, **image_size_arguments(cfg.model, cfg.data.max_pixels))
+    model, base_model, processor, artifact = load_run_model(
+        run, cfg, baseline, **image_size_arguments(cfg.model, cfg.data.max_pixels)
+    )
     answers = list(dict.fromkeys(cfg.data.labels.values()))
     positive = cfg.data.labels.get("wildfire", answers[0])
     batch_size = batch_size or cfg.eval.batch_size
-    report: dict[str, Any] = {"run": run.id, "split": split, "artifact": str(artifact), "created": time.time(), "models": {}}
+    report: dict[str, Any] = {
+        "run": run.id, "split": split, "artifact": str(artifact), "baseline": baseline or "base", "created": time.time(),
+        "models": {},
+    }
     outputs: dict[str, list[str]] = {}
-    for name, use_adapter in (("base", False), ("tuned", True)):
+    # A separate baseline model (full fine-tuning's base, or a stage's weights) answers with its weights as loaded.
+    for name, use_adapter in (("base", base_model is not model), ("tuned", True)):
         texts: list[str] = []
         started = time.perf_counter()
         with tqdm(total=len(rows), desc=f"{name:>5}", unit="img") as bar:
@@ -94,7 +102,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
                 batch = rows[start : start + batch_size]
                 conversations = [prompt_messages(cfg.data, open_image(r["image_path"])) for r in batch]
                 texts += generate(
-                    model if use_adapter else base_model, processor, conversations, max_new_tokens=cfg.eval.max_new_tokens,
+                    model if name == "tuned" else base_model, processor, conversations, max_new_tokens=cfg.eval.max_new_tokens,
                     use_adapter=use_adapter, batch_size=batch_size,
                 )
                 bar.update(len(batch))
@@ -108,7 +116,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
         {"image_path": r["image_path"], "answer": r["answer"], "base": outputs["base"][i], "tuned": outputs["tuned"][i]}
         for i, r in enumerate(rows[:50])
     ]
-    write_json_atomic(run.eval_dir / f"{split}.json", report)
+    write_json_atomic(run.eval_dir / f"{report_name(split, baseline)}.json", report)
     return report
 
 
@@ -130,14 +138,20 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default=None, help="Split to score (default: the config's data.eval_split)")
     parser.add_argument("--limit", type=int, default=None, help="Score at most N images, class-balanced")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--baseline", default=None, help="A finished stage (e.g. warm_start) whose weights answer in the base's place")
     args = parser.parse_args(argv)
-    return run_evaluation_main(args.run, lambda run: evaluate(run, args.split, args.limit, args.batch_size), _summarise)
+    return run_evaluation_main(
+        args.run, lambda run: evaluate(run, args.split, args.limit, args.batch_size, args.baseline), _summarise
+    )
 
 
 def _summarise(run: RunDir, report: dict) -> None:
     print(f"{report['split']}: {report['models']['base']['n']} images, artifact {Path(report['artifact']).name}")
     print(format_table(report))
-    print(f"wrote {run.eval_dir / (report['split'] + '.json')}")
+    stage = None if report.get("baseline", "base") == "base" else report["baseline"]
+    if stage:
+        print(f"base = the {stage} stage's weights")
+    print(f"wrote {run.eval_dir / (report_name(report['split'], stage) + '.json')}")
 
 
 if __name__ == "__main__":

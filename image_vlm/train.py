@@ -84,6 +84,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     from core.models import apply_memory_cap, load_processor, load_stage_start, trainable_summary
     from core.stages import train_stage
     from image_vlm.rewards import completion_text, get_reward
+    from image_vlm.pairs import training_pairs
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
     # Dataset first (rank 0 first: it may generate or verify files the other ranks then only read), so that a
@@ -91,6 +92,8 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     with PartialState().main_process_first():
         dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
         warm_rows = warm_start_rows(cfg, dataset_rows(dataset)) if cfg.warm_start.enabled else []
+    # A pairs file of your own is checked line by line before any weights load.
+    user_pairs = training_pairs(cfg, run) if cfg.method == DPO and cfg.pairs.file else None
     print(f"training on {len(dataset)} images from {cfg.data.root}/{cfg.data.train_split}", flush=True)
 
     # Model
@@ -98,7 +101,8 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     if cap:
         print(cap, flush=True)
     processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
-    stages = ([WARM_START] if cfg.warm_start.enabled else []) + (DPO_STAGES if cfg.method == DPO else [GRPO])
+    dpo_stages = [DPO] if cfg.pairs.file else DPO_STAGES
+    stages = ([WARM_START] if cfg.warm_start.enabled else []) + (dpo_stages if cfg.method == DPO else [GRPO])
     stages = stages if len(stages) > 1 else []
     if control.poll():  # a stop during start-up: nothing trained, nothing to save
         return
@@ -110,7 +114,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
         if start is None:
             return
     if cfg.method == DPO:
-        return train_dpo(cfg, run, control, processor, dataset_rows(dataset), start, stages)
+        return train_dpo(cfg, run, control, processor, dataset_rows(dataset), start, stages, user_pairs)
     model = load_stage_start(cfg.model, cfg.finetune, start)
     stage = GRPO if stages else None
     print(f"[{stage or 'train'}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
@@ -133,8 +137,9 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
 
 
 def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, rows: list[dict], start: Path | None,
-              stages: list[str]) -> None:
-    """Pairs, then DPO, both from `start` (the warm start's weights), else `pairs.source_run`'s, else the base."""
+              stages: list[str], user_pairs: list[dict] | None = None) -> None:
+    """Pairs, then DPO, both from `start` (the warm start's weights), else `pairs.source_run`'s, else the base;
+    `user_pairs` (from `pairs.file`) replace the pairs stage."""
     from trl import DPOTrainer
 
     from core.dpo import dpo_arguments, reference_model, source_run_start
@@ -148,10 +153,10 @@ def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, row
     print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
 
     # Pairs: the start's own answers, ranked by the rewards (skipped with pairs.file, or once written)
-    if not cfg.pairs.file and not (run.path / PAIRS_FILE).exists():
+    if user_pairs is None and not (run.path / PAIRS_FILE).exists():
         if run_pairs_stage(cfg, run, control, processor, model, rows, stages) is None:
             return
-    dataset = pairs_dataset(cfg, training_pairs(cfg, run))
+    dataset = pairs_dataset(cfg, user_pairs or training_pairs(cfg, run))
 
     # DPO: the reference is the start (the adapter switched off under LoRA); final weights to adapter/ or model/
     output_dir = run.checkpoints_dir / DPO
