@@ -1,4 +1,5 @@
-"""The image recipe's training step as a memory `Workload`: GRPO rollouts of one prompt image, then the loss.
+"""The image recipe's training step as a memory `Workload`: GRPO rollouts of one prompt image, then the loss; or,
+with `method: dpo`, one DPO step: the chosen and rejected answers of each pair in one forward, and a reference pass.
 
     python -m image_vlm.train --config image_vlm/configs/qwen2_5_vl_7b_grpo.yaml --estimate [--json]
 """
@@ -17,6 +18,14 @@ KNOWN_TILE_SIZE = (350, 350)
 SYNTHETIC_TILE_SIZE = (64, 64)
 def fixes(cfg: ImageConfig) -> list[str]:
     """The changes tried, one at a time, when a config does not fit (halving what costs memory)."""
+    if cfg.method == "dpo":
+        return [
+            "finetune.gradient_checkpointing=true",
+            "finetune.method=qlora",
+            f"dpo.per_device_train_batch_size={max(1, cfg.dpo.per_device_train_batch_size // 2)}",
+            f"pairs.max_new_tokens={max(8, cfg.pairs.max_new_tokens // 2)}",
+            f"data.max_pixels={max(28 * 28, cfg.data.max_pixels // 2)}",
+        ]
     t = cfg.train
     return [
         "finetune.gradient_checkpointing=true",
@@ -51,6 +60,19 @@ def workload(cfg: ImageConfig, config) -> Workload:
     (height, width), size_note = image_size(cfg.data)
     image = family.image_tokens(config, height, width, family.image_kwargs(cfg.data.max_pixels))
     prompt, prompt_note = prompt_tokens(cfg.model, prompt_messages(cfg.data))
+    if cfg.method == "dpo":
+        answer = cfg.pairs.max_new_tokens  # sampled pairs are at most this long; a file's may differ
+        return Workload(
+            sequences=2 * cfg.dpo.per_device_train_batch_size,  # chosen and rejected rows of each pair, one forward
+            prompt_tokens=prompt,
+            visual_tokens=image.tokens + image.wrapper_tokens,
+            answer_tokens=answer,
+            vision_patches=image.patches,
+            logits_tokens=answer + 1,  # TRL scores the completion tokens only
+            reference_model=True,  # a forward without gradients: its activations are not kept
+            notes=(size_note, prompt_note, f"DPO: {cfg.dpo.per_device_train_batch_size} pairs a step, answers of up to "
+                   f"{answer} tokens (pairs.max_new_tokens)"),
+        )
     train = cfg.train
     steps_per_generation = int(train.trainer.get("steps_per_generation") or train.gradient_accumulation_steps)
     return Workload(
