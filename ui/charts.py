@@ -13,12 +13,22 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from core.preference import DPO_CURVES
+
+# Titles of the DPO metrics TRL logs (core.preference.DPO_CURVES names which ones the run view plots).
+DPO_TITLES = {
+    "rewards/chosen": "DPO reward: chosen",
+    "rewards/rejected": "DPO reward: rejected",
+    "rewards/margins": "DPO margin (chosen − rejected)",
+    "rewards/accuracies": "DPO accuracy (chosen ranked above rejected)",
+}
 # Curves worth a chart, in display order; `rewards/<name>/mean` columns are inserted after `loss`.
 CURVES = (
     ("loss", "loss"),
     ("reward", "total reward"),
     ("eval_loss", "eval loss"),
     ("mean_token_accuracy", "token accuracy"),
+    *((name, DPO_TITLES.get(name, name)) for name in DPO_CURVES),
     ("learning_rate", "learning rate"),
     ("grad_norm", "grad norm"),
 )
@@ -38,6 +48,8 @@ def curve_columns(columns) -> list[tuple[str, str]]:
 
     >>> curve_columns(["step", "loss", "rewards/format_reward/mean", "reward", "learning_rate", "time"])
     [('loss', 'loss'), ('rewards/format_reward/mean', 'reward: format'), ('reward', 'total reward'), ('learning_rate', 'learning rate')]
+    >>> [title for _, title in curve_columns(["loss", "rewards/chosen", "rewards/margins", "rewards/accuracies"])]
+    ['loss', 'DPO reward: chosen', 'DPO margin (chosen − rejected)', 'DPO accuracy (chosen ranked above rejected)']
     """
     columns = list(columns)
     found = [(c, t) for c, t in CURVES if c in columns]
@@ -177,6 +189,9 @@ def eta_seconds(status: dict[str, Any], metrics: list[dict[str, Any]], now: floa
     30.0
     >>> eta_seconds({"step": 0, "total": 6}, [], now=5.0) is None
     True
+    >>> eta_seconds({"step": 2, "total": 6, "stage": "pairs", "stages": ["warm_start", "pairs", "dpo"], "started": 0.0},
+    ...             [{"step": 1, "time": 1.0, "stage": "warm_start"}, {"step": 2, "time": 2.0, "stage": "warm_start"}], now=100.0) is None
+    True
     """
     step, total = status.get("step") or 0, status.get("total") or 0
     if status.get("stage"):  # steps count from 1 in each stage: pace the current one only
@@ -191,6 +206,11 @@ def eta_seconds(status: dict[str, Any], metrics: list[dict[str, Any]], now: floa
         left = total - last_step
         since_last = max(0.0, now - last_time)
         return max(per_step * (left - 1) if left > 1 else 0.0, per_step * left - since_last)
+    stages = status.get("stages") or []
+    if status.get("stage") and stages and status["stage"] != stages[0]:
+        # The run's start is not this stage's: a pace since then would count the stages before it (a pairs
+        # stage logs no metric line until it ends, so this is all it would ever have).
+        return None
     started = parse_time(status.get("started"))
     if started and step > 0:
         return (now - started) / step * (total - step)
@@ -200,8 +220,8 @@ def eta_seconds(status: dict[str, Any], metrics: list[dict[str, Any]], now: floa
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def scalar_metrics(models: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """One row per scalar metric, one column per model (base, tuned), plus the change.
+def scalar_metrics(models: dict[str, dict[str, Any]], baseline: str = "base") -> pd.DataFrame:
+    """One row per scalar metric, one column per model (the baseline, tuned), plus the change.
 
     >>> scalar_metrics({"base": {"n": 4, "accuracy": 0.5, "confusion": {}}, "tuned": {"n": 4, "accuracy": 0.75}}).to_dict("index")
     {'n': {'base': 4.0, 'tuned': 4.0, 'change': 0.0}, 'accuracy': {'base': 0.5, 'tuned': 0.75, 'change': 0.25}}
@@ -215,8 +235,8 @@ def scalar_metrics(models: dict[str, dict[str, Any]]) -> pd.DataFrame:
         {model: [_number((models[model] or {}).get(n)) for n in names] for model in models},
         index=pd.Index(names, name="metric"),
     )
-    if {"base", "tuned"} <= set(table.columns):
-        table["change"] = table["tuned"] - table["base"]
+    if {baseline, "tuned"} <= set(table.columns):
+        table["change"] = table["tuned"] - table[baseline]
     return table
 
 
@@ -279,7 +299,8 @@ def per_field_frame(models: dict[str, dict[str, Any]], key: str = "field_accurac
     return pd.DataFrame(rows, columns=["model", "field", "value"])
 
 
-def per_field_chart(models: dict[str, dict[str, Any]], key: str = "field_accuracy", title: str = "per-field accuracy") -> alt.LayerChart:
+def per_field_chart(models: dict[str, dict[str, Any]], key: str = "field_accuracy", title: str = "per-field accuracy",
+                    baseline: str = "base") -> alt.LayerChart:
     """Grouped horizontal bars, one group per schema field, base against tuned, each labelled with its value
     (a 0 has no visible bar, so its label is what shows it)."""
     data = per_field_frame(models, key)
@@ -290,7 +311,7 @@ def per_field_chart(models: dict[str, dict[str, Any]], key: str = "field_accurac
         tooltip=["field", "model", alt.Tooltip("value:Q", title=title, format=".3f")],
     )
     bars = base.mark_bar().encode(
-        color=alt.Color("model:N", scale=alt.Scale(domain=["base", "tuned"], range=["#9aa5b1", "#ff4b4b"]))
+        color=alt.Color("model:N", scale=alt.Scale(domain=[baseline, "tuned"], range=["#9aa5b1", "#ff4b4b"]))
     )
     labels = base.mark_text(align="left", dx=3, fontSize=11).encode(text=alt.Text("value:Q", format=".2f"))
     return alt.layer(bars, labels).properties(title=title, height=max(120, 44 * data["field"].nunique()))
@@ -321,13 +342,14 @@ def missing_data_notes(models: dict[str, dict[str, Any]]) -> list[str]:
 HEADLINE_METRICS = (("accuracy", "accuracy"), ("valid_rate", "valid JSON rate"), ("field_accuracy_mean", "field accuracy"))
 
 
-def headline(models: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Base against tuned on the report's main metric, with the gain; None without both models.
+def headline(models: dict[str, dict[str, Any]], baseline: str = "base") -> dict[str, Any] | None:
+    """The baseline (the base model, or a stage's weights) against tuned on the report's main metric, with the
+    gain; None without both models. `base` holds the baseline's figure, whatever its name.
 
     >>> headline({"base": {"accuracy": 0.5}, "tuned": {"accuracy": 0.875}})
     {'metric': 'accuracy', 'label': 'accuracy', 'base': 0.5, 'tuned': 0.875, 'gain': 0.375}
     """
-    base, tuned = models.get("base") or {}, models.get("tuned") or {}
+    base, tuned = models.get(baseline) or {}, models.get("tuned") or {}
     for key, label in HEADLINE_METRICS:
         if isinstance(base.get(key), (int, float)) and isinstance(tuned.get(key), (int, float)):
             return {"metric": key, "label": label, "base": base[key], "tuned": tuned[key], "gain": round(tuned[key] - base[key], 3)}

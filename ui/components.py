@@ -7,6 +7,7 @@ modules and are re-exported here, so a page imports everything it shows from one
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,7 @@ import streamlit as st
 from core.config import ConfigError
 from core.gpu_lease import GpuBusy, describe_holder, gpu_lock_holder
 from core.jsonl import read_jsonl
+from core.preference import PAIRS, PAIRS_FILE, PairsSummary, read_pairs_summary, read_run_pairs
 from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
@@ -62,6 +64,7 @@ __all__ = ["compare_panel", "ensure_router", "evaluation_panel", "runs_overview"
 
 
 MAX_ROLLOUTS = 16
+MAX_PAIRS = 50
 ROUTER_FLAG = "vlm:router"
 
 
@@ -244,6 +247,7 @@ def run_view(recipe_name: str, run_id: str) -> None:
     metric_grid(metrics, key=f"{recipe_name}-curves", columns=2)
     if recipe.grpo:
         rollout_table(run)
+    pairs_table(run)
     skipped_clips(run)
     log_tail(run, expanded=state in ("failed", "crashed"))
 
@@ -373,7 +377,8 @@ def progress_bar(status: dict[str, Any], metrics: list[dict], active: bool) -> N
     step, total = status.get("step") or 0, status.get("total")
     if not total:
         return
-    text = f"step {step} of {total}"
+    # The pairs stage counts prompts sampled, not optimizer steps (and logs no metric line until it ends).
+    text = f"{step} of {total} prompts sampled" if status.get("stage") == PAIRS else f"step {step} of {total}"
     stages = status.get("stages") or []
     if status.get("stage") in stages:  # a warm start or curriculum: each stage counts its own steps
         text = f"stage {stages.index(status['stage']) + 1} of {len(stages)} ({status['stage']}) · " + text
@@ -422,6 +427,68 @@ def rollout_table(run: RunDir) -> None:
             "completion": st.column_config.TextColumn("completion", width="large"),
         },
     )
+
+
+def pairs_table(run: RunDir) -> None:
+    """The preference pairs of a DPO run (`pairs.jsonl`), under the summary line of `pairs_summary.json`: each
+    prompt's image (or clip window), its chosen and rejected answers, their scores and the margin."""
+    rows = read_run_pairs(run)
+    if not rows:
+        return
+    st.markdown("**Preference pairs** (the best- and the worst-scored of the answers sampled for each prompt)")
+    summary = read_pairs_summary(run)
+    if summary:
+        st.caption(pairs_summary_line(summary))
+    table = []
+    for row in rows[-MAX_PAIRS:]:
+        entry: dict[str, Any] = {}
+        if row.get("image_path"):
+            entry["image"] = thumbnail_uri(str(row["image_path"]))
+        if row.get("video"):
+            entry["clip"] = clip_reference(row)
+        expected = row.get("answer", row.get("label"))
+        if expected is not None:
+            entry["expected"] = expected if isinstance(expected, str) else json.dumps(expected)
+        entry.update({
+            "chosen": row.get("chosen"), "rejected": row.get("rejected"),
+            "chosen score": row.get("chosen_score"), "rejected score": row.get("rejected_score"), "margin": row.get("margin"),
+        })
+        table.append(entry)
+    if len(rows) > MAX_PAIRS:
+        st.caption(f"The last {MAX_PAIRS} of {len(rows)} pairs; all of them are in `{run.path / PAIRS_FILE}`.")
+    st.dataframe(
+        pd.DataFrame(table),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "image": st.column_config.ImageColumn("image", width="small"),
+            "chosen": st.column_config.TextColumn("chosen", width="large"),
+            "rejected": st.column_config.TextColumn("rejected", width="large"),
+        },
+    )
+
+
+def pairs_summary_line(summary: dict[str, Any]) -> str:
+    """The pairs stage's own summary line (core's), or the file's fields as they are when it does not fit."""
+    try:
+        return PairsSummary(**summary).line()
+    except TypeError:
+        return ", ".join(f"{key}: {value}" for key, value in summary.items())
+
+
+def clip_reference(row: dict[str, Any]) -> str:
+    """A video pair's prompt: its clip, the window and the metadata line.
+
+    >>> clip_reference({"video": "videos/a.mp4", "start_s": 2.0, "end_s": 6.5, "line_no": 7})
+    'videos/a.mp4 2.0–6.5 s (line 7)'
+    """
+    text = str(row.get("video"))
+    start, end = row.get("start_s"), row.get("end_s")
+    if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+        text += f" {start:.1f}–{end:.1f} s"
+    if row.get("line_no") is not None:
+        text += f" (line {row['line_no']})"
+    return text
 
 
 def stop_button(scope: str, run: RunDir, key: str) -> None:

@@ -68,28 +68,37 @@ def evaluation_progress(recipe_name: str, run_id: str) -> None:
 
 def render_report(report: dict[str, Any]) -> None:
     """Base against tuned: the scalar metrics, confusion matrices and per-field accuracy, whatever exists."""
-    models = {name: value for name, value in (report.get("models") or {}).items() if isinstance(value, dict)}
+    # `--baseline STAGE` puts that stage's weights in the base model's place: every label names the stage.
+    baseline = str(report.get("baseline") or "base")
+    models = {
+        baseline if name == "base" else name: value
+        for name, value in (report.get("models") or {}).items()
+        if isinstance(value, dict)
+    }
     if not models:
         st.warning("This report holds no model results.")
         return
     facts = [f"split **{report.get('split', '?')}**"]
+    if baseline != "base":
+        facts.append(f"against the **{baseline}** stage's weights")
     if report.get("artifact"):
         facts.append(f"weights `{Path(str(report['artifact'])).name}`")
     if isinstance(report.get("created"), (int, float)):
         facts.append(time.strftime("%Y-%m-%d %H:%M", time.localtime(report["created"])))
     st.markdown(" · ".join(facts))
-    summary = charts.headline(models)
+    summary = charts.headline(models, baseline)
     if summary:
         with st.container(key="eval-headline"):
             better = "better" if summary["gain"] > 0 else ("no better" if summary["gain"] == 0 else "worse")
+            before = f"{baseline} {summary['base']:.3f} → tuned {summary['tuned']:.3f}"
             st.metric(
-                f"{summary['label']}: tuned against base", f"{summary['tuned']:.3f}", delta=f"{summary['gain']:+.3f}",
-                help=f"base {summary['base']:.3f} → tuned {summary['tuned']:.3f}",
+                f"{summary['label']}: tuned against {baseline}", f"{summary['tuned']:.3f}", delta=f"{summary['gain']:+.3f}",
+                help=before,
             )
-            st.caption(f"base {summary['base']:.3f} → tuned {summary['tuned']:.3f}: tuned is {better} than base ({summary['gain']:+.3f})")
+            st.caption(f"{before}: tuned is {better} than {baseline} ({summary['gain']:+.3f})")
     for note in charts.missing_data_notes(models):
         st.caption(note)
-    table = charts.scalar_metrics(models)
+    table = charts.scalar_metrics(models, baseline)
     counts = {key for key in table.index if all(isinstance(m.get(key), int) for m in models.values() if key in m)}
     st.dataframe(format_metric_table(table, counts), width="stretch")
 
@@ -112,7 +121,7 @@ def render_report(report: dict[str, Any]) -> None:
         cols = st.columns(len(per_field))
         for column, (key, title) in zip(cols, per_field):
             with column:
-                st.altair_chart(charts.per_field_chart(models, key, title), width="stretch")
+                st.altair_chart(charts.per_field_chart(models, key, title, baseline), width="stretch")
     problems = {name: m["errors"] for name, m in models.items() if isinstance(m.get("errors"), list) and m["errors"]}
     if problems or report.get("skipped"):
         with st.expander("Why answers were invalid (first few)"):
@@ -127,7 +136,8 @@ def render_report(report: dict[str, Any]) -> None:
         with st.expander(f"Examples ({len(examples)})"):
             rows = []
             for example in examples[:50]:
-                row = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in example.items()}
+                row = {(baseline if k == "base" else k): (json.dumps(v) if isinstance(v, (dict, list)) else v)
+                       for k, v in example.items()}
                 if example.get("image_path"):
                     row["image"] = thumbnail_uri(str(example["image_path"]))
                 rows.append(row)

@@ -17,12 +17,13 @@ import streamlit as st
 import yaml
 
 from core.config import ConfigError, field_specs, validate_config
-from ui.recipes import Recipe
+from ui.recipes import METHOD_PRIMARY, Recipe
 
 # Labels where the field name alone says too little.
 LABELS = {
     "model.name": "Model",
     "model.max_memory_gb": "Max GPU memory (GB)",
+    "method": "Training method",
     "finetune.method": "Fine-tuning method",
     "finetune.r": "LoRA rank (r)",
     "finetune.alpha": "LoRA alpha",
@@ -39,10 +40,34 @@ LABELS = {
     "train.num_generations": "Generations per prompt",
     "data.num_frames": "Frames per clip",
     "data.frame_max_side": "Frame size (longest side, px)",
+    "pairs.samples_per_prompt": "Answers sampled per prompt",
+    "pairs.temperature": "Sampling temperature (pairs)",
+    "pairs.max_new_tokens": "Longest sampled answer (tokens)",
+    "pairs.batch_size": "Prompts per sampling batch",
+    "pairs.max_prompts": "Prompts to sample (at most)",
+    "pairs.file": "Your pairs file (JSONL)",
+    "pairs.source_run": "Sample from run (weights)",
+    "dpo.max_steps": "DPO max steps",
+    "dpo.num_train_epochs": "DPO epochs",
+    "dpo.per_device_train_batch_size": "DPO batch size (pairs per device)",
+    "dpo.gradient_accumulation_steps": "DPO gradient accumulation",
+    "dpo.learning_rate": "DPO learning rate",
+    "dpo.beta": "DPO beta",
 }
 # The dataset folder has its own picker above the form.
 HANDLED_ELSEWHERE = ("data.root",)
 METHOD_NAMES = {"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "full fine-tuning"}
+TRAINING_METHOD_NAMES = {
+    "grpo": "GRPO (rewards on fresh rollouts)",
+    "sft": "SFT (supervised)",
+    "dpo": "DPO (preference pairs from the task's scorer)",
+}
+# The main form's heading over the fields of one training method (METHOD_PRIMARY).
+METHOD_SECTIONS = {"dpo": "Preference pairs and DPO"}
+# What a field's own description cannot say: how the form treats it.
+FORM_NOTES = {"method": "Update estimate (or Start) shows the chosen method's settings in the main form."}
+# Choice fields whose values read better as words.
+CHOICE_NAMES = {"finetune.method": METHOD_NAMES, "method": TRAINING_METHOD_NAMES}
 
 
 def field_label(key: str) -> str:
@@ -105,6 +130,8 @@ def help_text(spec: dict[str, Any]) -> str:
     allowed = allowed_text(spec)
     if allowed:
         parts.append(f"Allowed: {allowed}.")
+    if spec["key"] in FORM_NOTES:
+        parts.append(FORM_NOTES[spec["key"]])
     parts.append(f"Config key: `{spec['key']}`")
     return " ".join(p for p in parts if p)
 
@@ -151,7 +178,7 @@ def widget(spec: dict[str, Any], value: Any, key: str) -> Any:
         if optional and None not in choices:
             choices = [None, *choices]
         index = choices.index(value) if value in choices else 0
-        names = METHOD_NAMES if spec["key"].endswith("finetune.method") else {}
+        names = CHOICE_NAMES.get(spec["key"], {})
         return st.selectbox(
             label, choices, index=index, help=help, key=key, format_func=lambda c: "(none)" if c is None else names.get(c, str(c))
         )
@@ -257,11 +284,19 @@ def form_values(recipe: Recipe, base: dict[str, Any], prefix: str) -> dict[str, 
     st.markdown("**Model and method**")
     if "model.name" in main:
         values["model.name"] = model_picker(recipe, get_path(base, "model.name"), f"{prefix}:model.name", help_text(specs["model.name"]))
-    grid([k for k in main if k.startswith(("model.", "finetune.")) and specs[k]["annotation"] is not bool and k != "model.name"])
+    grid([k for k in main if (k == "method" or k.startswith(("model.", "finetune."))) and specs[k]["annotation"] is not bool
+          and k != "model.name"])
     st.caption("LoRA layers to adapt")
     grid([k for k in main if k.startswith("finetune.") and specs[k]["annotation"] is bool])
     st.markdown("**Training**")
     grid([k for k in main if k.startswith(("train.", "data.")) and k not in HANDLED_ELSEWHERE])
+    # Inside the form a changed method takes effect on the next submit ("Update estimate"), like every field.
+    method = values.get("method", get_path(base, "method"))
+    extra = [k for k in METHOD_PRIMARY.get(method, ()) if k in specs and k not in main]
+    if extra:
+        st.markdown(f"**{METHOD_SECTIONS.get(method, f'{method} settings')}**")
+        grid(extra)
+        main += extra
     if "rewards.weights" in main:
         st.markdown("**Rewards** (the trainer's reward is the weighted sum)")
         values["rewards.weights"] = reward_widgets(recipe, base, prefix)

@@ -38,7 +38,8 @@ class Recipe:
         train_module / eval_module: The CLIs the UI launches (`python -m ...`).
         estimate_module: The recipe's memory estimate (`estimate(cfg)`), shown beside Start.
         configs_dir: Shipped YAML presets.
-        primary: Config keys shown in the main form; every other field goes under "All settings".
+        primary: Config keys shown in the main form; every other field goes under "All settings". A key the
+            recipe's config lacks is skipped, so one list serves a config before and after it gains a field.
         upload_suffixes: File types accepted in the compare panel.
         upload_limit_mb: Largest accepted upload.
         grpo: Whether the trainer writes rollouts (GRPO) worth a table.
@@ -59,6 +60,7 @@ class Recipe:
 
 COMMON_PRIMARY = (
     "model.name",
+    "method",
     "finetune.method",
     "finetune.r",
     "finetune.alpha",
@@ -73,6 +75,22 @@ COMMON_PRIMARY = (
     "train.learning_rate",
     "train.optim",
 )
+
+# Main-form keys that matter under one training `method` only: the form shows them beside the others when that
+# method is picked, and under "All other settings" otherwise. The pairs and DPO sections are core's, shared by
+# both recipes.
+METHOD_PRIMARY = {
+    "dpo": (
+        "pairs.samples_per_prompt",
+        "pairs.temperature",
+        "pairs.file",
+        "pairs.source_run",
+        "dpo.max_steps",
+        "dpo.learning_rate",
+        "dpo.beta",
+        "dpo.per_device_train_batch_size",
+    ),
+}
 
 IMAGE = Recipe(
     name="image",
@@ -153,17 +171,31 @@ def presets(recipe: Recipe) -> dict[str, Path | None]:
     """
     found: dict[str, Path | None] = {}
     files = sorted(recipe.configs_dir.glob("*.yaml")) if recipe.configs_dir.is_dir() else []
-    files.sort(key=lambda p: (p.stem != "tiny", p.stem))
+    files.sort(key=lambda p: (not p.stem.startswith("tiny"), p.stem != "tiny", p.stem))
     for path in files:
         try:
             validate_config(recipe.config_cls, read_yaml(path), source=str(path))
         except ConfigError:
             continue
-        label = "tiny (local test model, CPU, ~3 min, visibly learns)" if path.stem == "tiny" else f"full-size: {path.stem}"
-        found[label] = path
+        found[preset_label(path.stem)] = path
     if not found:
         found["defaults"] = None
     return found
+
+
+def preset_label(stem: str) -> str:
+    """The preset picker's label for a shipped YAML: the tiny ones (CPU, a local random-weight model) say so.
+
+    >>> preset_label("tiny"), preset_label("tiny_dpo"), preset_label("qwen2_5_vl_7b_grpo")
+    ('tiny (local test model, CPU, ~3 min, visibly learns)', 'tiny_dpo (local test model, CPU, a few min: pairs, then DPO)', 'full-size: qwen2_5_vl_7b_grpo')
+    """
+    if stem == "tiny":
+        return "tiny (local test model, CPU, ~3 min, visibly learns)"
+    if stem == "tiny_dpo":
+        return "tiny_dpo (local test model, CPU, a few min: pairs, then DPO)"
+    if stem.startswith("tiny"):
+        return f"{stem} (local test model, CPU)"
+    return f"full-size: {stem}"
 
 
 def preset_values(recipe: Recipe, path: Path | None) -> dict[str, Any]:
