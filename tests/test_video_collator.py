@@ -12,6 +12,7 @@ from core.generation import build_inputs
 from core.models import load_processor
 from video_vlm.collator import (
     IGNORE_INDEX,
+    VideoDPOCollator,
     VideoSFTCollator,
     budget_problem,
     answer_affixes,
@@ -235,3 +236,60 @@ def test_over_long_answers_past_max_skipped_fraction_refuse_the_launch_naming_th
     assert code == 2
     assert "3 of" in captured.err and "data.max_skipped_fraction=0.1" in captured.err
     assert f"metadata.jsonl line {first_long}" in captured.err and "train.max_length 1024" in captured.err
+
+
+# ---------------------------------------------------------------------------------------------- DPO
+
+
+def dpo_row(row: dict, chosen: str, rejected: str) -> dict:
+    return {"video": row["video"], "root": row["root"], "start_s": row["start_s"], "end_s": row["end_s"],
+            "chosen": chosen, "rejected": rejected}
+
+
+def test_dpo_batches_are_trls_layout_chosen_rows_then_rejected_rows(processor, data, schema, rows):
+    """TRL's `_compute_loss` reads [chosen; rejected] rows and a completion mask; each prompt's frames go in twice,
+    in row order, and the prompt is the inference prompt on the recipe's own frames."""
+    collator = VideoDPOCollator(processor, data, schema)
+    pairs = [dpo_row(rows[0], '{"a": 1}', "no"), dpo_row(rows[1], "x", '{"b": [1, 2, 3]}')]
+    batch = collator(pairs)
+    single = [build_inputs(processor, [prompt_messages(data, schema, video=clip_frames(row_item(r), r["root"], data))])
+              for r in rows[:2]]
+    assert batch["input_ids"].shape[0] == 4 and batch["completion_mask"].shape == batch["input_ids"].shape
+    _, end = answer_affixes(processor)
+    for index, (pair, key) in enumerate([(0, "chosen"), (1, "chosen"), (0, "rejected"), (1, "rejected")]):
+        ids, mask = batch["input_ids"][index], batch["completion_mask"][index].bool()
+        prompt = single[pair]["input_ids"][0]
+        assert torch.equal(ids[: len(prompt)], prompt) and not mask[: len(prompt)].any()
+        assert processor.tokenizer.decode(ids[mask]) == pairs[pair][key] + end
+        assert batch["attention_mask"][index].sum() == len(prompt) + mask.sum()
+    frames = [s["pixel_values"] for s in single]
+    assert torch.equal(batch["pixel_values"], torch.cat(frames + frames))
+
+
+def test_trls_dpo_loss_takes_the_recipes_batches(processor, data, schema, rows, tmp_path):
+    """At the start the policy is its reference, so every implicit reward is 0 and TRL's sigmoid loss is log 2."""
+    import math
+
+    from trl import DPOTrainer
+
+    from core.dpo import dpo_arguments, reference_model
+    from core.runs import RunDir
+    from video_vlm.pairs import pairs_dataset
+
+    cfg = VideoConfig(method="dpo", model={"name": "tiny:internvl", "dtype": "float32"},
+                      finetune={"method": "full", "gradient_checkpointing": False}, logging={"report_to": "none"})
+    from core.models import load_stage_start
+
+    model = load_stage_start(cfg.model, cfg.finetune, None)
+    pairs = [{**dpo_row(r, schema.render_label(row_item(r).label), "not json"), "video": str(row_item(r).video_path(r["root"]))}
+             for r in rows[:2]]
+    collator = VideoDPOCollator(processor, data, schema)
+    trainer = DPOTrainer(model=model, ref_model=reference_model(cfg.model, cfg.finetune, None),
+                         args=dpo_arguments(cfg, cfg.dpo, RunDir(tmp_path / "run"), tmp_path / "out"),
+                         data_collator=collator, train_dataset=pairs_dataset(pairs), processing_class=processor)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
+    logged = trainer._metrics["train"]
+    assert logged["rewards/margins"] == [pytest.approx(0.0, abs=1e-6)] and logged["logps/chosen"][0] < 0

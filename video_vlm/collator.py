@@ -106,6 +106,19 @@ def answer_labels(
     return ids, labels
 
 
+def prompt_inputs(processor, data: VideoDataSection, schema: SchemaSpec, clip: SampledClip):
+    """(prompt ids, the processor's media tensors, which of those are per-token) of one clip's prompt, exactly as
+    inference builds it (`core.generation.build_inputs`, generation prompt included)."""
+    prompt = build_inputs(processor, [prompt_messages(data, schema, video=clip)])
+    media = {
+        key: value
+        for key, value in prompt.items()
+        if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor)
+    }
+    sequence_keys = {key for key, value in media.items() if tuple(value.shape) == tuple(prompt["input_ids"].shape)}
+    return prompt["input_ids"][0].tolist(), media, sequence_keys
+
+
 class VideoSFTCollator:
     """Turns dataset rows (`video_vlm.task.item_row`) into a padded, labelled training batch.
 
@@ -151,20 +164,13 @@ class VideoSFTCollator:
         item = row_item(row)
         if clip is None:
             clip = sample_clip(item.video_path(row["root"]), self.data, item.start_s, item.end_s)
-        prompt = build_inputs(self.processor, [prompt_messages(self.data, self.schema, video=clip)])
-        prompt_ids = prompt["input_ids"][0].tolist()
+        prompt_ids, media, sequence_keys = prompt_inputs(self.processor, self.data, self.schema, clip)
         answer_ids, answer_targets = answer_labels(self.processor.tokenizer, self.schema, item.label, self.affixes)
         length = len(prompt_ids) + len(answer_ids)
         if self.max_length is not None and length > self.max_length:
             raise SampleTooLong(
                 f"{item.video}: {length} tokens > train.max_length {self.max_length} (skipped, never truncated)"
             )
-        media = {
-            key: value
-            for key, value in prompt.items()
-            if key not in ("input_ids", "attention_mask") and isinstance(value, torch.Tensor)
-        }
-        sequence_keys = {key for key, value in media.items() if tuple(value.shape) == tuple(prompt["input_ids"].shape)}
         return {
             "input_ids": prompt_ids + answer_ids,
             "labels": [IGNORE_INDEX] * len(prompt_ids) + answer_targets,
@@ -229,6 +235,109 @@ class VideoSFTCollator:
                     padded[index, : value.shape[1]] = value[0]
                 batch[key] = padded
             else:  # pixel values and grids are stacked frame by frame across the batch
+                batch[key] = torch.cat(values, dim=0)
+        return batch
+
+
+class VideoDPOCollator:
+    """Turns preference rows (a clip window, `chosen` and `rejected` answer texts) into TRL's DPO batch layout.
+
+    `trl.DPOTrainer._compute_loss` reads `input_ids` as [chosen rows; rejected rows] (B pairs -> 2B rows),
+    `attention_mask`, and `completion_mask` (1 on the answer tokens), and hands every other key to the model. So
+    each pair's prompt is built once, from the recipe's own frame sampler and template (`prompt_inputs`, as SFT
+    and evaluation build it), and its media tensors go in twice, in row order: the chosen rows' clips, then the
+    same clips again for the rejected rows. An answer is tokenised on its own between the template's affixes
+    (`answer_affixes`), as SFT's labels are, so the scored tokens are the ones generation would write.
+
+    A row holds `video` (an absolute path, or one relative to `root`), `start_s`, `end_s`, `chosen`, `rejected`.
+    A pair whose clip fails to decode is skipped, counted and recorded like SFT's (`record_skip`); a batch with
+    none left draws replacements from `replacements`. Pairs are never truncated (a cut answer is not the answer
+    that was scored): a pair past `max_length` is skipped likewise.
+    """
+
+    def __init__(self, processor, data: VideoDataSection, schema: SchemaSpec, max_length: int | None = None,
+                 replacements: list[dict] | None = None, seed: int = 0, skip_log: Path | None = None,
+                 stage: str | None = "dpo"):
+        self.processor = processor
+        self.data = data
+        self.schema = schema
+        self.max_length = max_length
+        self.replacements = replacements or []
+        self.rng = random.Random(seed)
+        self.affixes = answer_affixes(processor)
+        self.pad_id = processor.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = processor.tokenizer.eos_token_id
+        self.skip_log = skip_log
+        self.stage = stage
+        self.skipped = 0
+
+    def answer_ids(self, text: str) -> list[int]:
+        prefix, end = self.affixes
+        return self.processor.tokenizer(prefix + text + end, add_special_tokens=False)["input_ids"]
+
+    def encode(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One pair: the prompt ids and media of its clip, and the chosen and rejected answer ids.
+
+        Raises:
+            MediaError: The clip cannot be decoded.
+            SampleTooLong: The longer of the two sequences needs more than `max_length` tokens.
+        """
+        video = Path(row["video"])
+        path = video if video.is_absolute() else Path(row.get("root") or self.data.root) / video
+        clip = sample_clip(path, self.data, row.get("start_s"), row.get("end_s"))
+        prompt_ids, media, sequence_keys = prompt_inputs(self.processor, self.data, self.schema, clip)
+        chosen, rejected = self.answer_ids(row["chosen"]), self.answer_ids(row["rejected"])
+        length = len(prompt_ids) + max(len(chosen), len(rejected))
+        if self.max_length is not None and length > self.max_length:
+            raise SampleTooLong(f"{row['video']}: a pair needs {length} tokens > {self.max_length} (skipped, never truncated)")
+        return {"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected, "media": media,
+                "sequence_keys": sequence_keys}
+
+    def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            return self.encode(row)
+        except (MediaError, OSError, SampleTooLong) as error:
+            kind = "too_long" if isinstance(error, SampleTooLong) else getattr(error, "kind", type(error).__name__)
+            self.skipped += 1
+            message = plain_reason(error) if isinstance(error, OSError) else str(error)
+            print(f"skipped pair of {row.get('video')} [{kind}]: {message}", file=sys.stderr, flush=True)
+            record_skip(self.skip_log, row, kind, message, self.stage)
+            return None
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        samples = [sample for sample in map(self.try_encode, rows) if sample is not None]
+        tries = 0
+        while not samples and self.replacements and tries < _REPLACEMENT_TRIES:
+            tries += 1
+            sample = self.try_encode(self.rng.choice(self.replacements))
+            if sample is not None:
+                samples.append(sample)
+        if not samples:
+            raise RuntimeError(f"no pair of the batch could be used ({self.skipped} skipped so far)")
+        return self.pad(samples)
+
+    def pad(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """[chosen rows; rejected rows], right-padded to the longest, and each pair's media twice in that order."""
+        rows = [(s, s["chosen_ids"]) for s in samples] + [(s, s["rejected_ids"]) for s in samples]
+        width = max(len(s["prompt_ids"]) + len(answer) for s, answer in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, (sample, answer) in enumerate(rows):
+            prompt = len(sample["prompt_ids"])
+            input_ids[index, : prompt + len(answer)] = torch.tensor(sample["prompt_ids"] + answer)
+            attention_mask[index, : prompt + len(answer)] = 1
+            completion_mask[index, prompt : prompt + len(answer)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+        for key in samples[0]["media"]:
+            values = [sample["media"][key] for sample, _ in rows]
+            if key in samples[0]["sequence_keys"]:  # per-token tensors (e.g. token types) pad like input_ids
+                padded = torch.zeros((len(rows), width), dtype=values[0].dtype)
+                for index, value in enumerate(values):
+                    padded[index, : value.shape[1]] = value[0]
+                batch[key] = padded
+            else:  # pixel values and grids, frame by frame in row order
                 batch[key] = torch.cat(values, dim=0)
         return batch
 

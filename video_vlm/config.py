@@ -6,7 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from core.config import DataLoadingSection, FinetuneSection, LoggingSection, ModelSection, Section
+from core.config import (
+    DataLoadingSection,
+    DPOSection,
+    FinetuneSection,
+    LoggingSection,
+    ModelSection,
+    PairsSection,
+    Section,
+)
 
 SYSTEM_PROMPT = "You are a driving-safety analyst. You watch dashcam clips and report what happened as JSON."
 
@@ -64,6 +72,9 @@ class VideoEvalSection(Section):
 
 
 class VideoConfig(Section):
+    method: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: train on the labels; dpo: the SFT stages (if any), then pairs of the model's own answers ranked by the schema's scores, then DPO on them"
+    )
     model: ModelSection = Field(default_factory=lambda: ModelSection(name="OpenGVLab/InternVL3-8B-hf"))
     # r=128/alpha=256 follows InternVL's own LoRA recipe and the reference notebook.
     finetune: FinetuneSection = Field(default_factory=lambda: FinetuneSection(r=128, alpha=256))
@@ -72,6 +83,8 @@ class VideoConfig(Section):
     stages: list[StageSection] = Field(
         default_factory=list, description="Curriculum: stages run in order, each starting from the previous stage's adapter"
     )
+    pairs: PairsSection = Field(default_factory=PairsSection)
+    dpo: DPOSection = Field(default_factory=DPOSection)
     eval: VideoEvalSection = Field(default_factory=VideoEvalSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
@@ -80,6 +93,9 @@ class VideoConfig(Section):
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
+        reserved = sorted({"pairs", "dpo"} & set(names)) if self.method == "dpo" else []
+        if reserved:
+            raise ValueError(f"stage name {reserved[0]!r} is taken by method dpo's own stage; rename that SFT stage")
         for stage in self.stages:
             self.stage_sections(stage)  # raises naming the stage and the field
         return self

@@ -1,11 +1,13 @@
 """Base against tuned on the held-out clips, with the run's own config.
 
-    python -m video_vlm.evaluate --run runs/video-... [--limit N] [--batch-size B]
+    python -m video_vlm.evaluate --run runs/video-... [--limit N] [--batch-size B] [--baseline STAGE]
 
 Writes `eval/val.json` in the run folder and prints a table: JSON validity, schema validity, per-field
 accuracy, macro-F1 of event_type, caption similarity and the unparseable count. Base and tuned answers come
 from one copy of the weights (the adapter switched off for base), on the same frames, sampled the way
 training sampled them (`video_vlm.task.sample_clip`). Scoring is the schema's own (`SchemaSpec.field_scores`).
+`--baseline STAGE` puts a finished stage's weights (an SFT stage before DPO) in the base's place and writes
+`eval/val-vs-STAGE.json`: what the later stages added to the weights they started from.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 from core.cli import run_evaluation_main
 from core.config import validate_config
-from core.export import load_run_model
+from core.export import load_run_model, report_name
 from core.files import write_json_atomic
 from core.runs import RunDir
 from video_vlm.config import VideoConfig
@@ -27,6 +29,34 @@ from video_vlm.task import clip_frames, load_task_schema, prompt_messages, split
 
 SPLIT = "val"
 MODELS = ("base", "tuned")
+
+
+def answer_score(schema: SchemaSpec, text: str, label: dict) -> float:
+    """One answer's score in [0, 1], from the same parsing and field scores as `score_outputs`: the mean of
+    "a JSON object was found", "it passes the schema" and its mean accuracy over the scored (enum and list)
+    fields whose label is known. DPO's pairs stage ranks sampled answers with it (video_vlm/pairs.py).
+
+    >>> from video_vlm.schema import load_schema
+    >>> schema = load_schema(None)
+    >>> label = {"caption": "A white square moves left.", "event_type": "collision", "rule_violations": [],
+    ...          "intended_action": "turn_left", "traffic_density": "low", "visibility": "good", "scene": "Urban"}
+    >>> good = schema.render_label(label)
+    >>> answer_score(schema, good, label), answer_score(schema, "no json", label)
+    (1.0, 0.0)
+    >>> round(answer_score(schema, good.replace("turn_left", "turn_right"), label), 3)  # valid, 5 of 6 fields
+    0.944
+    """
+    parsed = schema.parse_output(text)
+    return parsed_score(schema, parsed, label)
+
+
+def parsed_score(schema: SchemaSpec, parsed, label: dict) -> float:
+    """`answer_score` of an answer `SchemaSpec.parse_output` has already parsed."""
+    prediction = parsed.parsed if isinstance(parsed.parsed, dict) else None
+    scores = schema.field_scores(prediction, label)
+    known = [scores[field] for field in schema.enum_fields + schema.list_fields if scores[field] is not None]
+    accuracy = sum(known) / len(known) if known else 0.0
+    return (float(parsed.ok_json) + float(parsed.valid) + accuracy) / 3
 
 
 def score_outputs(schema: SchemaSpec, texts: list[str], labels: list[dict]) -> dict[str, Any]:
@@ -67,13 +97,15 @@ def score_outputs(schema: SchemaSpec, texts: list[str], labels: list[dict]) -> d
         "macro_f1": {field: round(value, 3) for field, value in macro.items() if value is not None},
         "caption_similarity": round(sum(similarities) / len(similarities), 3) if similarities else None,
         "errors": [p.error for p in parsed if not p.valid][:10],
+        # The per-answer score DPO's pairs are ranked by, averaged: what preference training moves.
+        "answer_score": round(sum(parsed_score(schema, p, label) for p, label in zip(parsed, labels)) / n, 3) if n else 0.0,
     }
     if "event_type" in metrics["macro_f1"]:
         metrics["event_type_macro_f1"] = metrics["macro_f1"]["event_type"]
     return metrics
 
 
-def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = None) -> dict:
+def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = None, baseline: str | None = None) -> dict:
     from tqdm import tqdm
 
     from core.generation import generate
@@ -86,7 +118,7 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
     items = split_items(report_items, SPLIT, limit or cfg.eval.limit, data.seed)
     if not items:
         raise ValueError(f"{data.root}: no clip in the '{SPLIT}' split (data.val_fraction is {data.val_fraction})")
-    tuned_model, base_model, processor, artifact = load_run_model(run, cfg)
+    tuned_model, base_model, processor, artifact = load_run_model(run, cfg, baseline)
     batch_size = batch_size or cfg.eval.batch_size
     outputs: dict[str, list[str]] = {name: [] for name in MODELS}
     seconds = {name: 0.0 for name in MODELS}
@@ -108,7 +140,8 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
                 started = time.perf_counter()
                 outputs[name] += generate(
                     model, processor, conversations, max_new_tokens=cfg.eval.max_new_tokens,
-                    use_adapter=name == "tuned", batch_size=batch_size,
+                    # A separate base model (full fine-tuning's base, a stage's weights) answers as loaded.
+                    use_adapter=name == "tuned" or base_model is not tuned_model, batch_size=batch_size,
                 )
                 seconds[name] += time.perf_counter() - started
             scored += batch
@@ -118,6 +151,7 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
         "run": run.id,
         "split": SPLIT,
         "artifact": str(artifact),
+        "baseline": baseline or "base",
         "created": time.time(),
         "skipped": skipped,
         "models": {},
@@ -137,7 +171,7 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
         }
         for i, item in enumerate(scored[:50])
     ]
-    write_json_atomic(run.eval_dir / f"{SPLIT}.json", report)
+    write_json_atomic(run.eval_dir / f"{report_name(SPLIT, baseline)}.json", report)
     return report
 
 
@@ -159,6 +193,8 @@ def format_table(report: dict) -> str:
     if "event_type_macro_f1" in tuned:
         lines.append(f"{'event_type macro-F1':<28} {fmt(base.get('event_type_macro_f1'))} {fmt(tuned['event_type_macro_f1'])}")
     lines.append(f"{'caption_similarity':<28} {fmt(base['caption_similarity'])} {fmt(tuned['caption_similarity'])}")
+    if "answer_score" in tuned:
+        lines.append(f"{'answer score (pairs rank by)':<28} {fmt(base.get('answer_score'))} {fmt(tuned['answer_score'])}")
     return "\n".join(lines)
 
 
@@ -167,8 +203,11 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, help="Run folder to evaluate")
     parser.add_argument("--limit", type=int, default=None, help="Score at most N validation clips")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--baseline", default=None, help="A finished stage (e.g. the SFT stage before DPO) whose weights answer in the base's place")
     args = parser.parse_args(argv)
-    return run_evaluation_main(args.run, lambda run: evaluate(run, args.limit, args.batch_size), _summarise)
+    return run_evaluation_main(
+        args.run, lambda run: evaluate(run, args.limit, args.batch_size, args.baseline), _summarise
+    )
 
 
 def _summarise(run: RunDir, report: dict) -> None:
@@ -176,7 +215,10 @@ def _summarise(run: RunDir, report: dict) -> None:
     if report["skipped"]:
         print(f"skipped {len(report['skipped'])} clip(s) that failed to decode, e.g. {report['skipped'][0]}")
     print(format_table(report))
-    print(f"wrote {run.eval_dir / (SPLIT + '.json')}")
+    stage = None if report.get("baseline", "base") == "base" else report["baseline"]
+    if stage:
+        print(f"base = the {stage} stage's weights")
+    print(f"wrote {run.eval_dir / (report_name(SPLIT, stage) + '.json')}")
 
 
 if __name__ == "__main__":

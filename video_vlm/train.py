@@ -11,6 +11,13 @@ overrides, a fresh optimizer and schedule, and the previous stage's weights as i
 checkpoints under `checkpoints/s/` and leaves `stages/s/adapter`; a relaunch skips finished stages and
 resumes the interrupted one from its latest checkpoint. The run's `adapter/` is the last stage's.
 
+DPO (`method: dpo`): after the SFT stages of `stages:` (none without a curriculum), a `pairs` stage samples
+answers per training clip window from their weights (else `pairs.source_run`'s, else the base model's) and ranks
+them with the evaluation's own scores (video_vlm/pairs.py), then a `dpo` stage trains best against worst with
+TRL's DPOTrainer and loss, on batches from the recipe's own collator (`VideoDPOCollator`: frames sampled as in
+SFT), from those same weights; the run's `adapter/` or `model/` is DPO's. `pairs.file` trains on your own pairs
+instead. A relaunch keeps the pairs sampled so far and resumes DPO from its latest checkpoint.
+
 torch, transformers and TRL are imported inside the functions: the CLI takes the GPU lock first, so a
 second launch is told "GPU busy" in a second instead of after the libraries load.
 """
@@ -23,6 +30,7 @@ from pathlib import Path
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
+from core.preference import DPO, PAIRS, PAIRS_FILE
 from core.processes import is_main_process
 from core.runs import RunDir
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
@@ -145,18 +153,26 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     cap = apply_memory_cap(cfg.model.max_memory_gb)
     if cap:
         print(cap, flush=True)
+    dpo = cfg.method == DPO
+    # A pairs file of your own is checked line by line before any weights (or the processor) load.
+    user_pairs = None
+    if dpo and cfg.pairs.file:
+        from video_vlm.pairs import training_pairs
+
+        user_pairs = training_pairs(cfg, run)
     processor = load_processor(cfg.model)
 
     # Dataset: verified items per stage; bad lines and over-long samples are counted and left out
     plan = []
-    for stage, data, train_section in stage_plan(cfg):
+    for stage, data, train_section in (stage_plan(cfg) if cfg.stages or not dpo else []):
         label = f"[{stage.name}] " if stage else ""
         schema, dataset, counts = prepare_data(
             processor, data, train_section, label, run.skipped_path, stage.name if stage else None
         )
         plan.append((stage, data, train_section, schema, dataset, counts))
-    if is_main_process():
+    if is_main_process() and plan:
         run.update_status(data={(s.name if s else "train"): c for s, *_, c in plan})
+    stages = [s.name for s, *_ in plan if s] + (([DPO] if cfg.pairs.file else [PAIRS, DPO]) if dpo else [])
 
     # Training: stage by stage, each from the previous stage's weights with a fresh optimizer and schedule
     previous: Path | None = None
@@ -186,16 +202,62 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
             callbacks=[skipped, RunMetricsCallback(run, stage=name), GracefulStop(control)],
         )
         result = train_stage(trainer, run, control, output_dir, run.artifact_dir(name, cfg.finetune.method == "full"),
-                             cfg.model.max_memory_gb, stage=name, stages=[s.name for s, *_ in plan if s])
+                             cfg.model.max_memory_gb, stage=name, stages=stages)
         if result is None:  # stopped: the latest checkpoint is where the next launch resumes
             return
         previous = result
         del trainer, model, collator
         release_memory()
+    if dpo:
+        return train_dpo(cfg, run, control, processor, previous, stages, user_pairs)
     if cfg.stages and result is not None and is_main_process():
         final = run.adapter_dir if holds_adapter(result) else run.model_dir
         link_tree(result, final)
         print(f"saved {final} (stage {cfg.stages[-1].name})", flush=True)
+
+
+def train_dpo(cfg: VideoConfig, run: RunDir, control: RunControl, processor, start: Path | None, stages: list[str],
+              user_pairs: list[dict] | None = None) -> None:
+    """Pairs, then DPO, both from `start` (the last SFT stage's weights), else `pairs.source_run`'s, else the
+    base; `user_pairs` (from `pairs.file`) replace the pairs stage."""
+    from trl import DPOTrainer
+
+    from core.dpo import dpo_arguments, reference_model, source_run_start
+    from core.metrics import GracefulStop, RunMetricsCallback
+    from core.models import load_stage_start, trainable_summary
+    from core.stages import train_stage
+    from video_vlm.collator import SkippedClipsCallback, VideoDPOCollator
+    from video_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
+    from video_vlm.task import load_task_schema
+
+    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"]) or start
+    model = load_stage_start(cfg.model, cfg.finetune, start)
+    print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
+
+    # Pairs: the start's own answers, ranked by the evaluation's scores (skipped with pairs.file, or once written)
+    if user_pairs is None and not (run.path / PAIRS_FILE).exists():
+        if run_pairs_stage(cfg, run, control, processor, model, stages) is None:
+            return
+    dataset = pairs_dataset(user_pairs or training_pairs(cfg, run))
+
+    # DPO: TRL's loss on the recipe's batches; the reference is the start (the adapter switched off under LoRA)
+    data = cfg.final_data
+    max_length = cfg.stage_sections(cfg.stages[-1])[1].max_length if cfg.stages else cfg.train.max_length
+    collator = VideoDPOCollator(processor, data, load_task_schema(data), max_length, replacements=list(dataset),
+                                seed=cfg.dpo.seed, skip_log=run.skipped_path, stage=DPO)
+    skipped = SkippedClipsCallback(run.skipped_path, len(dataset), data.max_skipped_fraction, stage=DPO)
+    output_dir = run.checkpoints_dir / DPO
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=reference_model(cfg.model, cfg.finetune, start),
+        args=dpo_arguments(cfg, cfg.dpo, run, output_dir),
+        data_collator=collator,
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[skipped, RunMetricsCallback(run, stage=DPO), GracefulStop(control)],
+    )
+    train_stage(trainer, run, control, output_dir, run.artifact_dir(None, cfg.finetune.method == "full"),
+                cfg.model.max_memory_gb, stage=DPO, stages=stages)
 
 
 def main(argv=None) -> int:
