@@ -214,7 +214,9 @@ def variant_config(variant: Variant, args, data_root: Path, suppress_ids: list[i
     length = args.completion_length
     bench = {
         "model": {"name": "tiny:qwen2_5_vl"} if args.tiny else {},
-        "data": {"root": str(data_root), "synthetic": False, "max_train_samples": None},
+        # Tiny: batches in the training process. Worker processes cost nothing to the measured steps, but each
+        # variant's loader then waits out DataLoader's 5 s join timeout when it is freed (measured: ~5 s a row).
+        "data": {"root": str(data_root), "synthetic": False, "max_train_samples": None, **({"num_workers": 0} if args.tiny else {})},
         "logging": {"report_to": "none", "logging_steps": 1, "save_steps": 1_000_000},
         "train": {
             "max_steps": args.warmup + args.steps,
