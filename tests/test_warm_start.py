@@ -168,8 +168,11 @@ def test_random_answers_are_coin_flips_drawn_afresh(qwen_processor, wildfire_syn
 # ------------------------------------------------------------------------------------------- stages in one run folder
 
 
+# Enough warm-start steps to teach the format (and to land a stop in), enough GRPO steps to stop past a
+# checkpoint and resume to the end; every step more is minutes across three launches on a busy CPU.
+WARM_STEPS, GRPO_STEPS = 100, 20
 STAGED = (
-    "warm_start.max_steps=300", "warm_start.per_device_train_batch_size=8", "train.max_steps=40",
+    f"warm_start.max_steps={WARM_STEPS}", "warm_start.per_device_train_batch_size=8", f"train.max_steps={GRPO_STEPS}",
     "train.per_device_train_batch_size=4", "train.max_completion_length=24",
     "logging.save_steps=5", "data.max_train_samples=32",
 )
@@ -222,10 +225,10 @@ def test_stop_and_resume_inside_either_stage(tmp_path, wildfire_synthetic):
     status = run.read_status()
     assert status["state"] == "finished" and status["stage"] == "grpo" and status["stages"] == ["warm_start", "grpo"]
     # The preset fine-tunes in full (a LoRA on the 2-layer tiny model does not learn the tags in minutes).
-    assert status["step"] == 40 and (run.model_dir / "config.json").exists()
+    assert status["step"] == GRPO_STEPS and (run.model_dir / "config.json").exists()
     lines = [m for m in run.read_metrics() if "loss" in m]
     assert {m.get("stage") for m in lines} == {"warm_start", "grpo"}
-    for stage, steps in (("warm_start", 300), ("grpo", 40)):
+    for stage, steps in (("warm_start", WARM_STEPS), ("grpo", GRPO_STEPS)):
         logged = [m["step"] for m in lines if m["stage"] == stage]
         assert logged == list(range(1, steps + 1)), (stage, logged)
     # GRPO started from the warm start: the format is there from its first step.
