@@ -224,3 +224,17 @@ def test_tiny_dpo_preset_stopped_in_each_stage_beats_its_warm_start(tmp_path):
     assert report["baseline"] == "warm_start"
     assert tuned >= start + 0.2, f"DPO: held-out accuracy {start:.3f} at the warm start, {tuned:.3f} after"
 
+    # The compare view answers with the DPO run's weights, as for any other method; full fine-tuning answers from
+    # its own model/ folder, the same Yes or No as evaluation's greedy answer.
+    from conftest import last
+
+    from image_vlm.rewards import parse_solution
+    from ui.compare_models import image_messages, load_compare_model, stream_answer
+
+    artifact = run.final_artifact()
+    loaded = load_compare_model("image", run.id, str(run.path), str(artifact), artifact.stat().st_mtime)
+    example = next(e for e in report["examples"] if e["tuned"].count("<SOLUTION>") == 1)
+    answer = last(stream_answer(loaded, image_messages(loaded.config, Path(example["image_path"])), use_adapter=True))
+    assert parse_solution(answer) == parse_solution(example["tuned"])
+    load_compare_model.clear()
+
