@@ -122,11 +122,19 @@ def finish_pairs(run: RunDir, samples_per_prompt: int, temperature: float, model
     if not pairs:
         raise ConfigError(no_contrast_message(len(candidates), samples_per_prompt, temperature))
     if is_main_process():
-        staging = run.path / f".{PAIRS_FILE}.tmp"
-        staging.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
-        staging.replace(run.path / PAIRS_FILE)
+        write_pairs(run, pairs)
         write_json_atomic(run.path / SUMMARY_FILE, vars(summary))
     return summary
+
+
+def write_pairs(run: RunDir, pairs: Sequence[dict[str, Any]]) -> None:
+    """The run's `pairs.jsonl`, written whole (atomically): sampled pairs, or the usable lines of a user's file, so
+    the run folder shows what DPO trained on."""
+    if not is_main_process():
+        return
+    staging = run.path / f".{PAIRS_FILE}.tmp"
+    staging.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
+    staging.replace(run.path / PAIRS_FILE)
 
 
 def sample_pairs(

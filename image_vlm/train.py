@@ -143,6 +143,7 @@ def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, row
     from trl import DPOTrainer
 
     from core.dpo import dpo_arguments, reference_model, source_run_start
+    from core.preference import write_pairs
     from core.metrics import GracefulStop, RunMetricsCallback
     from core.models import load_stage_start, trainable_summary
     from core.stages import train_stage
@@ -153,7 +154,9 @@ def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, row
     print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
 
     # Pairs: the start's own answers, ranked by the rewards (skipped with pairs.file, or once written)
-    if user_pairs is None and not (run.path / PAIRS_FILE).exists():
+    if user_pairs is not None:
+        write_pairs(run, user_pairs)  # the usable lines, for the run view and the record
+    elif not (run.path / PAIRS_FILE).exists():
         if run_pairs_stage(cfg, run, control, processor, model, rows, stages) is None:
             return
     dataset = pairs_dataset(cfg, user_pairs or training_pairs(cfg, run))

@@ -165,6 +165,32 @@ def test_a_pairs_file_with_no_usable_line_stops_before_any_weights_load(tmp_path
     assert "trainable parameters" not in out  # neither the warm start nor DPO loaded a model
 
 
+def test_a_users_pairs_file_trains_lora_dpo_against_the_adapter_off_model(tmp_path, wildfire_synthetic, capsys):
+    from image_vlm import train
+
+    images = sorted((wildfire_synthetic / "train").glob("*/*.png"))[::12][:4]
+    path = tmp_path / "mine.jsonl"
+    lines = [json.dumps({"image_path": str(image), "chosen": YES, "rejected": NO}) for image in images]
+    path.write_text("\n".join(lines + ['{"image_path": "gone.png", "chosen": "a", "rejected": "b"}']) + "\n")
+    run = RunDir(tmp_path / "run")
+    code = train.main([
+        "--config", TINY_DPO, "--run-dir", str(run.path), f"data.root={wildfire_synthetic}", f"pairs.file={path}",
+        "warm_start.enabled=false", "finetune.method=lora", "finetune.r=8", "finetune.alpha=16",
+        "dpo.max_steps=2", "dpo.per_device_train_batch_size=2", "logging.save_steps=1000",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0 and run.read_status()["state"] == "finished"
+    assert f"{path}:5: image" in out and "cannot be read" in out  # reported, never trained on
+    assert f"training on 4 pairs from {path}" in out
+    kept = [json.loads(line) for line in (run.path / PAIRS_FILE).read_text().splitlines()]
+    assert [Path(p["image_path"]) for p in kept] == images  # the run folder records what DPO trained on
+    assert (run.path / "adapter" / "adapter_config.json").exists() and not (run.path / "model").exists()
+    # A fresh adapter starts as the base model, and the reference is the model with its adapter off: at the first
+    # step the policy and the reference agree exactly, so DPO's implicit rewards are 0.
+    first = next(m for m in run.read_metrics() if "rewards/chosen" in m)
+    assert first["rewards/chosen"] == 0 and first["rewards/rejected"] == 0
+
+
 def launch(run: RunDir, data: Path) -> subprocess.Popen:
     log = (run.path.parent / f"{run.path.name}.log").open("ab")
     return subprocess.Popen(

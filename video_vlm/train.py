@@ -223,6 +223,7 @@ def train_dpo(cfg: VideoConfig, run: RunDir, control: RunControl, processor, sta
     from trl import DPOTrainer
 
     from core.dpo import dpo_arguments, reference_model, source_run_start
+    from core.preference import write_pairs
     from core.metrics import GracefulStop, RunMetricsCallback
     from core.models import load_stage_start, trainable_summary
     from core.stages import train_stage
@@ -235,7 +236,9 @@ def train_dpo(cfg: VideoConfig, run: RunDir, control: RunControl, processor, sta
     print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
 
     # Pairs: the start's own answers, ranked by the evaluation's scores (skipped with pairs.file, or once written)
-    if user_pairs is None and not (run.path / PAIRS_FILE).exists():
+    if user_pairs is not None:
+        write_pairs(run, user_pairs)  # the usable lines, for the run view and the record
+    elif not (run.path / PAIRS_FILE).exists():
         if run_pairs_stage(cfg, run, control, processor, model, stages) is None:
             return
     dataset = pairs_dataset(user_pairs or training_pairs(cfg, run))
