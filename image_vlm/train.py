@@ -31,8 +31,8 @@ from pathlib import Path
 
 from core.cli import run_training_main
 from core.control import RunControl
-from core.runs import RunDir
 from core.preference import DPO, PAIRS, PAIRS_FILE
+from core.runs import RunDir
 from image_vlm.config import ImageConfig
 from image_vlm.vllm_rollouts import vllm_arguments, vllm_problem
 from image_vlm.warm_start import WARM_START, run_warm_start, warm_start_rows
@@ -83,8 +83,8 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     from core.metrics import GracefulStop, RolloutRecorder, RunMetricsCallback
     from core.models import apply_memory_cap, load_processor, load_stage_start, trainable_summary
     from core.stages import train_stage
-    from image_vlm.rewards import completion_text, get_reward
     from image_vlm.pairs import training_pairs
+    from image_vlm.rewards import completion_text, get_reward
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
     # Dataset first (rank 0 first: it may generate or verify files the other ranks then only read), so that a
@@ -143,9 +143,9 @@ def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, row
     from trl import DPOTrainer
 
     from core.dpo import dpo_arguments, reference_model, source_run_start
-    from core.preference import write_pairs
     from core.metrics import GracefulStop, RunMetricsCallback
     from core.models import load_stage_start, trainable_summary
+    from core.preference import write_pairs
     from core.stages import train_stage
     from image_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
 

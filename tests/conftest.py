@@ -56,6 +56,40 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 600
     )
 
 
+def launch_run(module: str, run_dir: Path, *args: str) -> subprocess.Popen:
+    """`python -m module --run-dir RUN_DIR args` in its own session (one thread), its output appended to
+    `<RUN_DIR>.log` beside the folder: a training run to stop and relaunch while the test watches it."""
+    log = (run_dir.parent / f"{run_dir.name}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--run-dir", str(run_dir), *args],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
+    )
+
+
+def stop_in_stage(launch, run, stage: str, min_step: int, timeout_s: float = 600) -> None:
+    """Start a run with `launch()`, ask it to stop once its `stage` has reached `min_step`, and check it ends
+    `stopped` with exit 0."""
+    import signal
+    import time
+
+    from core.runs import stop_run
+
+    proc = launch()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not (run.read_status().get("stage") == stage and (run.read_status().get("step") or 0) >= min_step):
+            assert proc.poll() is None, f"the run ended before its {stage} stage: {run.read_status()}"
+            assert time.monotonic() < deadline, f"timed out waiting for the {stage} stage"
+            time.sleep(0.2)
+        stop_run(run)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert run.read_status()["state"] == "stopped"
+
+
 # The tiny image preset learns for minutes (full fine-tuning, a warm start, 250 GRPO steps of 32); the smoke
 # tests of the run-folder contract need a few cheap LoRA steps of it instead.
 IMAGE_SMOKE = (

@@ -4,15 +4,11 @@ preset, stopped once in each stage and relaunched, beating the warm start it beg
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import launch_run, stop_in_stage
 
 from core.config import ConfigError
 from core.preference import CANDIDATES_FILE, PAIRS_FILE, finish_pairs, read_pairs, sample_pairs
@@ -192,31 +188,11 @@ def test_a_users_pairs_file_trains_lora_dpo_against_the_adapter_off_model(tmp_pa
 
 
 def launch(run: RunDir, data: Path) -> subprocess.Popen:
-    log = (run.path.parent / f"{run.path.name}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "image_vlm.train", "--config", TINY_DPO, "--run-dir", str(run.path), f"data.root={data}",
-         "pairs.batch_size=2"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
-    )
+    return launch_run("image_vlm.train", run.path, "--config", TINY_DPO, f"data.root={data}", "pairs.batch_size=2")
 
 
 def stop_in(run: RunDir, data: Path, stage: str, min_step: int) -> None:
-    from core.runs import stop_run
-
-    proc = launch(run, data)
-    try:
-        deadline = time.monotonic() + 600
-        while not (run.read_status().get("stage") == stage and (run.read_status().get("step") or 0) >= min_step):
-            assert proc.poll() is None, f"the run ended before its {stage} stage: {run.read_status()}"
-            assert time.monotonic() < deadline, f"timed out waiting for the {stage} stage"
-            time.sleep(0.2)
-        stop_run(run)
-        assert proc.wait(timeout=300) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert run.read_status()["state"] == "stopped"
+    stop_in_stage(lambda: launch(run, data), run, stage, min_step)
 
 
 @pytest.mark.slow

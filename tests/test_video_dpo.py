@@ -5,21 +5,16 @@ from on held-out clips. (The collator's batch layout and TRL's loss on it: tests
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import launch_run, stop_in_stage
 
 from core.config import ConfigError
 from core.preference import CANDIDATES_FILE, PAIRS_FILE
 from core.runs import RunDir
 from video_vlm.config import VideoConfig
-from video_vlm.schema import load_schema
 
 TINY_DPO = "video_vlm/configs/tiny_dpo.yaml"
 
@@ -159,31 +154,11 @@ def test_a_stage_named_like_dpos_own_stages_is_refused():
 
 
 def launch(run: RunDir, data: Path) -> subprocess.Popen:
-    log = (run.path.parent / f"{run.path.name}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "video_vlm.train", "--config", TINY_DPO, "--run-dir", str(run.path), f"data.root={data}",
-         "pairs.batch_size=4"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
-    )
+    return launch_run("video_vlm.train", run.path, "--config", TINY_DPO, f"data.root={data}", "pairs.batch_size=4")
 
 
 def stop_in(run: RunDir, data: Path, stage: str, min_step: int) -> None:
-    from core.runs import stop_run
-
-    proc = launch(run, data)
-    try:
-        deadline = time.monotonic() + 600
-        while not (run.read_status().get("stage") == stage and (run.read_status().get("step") or 0) >= min_step):
-            assert proc.poll() is None, f"the run ended before its {stage} stage: {run.read_status()}"
-            assert time.monotonic() < deadline, f"timed out waiting for the {stage} stage"
-            time.sleep(0.2)
-        stop_run(run)
-        assert proc.wait(timeout=300) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert run.read_status()["state"] == "stopped"
+    stop_in_stage(lambda: launch(run, data), run, stage, min_step)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from core.media.errors import MediaError
 from core.runs import RunDir, runs_root
 from ui.recipes import Recipe, artifact_of, recipe_runs, tail
 
-
 STATE_COLORS = {
     "starting": "gray",
     "running": "blue",

@@ -223,9 +223,9 @@ def train_dpo(cfg: VideoConfig, run: RunDir, control: RunControl, processor, sta
     from trl import DPOTrainer
 
     from core.dpo import dpo_arguments, reference_model, source_run_start
-    from core.preference import write_pairs
     from core.metrics import GracefulStop, RunMetricsCallback
     from core.models import load_stage_start, trainable_summary
+    from core.preference import write_pairs
     from core.stages import train_stage
     from video_vlm.collator import SkippedClipsCallback, VideoDPOCollator
     from video_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
