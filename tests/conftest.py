@@ -56,6 +56,29 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 600
     )
 
 
+def assert_learned_the_red_blob(run) -> None:
+    """The tiny image preset's learnability bar, for any family: after the coin-flip warm start the format is in
+    place and GRPO starts at chance, then correctness climbs by 0.2, and held-out accuracy ends at 0.8 or more and at
+    least 0.25 above the base model's."""
+    from image_vlm import evaluate
+
+    grpo = [m for m in run.read_metrics() if m.get("stage") == "grpo" and "loss" in m]
+    assert len(grpo) == 300 and any(m.get("stage") == "warm_start" for m in run.read_metrics())
+    fmt = sum(m["rewards/format_reward/mean"] for m in grpo[:10]) / 10
+    correctness = [m["rewards/correctness_reward/mean"] for m in grpo]
+    start, end = sum(correctness[:30]) / 30, sum(correctness[-30:]) / 30
+    print(f"format reward after the warm start {fmt:.2f}; GRPO correctness: first 30 steps {start:.2f}, last 30 {end:.2f}")
+    assert fmt >= 0.8, "the warm start taught the format"
+    assert 0.3 <= start <= 0.7, "coin-flip answers: GRPO starts near chance"
+    assert end >= start + 0.2, (start, end)
+
+    assert evaluate.main(["--run", str(run.path)]) == 0
+    report = json.loads((run.eval_dir / "test.json").read_text())
+    base, tuned = report["models"]["base"]["accuracy"], report["models"]["tuned"]["accuracy"]
+    print(f"held-out accuracy: base {base:.2f}, tuned {tuned:.2f}")
+    assert tuned >= 0.8 and tuned >= base + 0.25, (base, tuned)
+
+
 def launch_run(module: str, run_dir: Path, *args: str) -> subprocess.Popen:
     """`python -m module --run-dir RUN_DIR args` in its own session (one thread), its output appended to
     `<RUN_DIR>.log` beside the folder: a training run to stop and relaunch while the test watches it."""

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import IMAGE_SMOKE, ROOT, assert_learned_the_red_blob, run_cli
 from safetensors.torch import load_file
 
-from conftest import IMAGE_SMOKE, ROOT, run_cli
 from core.runs import RunDir, stop_run
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export
@@ -206,22 +206,7 @@ def test_the_tiny_preset_learns_to_see_the_red_blob(learned_image_run):
     the product's warm start teaches the format with coin-flip answers (the vision tower frozen), so GRPO starts at
     chance with the format in place; GRPO alone must then make the answer depend on the image, and held-out
     accuracy must show it."""
-    run = learned_image_run
-    grpo = [m for m in run.read_metrics() if m.get("stage") == "grpo" and "loss" in m]
-    assert len(grpo) == 300 and any(m.get("stage") == "warm_start" for m in run.read_metrics())
-    fmt = sum(m["rewards/format_reward/mean"] for m in grpo[:10]) / 10
-    correctness = [m["rewards/correctness_reward/mean"] for m in grpo]
-    start, end = sum(correctness[:30]) / 30, sum(correctness[-30:]) / 30
-    print(f"format reward after the warm start {fmt:.2f}; GRPO correctness: first 30 steps {start:.2f}, last 30 {end:.2f}")
-    assert fmt >= 0.8, "the warm start taught the format"
-    assert 0.3 <= start <= 0.7, "coin-flip answers: GRPO starts near chance"
-    assert end >= start + 0.2, (start, end)
-
-    assert image_evaluate.main(["--run", str(run.path)]) == 0
-    report = json.loads((run.eval_dir / "test.json").read_text())
-    base, tuned = report["models"]["base"]["accuracy"], report["models"]["tuned"]["accuracy"]
-    print(f"held-out accuracy: base {base:.2f}, tuned {tuned:.2f}")
-    assert tuned >= 0.8 and tuned >= base + 0.25, (base, tuned)
+    assert_learned_the_red_blob(learned_image_run)
 
 
 @pytest.mark.slow

@@ -227,19 +227,10 @@ class VideoSFTCollator:
             labels[index, :length] = torch.tensor(sample["labels"])
             attention_mask[index, :length] = 1
         batch: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        for key in samples[0]["media"]:
-            values = [sample["media"][key] for sample in samples]
-            if key in samples[0]["sequence_keys"]:  # per-token tensors (e.g. token types) pad like input_ids
-                padded = torch.zeros((len(samples), width), dtype=values[0].dtype)
-                for index, value in enumerate(values):
-                    padded[index, : value.shape[1]] = value[0]
-                batch[key] = padded
-            else:  # pixel values and grids are stacked frame by frame across the batch
-                batch[key] = torch.cat(values, dim=0)
-        return batch
+        return {**batch, **media_batch(samples, width)}
 
 
-class VideoDPOCollator:
+class VideoDPOCollator(VideoSFTCollator):
     """Turns preference rows (a clip window, `chosen` and `rejected` answer texts) into TRL's DPO batch layout.
 
     `trl.DPOTrainer._compute_loss` reads `input_ids` as [chosen rows; rejected rows] (B pairs -> 2B rows),
@@ -252,25 +243,9 @@ class VideoDPOCollator:
     A row holds `video` (an absolute path, or one relative to `root`), `start_s`, `end_s`, `chosen`, `rejected`.
     A pair whose clip fails to decode is skipped, counted and recorded like SFT's (`record_skip`); a batch with
     none left draws replacements from `replacements`. Pairs are never truncated (a cut answer is not the answer
-    that was scored): a pair past `max_length` is skipped likewise.
+    that was scored): a pair past `max_length` is skipped likewise. Construction, skipping and replacement are
+    SFT's (`VideoSFTCollator`); the encoding and the batch layout are DPO's.
     """
-
-    def __init__(self, processor, data: VideoDataSection, schema: SchemaSpec, max_length: int | None = None,
-                 replacements: list[dict] | None = None, seed: int = 0, skip_log: Path | None = None,
-                 stage: str | None = "dpo"):
-        self.processor = processor
-        self.data = data
-        self.schema = schema
-        self.max_length = max_length
-        self.replacements = replacements or []
-        self.rng = random.Random(seed)
-        self.affixes = answer_affixes(processor)
-        self.pad_id = processor.tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = processor.tokenizer.eos_token_id
-        self.skip_log = skip_log
-        self.stage = stage
-        self.skipped = 0
 
     def answer_ids(self, text: str) -> list[int]:
         prefix, end = self.affixes
@@ -294,29 +269,6 @@ class VideoDPOCollator:
         return {"prompt_ids": prompt_ids, "chosen_ids": chosen, "rejected_ids": rejected, "media": media,
                 "sequence_keys": sequence_keys}
 
-    def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            return self.encode(row)
-        except (MediaError, OSError, SampleTooLong) as error:
-            kind = "too_long" if isinstance(error, SampleTooLong) else getattr(error, "kind", type(error).__name__)
-            self.skipped += 1
-            message = plain_reason(error) if isinstance(error, OSError) else str(error)
-            print(f"skipped pair of {row.get('video')} [{kind}]: {message}", file=sys.stderr, flush=True)
-            record_skip(self.skip_log, row, kind, message, self.stage)
-            return None
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        samples = [sample for sample in map(self.try_encode, rows) if sample is not None]
-        tries = 0
-        while not samples and self.replacements and tries < _REPLACEMENT_TRIES:
-            tries += 1
-            sample = self.try_encode(self.rng.choice(self.replacements))
-            if sample is not None:
-                samples.append(sample)
-        if not samples:
-            raise RuntimeError(f"no pair of the batch could be used ({self.skipped} skipped so far)")
-        return self.pad(samples)
-
     def pad(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """[chosen rows; rejected rows], right-padded to the longest, and each pair's media twice in that order."""
         rows = [(s, s["chosen_ids"]) for s in samples] + [(s, s["rejected_ids"]) for s in samples]
@@ -330,16 +282,23 @@ class VideoDPOCollator:
             attention_mask[index, : prompt + len(answer)] = 1
             completion_mask[index, prompt : prompt + len(answer)] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
-        for key in samples[0]["media"]:
-            values = [sample["media"][key] for sample, _ in rows]
-            if key in samples[0]["sequence_keys"]:  # per-token tensors (e.g. token types) pad like input_ids
-                padded = torch.zeros((len(rows), width), dtype=values[0].dtype)
-                for index, value in enumerate(values):
-                    padded[index, : value.shape[1]] = value[0]
-                batch[key] = padded
-            else:  # pixel values and grids, frame by frame in row order
-                batch[key] = torch.cat(values, dim=0)
-        return batch
+        return {**batch, **media_batch([sample for sample, _ in rows], width)}
+
+
+def media_batch(samples: list[dict[str, Any]], width: int) -> dict[str, torch.Tensor]:
+    """The media tensors of a batch's rows, in row order: per-token tensors (e.g. token types) right-padded to
+    `width` like input_ids, pixel values and grids stacked frame by frame."""
+    batch: dict[str, torch.Tensor] = {}
+    for key in samples[0]["media"]:
+        values = [sample["media"][key] for sample in samples]
+        if key in samples[0]["sequence_keys"]:
+            padded = torch.zeros((len(samples), width), dtype=values[0].dtype)
+            for index, value in enumerate(values):
+                padded[index, : value.shape[1]] = value[0]
+            batch[key] = padded
+        else:
+            batch[key] = torch.cat(values, dim=0)
+    return batch
 
 
 def record_skip(skip_log: Path | None, row: dict[str, Any], kind: str, message: str, stage: str | None) -> None:
