@@ -59,11 +59,10 @@ def reference_model(model: ModelSection, finetune: FinetuneSection, start: Path 
     return reference
 
 
-def source_run_start(pairs: PairsSection, model: ModelSection, read_model_name) -> Path | None:
+def source_run_start(pairs: PairsSection, model: ModelSection) -> Path | None:
     """The weights of `pairs.source_run` (a finished run of the same base model), where its pairs are sampled and
-    its DPO starts; None without a source run.
-
-    `read_model_name(run)` returns that run's configured model name (each recipe reads its own config).
+    its DPO starts; None without a source run. The run's `config.yaml` names its model under `model.name` in
+    either recipe (the shared `ModelSection`).
 
     Raises:
         ConfigError: the run has no final weights, or trained another model than this config's.
@@ -74,10 +73,18 @@ def source_run_start(pairs: PairsSection, model: ModelSection, read_model_name) 
     artifact = source.final_artifact() if source.exists() else None
     if artifact is None:
         raise ConfigError(f"pairs.source_run: {pairs.source_run} is not a finished run (no adapter/ or model/)")
-    trained = read_model_name(source)
+    trained = source.read_config()["model"]["name"]
     if trained != model.name:
         raise ConfigError(
             f"pairs.source_run: {source.id} trained model {trained}, but this config trains {model.name}; "
             "DPO continues the weights that sampled its pairs, so the two must match"
         )
     return artifact
+
+
+def load_sampling_model(pairs: PairsSection, model: ModelSection, finetune: FinetuneSection):
+    """(model, where its weights come from) for the pairs CLIs: `pairs.source_run`'s weights, else the base model."""
+    from core.models import load_model, load_tuned
+
+    start = source_run_start(pairs, model)
+    return (load_tuned(model, start, finetune) if start else load_model(model)), start or model.name

@@ -125,17 +125,16 @@ def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]]):
 
 def make_pairs(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     """The pairs stage on its own: the base model's answers, or `pairs.source_run`'s."""
-    from core.dpo import source_run_start
-    from core.models import load_model, load_processor, load_tuned
+    from core.dpo import load_sampling_model
+    from core.models import load_processor
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
     if cfg.pairs.file:
         raise ConfigError("pairs.file is set: these pairs exist already; python -m image_vlm.pairs samples new ones")
     dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
     processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
-    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"])
-    model = load_tuned(cfg.model, start, cfg.finetune) if start else load_model(cfg.model)
-    print(f"[{PAIRS}] sampling with {start or cfg.model.name}", flush=True)
+    model, source = load_sampling_model(cfg.pairs, cfg.model, cfg.finetune)
+    print(f"[{PAIRS}] sampling with {source}", flush=True)
     run_pairs_stage(cfg, run, control, processor, model, dataset_rows(dataset))
 
 

@@ -149,7 +149,7 @@ def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, row
     from core.stages import train_stage
     from image_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
 
-    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"]) or start
+    start = source_run_start(cfg.pairs, cfg.model) or start
     model = load_stage_start(cfg.model, cfg.finetune, start)
     print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
 

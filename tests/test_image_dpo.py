@@ -186,6 +186,21 @@ def test_a_users_pairs_file_trains_lora_dpo_against_the_adapter_off_model(tmp_pa
     first = next(m for m in run.read_metrics() if "rewards/chosen" in m)
     assert first["rewards/chosen"] == 0 and first["rewards/rejected"] == 0
 
+    # The pairs CLI samples with this finished run's weights (`--from`). Two DPO steps from random weights still
+    # write no tag, so every answer scores 0: the stage stops with the one line that says what to change.
+    from image_vlm import pairs
+
+    common = ["--config", TINY_DPO, f"data.root={wildfire_synthetic}", "warm_start.enabled=false", "finetune.method=lora",
+              "pairs.max_prompts=4", "pairs.batch_size=4", "--from", str(run.path)]
+    assert pairs.main(["--run-dir", str(tmp_path / "pairs"), *common]) == 2
+    out, err = capsys.readouterr()
+    assert f"sampling with {run.path / 'adapter'}" in out
+    assert "no preference pair: the answers of all 4 prompts scored the same" in err and "pairs.samples_per_prompt" in err
+    # Another base model than the source run's is refused, naming both.
+    assert pairs.main(["--run-dir", str(tmp_path / "other"), *common, "model.name=tiny:qwen3_vl"]) == 2
+    err = capsys.readouterr().err
+    assert "trained model tiny:qwen2_5_vl, but this config trains tiny:qwen3_vl" in err
+
 
 def launch(run: RunDir, data: Path) -> subprocess.Popen:
     return launch_run("image_vlm.train", run.path, "--config", TINY_DPO, f"data.root={data}", "pairs.batch_size=2")

@@ -177,16 +177,15 @@ def pairs_dataset(pairs: list[dict[str, Any]]):
 
 def make_pairs(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
     """The pairs stage on its own: the base model's answers, or `pairs.source_run`'s."""
-    from core.dpo import source_run_start
-    from core.models import load_model, load_processor, load_tuned
+    from core.dpo import load_sampling_model
+    from core.models import load_processor
 
     if cfg.pairs.file:
         raise ConfigError("pairs.file is set: these pairs exist already; python -m video_vlm.pairs samples new ones")
     training_items(cfg.final_data)  # a dataset with no training clip is refused before any weights load
     processor = load_processor(cfg.model)
-    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"])
-    model = load_tuned(cfg.model, start, cfg.finetune) if start else load_model(cfg.model)
-    print(f"[{PAIRS}] sampling with {start or cfg.model.name}", flush=True)
+    model, source = load_sampling_model(cfg.pairs, cfg.model, cfg.finetune)
+    print(f"[{PAIRS}] sampling with {source}", flush=True)
     run_pairs_stage(cfg, run, control, processor, model)
 
 

@@ -231,7 +231,7 @@ def train_dpo(cfg: VideoConfig, run: RunDir, control: RunControl, processor, sta
     from video_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
     from video_vlm.task import load_task_schema
 
-    start = source_run_start(cfg.pairs, cfg.model, lambda source: source.read_config()["model"]["name"]) or start
+    start = source_run_start(cfg.pairs, cfg.model) or start
     model = load_stage_start(cfg.model, cfg.finetune, start)
     print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
 
