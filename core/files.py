@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# Held while a synthetic dataset is generated into its folder (hidden, so dataset checks skip it).
+SYNTHETIC_LOCK = ".synthetic.lock"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -21,6 +26,17 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (created, with its folder, if missing) across processes: the ranks of
+    one job, or two containers on one volume. The first holder builds; the others wait, then find it built."""
+    from filelock import FileLock
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(lock_path):
+        yield
 
 
 def link_or_copy(source: Path, target: Path) -> None:

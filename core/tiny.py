@@ -19,15 +19,14 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from core.families import FAMILIES, family_by_key
+from core.files import exclusive
 
 TINY_KINDS = tuple(family.key for family in FAMILIES)
 TINY_PREFIX = "tiny:"
@@ -79,22 +78,6 @@ def tiny_cache_dir() -> Path:
     return Path(root).expanduser() if root else _DEFAULT_CACHE_DIR.expanduser()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on path, where the platform supports one."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: the atomic rename below still prevents half-built folders.
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _make_readable(folder: Path) -> None:
     """Open a built folder to other users (mkdtemp and the weight writer create it owner-only).
 
@@ -119,7 +102,7 @@ def tiny_model_path(kind: str) -> Path:
     if (target / "config.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f".{kind}-v{BUILDER_VERSION}.lock"):
+    with exclusive(root / f".{kind}-v{BUILDER_VERSION}.lock"):
         if (target / "config.json").is_file():
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{kind}-building-", dir=root))

@@ -7,6 +7,7 @@ from typing import Any
 
 from core.architectures import model_family
 from core.config import ModelSection
+from core.files import SYNTHETIC_LOCK, exclusive
 from image_vlm.config import ImageDataSection
 
 
@@ -34,11 +35,15 @@ def image_size_arguments(model: ModelSection, max_pixels: int) -> dict[str, Any]
 def ensure_dataset(data: ImageDataSection) -> Path:
     """The dataset root, generating the synthetic stand-in first when the config asks for it and it is missing."""
     root = Path(data.root)
-    if data.synthetic and not (root / data.train_split).is_dir():
-        from image_vlm.synthetic import make_synthetic_dataset
+    if not data.synthetic:
+        return root
+    # The ranks of one job all get here: one generates while the others wait, so none reads a tile being written.
+    with exclusive(root / SYNTHETIC_LOCK):
+        if not (root / data.train_split).is_dir():
+            from image_vlm.synthetic import make_synthetic_dataset
 
-        print(f"generating the synthetic red-blob dataset in {root}", flush=True)
-        make_synthetic_dataset(root, seed=data.seed)
+            print(f"generating the synthetic red-blob dataset in {root}", flush=True)
+            make_synthetic_dataset(root, seed=data.seed)
     return root
 
 

@@ -12,6 +12,13 @@ from conftest import IMAGE_SMOKE, ROOT, VIDEO_SMOKE
 from core.runs import RunDir
 
 
+def failure_output(result: subprocess.CompletedProcess) -> str:
+    """What a failed launch printed: the tails, and every line rank 0 wrote (the launcher names the first rank
+    that failed, but the other's lines fill the tail)."""
+    rank0 = [line for line in result.stderr.splitlines() if line.startswith("[rank0]")]
+    return "\n".join([result.stdout[-3000:], *rank0[-60:], result.stderr[-3000:]])
+
+
 @pytest.mark.slow
 def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, wildfire_synthetic):
     run = RunDir(tmp_path / "ddp-run")
@@ -24,7 +31,7 @@ def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, 
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, failure_output(result)
     status = run.read_status()
     assert status["state"] == "finished" and status["step"] == 2
     # Only rank 0 writes: one status owner, one metrics line per logged step, rollouts from one rank.
@@ -54,7 +61,10 @@ def test_the_fsdp_config_trains_the_video_recipe_to_an_adapter_that_loads(tmp_pa
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, failure_output(result)
+    # Both ranks ask for the synthetic clips; one writes them while the other waits. Before, both wrote the same
+    # files at once, and a rank could read a clip the other was rewriting.
+    assert result.stdout.count("generating synthetic moving-square clips") == 1, result.stdout[-3000:]
     assert "distributed: DDP over gloo on CPU, 2 processes (FSDP was asked for" in result.stdout
     assert result.stdout.count(f"saved {run.adapter_dir}") == 1, result.stdout[-3000:]
     assert result.stdout.count("saved " + str(run.checkpoints_dir / "checkpoint-2")) == 1

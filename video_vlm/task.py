@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from core.files import SYNTHETIC_LOCK, exclusive
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import SchemaSpec, load_schema
 
@@ -114,11 +115,15 @@ def clip_frames(item, root: str | Path, data: VideoDataSection) -> SampledClip:
 def ensure_dataset(data: VideoDataSection) -> Path:
     """The dataset root, generating the synthetic moving-square clips first when the config asks and it is missing."""
     root = Path(data.root)
-    if data.synthetic and not (root / "metadata.jsonl").is_file():
-        from video_vlm.synthetic import make_synthetic_dataset
+    if not data.synthetic:
+        return root
+    # The ranks of one job all get here: one generates while the others wait, so none reads a clip being written.
+    with exclusive(root / SYNTHETIC_LOCK):
+        if not (root / "metadata.jsonl").is_file():
+            from video_vlm.synthetic import make_synthetic_dataset
 
-        print(f"generating synthetic moving-square clips in {root}", flush=True)
-        make_synthetic_dataset(root, n=48, seed=data.seed)
+            print(f"generating synthetic moving-square clips in {root}", flush=True)
+            make_synthetic_dataset(root, n=48, seed=data.seed)
     return root
 
 
