@@ -59,6 +59,23 @@ def reference_model(model: ModelSection, finetune: FinetuneSection, start: Path 
     return reference
 
 
+def unused_stages_problem(pairs: PairsSection, stages: list[str]) -> str | None:
+    """Why a DPO run with `pairs.source_run` must not start: the stages before it would train weights nothing uses,
+    since pairs and DPO start from the source run. None when there is no such stage.
+
+    >>> unused_stages_problem(PairsSection(source_run="runs/a"), ["warm_start"]).split(", so ")[1]
+    'the warm_start stage(s) before it would train for nothing: turn them off, or drop pairs.source_run to start DPO from them'
+    >>> unused_stages_problem(PairsSection(), ["warm_start"]) is None
+    True
+    """
+    if not pairs.source_run or not stages:
+        return None
+    return (
+        f"pairs.source_run ({pairs.source_run}) starts DPO from that run's weights, so the {', '.join(stages)} "
+        f"stage(s) before it would train for nothing: turn them off, or drop pairs.source_run to start DPO from them"
+    )
+
+
 def source_run_start(pairs: PairsSection, model: ModelSection) -> Path | None:
     """The weights of `pairs.source_run` (a finished run of the same base model), where its pairs are sampled and
     its DPO starts; None without a source run. The run's `config.yaml` names its model under `model.name` in

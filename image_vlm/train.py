@@ -31,6 +31,7 @@ from pathlib import Path
 
 from core.cli import run_training_main
 from core.control import RunControl
+from core.dpo import unused_stages_problem
 from core.preference import DPO, PAIRS, PAIRS_FILE
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
@@ -178,8 +179,15 @@ def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, row
 def main(argv=None) -> int:
     return run_training_main(
         argv, config_cls=ImageConfig, prefix="image", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
-        modality="image", estimate="image_vlm.estimate", preflight=lambda cfg: vllm_problem(cfg.train),
+        modality="image", estimate="image_vlm.estimate", preflight=preflight,
     )
+
+
+def preflight(cfg: ImageConfig) -> str | None:
+    """Why this config must not start (on this machine), before the GPU lock is taken."""
+    if cfg.method == DPO:
+        return unused_stages_problem(cfg.pairs, [WARM_START] if cfg.warm_start.enabled else [])
+    return vllm_problem(cfg.train)
 
 
 if __name__ == "__main__":

@@ -202,6 +202,17 @@ def test_a_users_pairs_file_trains_lora_dpo_against_the_adapter_off_model(tmp_pa
     assert "trained model tiny:qwen2_5_vl, but this config trains tiny:qwen3_vl" in err
 
 
+def test_a_source_run_with_the_warm_start_on_is_refused_before_anything_trains(tmp_path, capsys):
+    """DPO from `pairs.source_run` starts from that run's weights; a warm start before it would train for nothing."""
+    from image_vlm import train
+
+    run = RunDir(tmp_path / "run")
+    assert train.main(["--config", TINY_DPO, "--run-dir", str(run.path), "pairs.source_run=runs/earlier"]) == 2
+    err = capsys.readouterr().err
+    assert "pairs.source_run (runs/earlier) starts DPO from that run's weights, so the warm_start stage(s)" in err
+    assert not run.metrics_path.exists()
+
+
 def launch(run: RunDir, data: Path) -> subprocess.Popen:
     return launch_run("image_vlm.train", run.path, "--config", TINY_DPO, f"data.root={data}", "pairs.batch_size=2")
 

@@ -150,6 +150,17 @@ def test_a_stage_named_like_dpos_own_stages_is_refused():
     VideoConfig(stages=[{"name": "pairs"}])  # an SFT run may call a stage so
 
 
+def test_a_source_run_after_sft_stages_is_refused_before_anything_trains(tmp_path, capsys):
+    """DPO from `pairs.source_run` starts from that run's weights; the SFT stages before it would train for nothing."""
+    from video_vlm import train
+
+    run = RunDir(tmp_path / "run")
+    assert train.main(["--config", TINY_DPO, "--run-dir", str(run.path), "pairs.source_run=runs/earlier"]) == 2
+    err = capsys.readouterr().err
+    assert "pairs.source_run (runs/earlier) starts DPO from that run's weights, so the sft stage(s)" in err
+    assert not run.metrics_path.exists()
+
+
 # ------------------------------------------------------------------------------ the tiny preset, stopped twice
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
+from core.dpo import unused_stages_problem
 from core.preference import DPO, PAIRS, PAIRS_FILE
 from core.processes import is_main_process
 from core.runs import RunDir
@@ -266,8 +267,13 @@ def train_dpo(cfg: VideoConfig, run: RunDir, control: RunControl, processor, sta
 def main(argv=None) -> int:
     return run_training_main(
         argv, config_cls=VideoConfig, prefix="video", default_config=DEFAULT_CONFIG, description=__doc__, train=train,
-        modality="video", estimate="video_vlm.estimate",
+        modality="video", estimate="video_vlm.estimate", preflight=preflight,
     )
+
+
+def preflight(cfg: VideoConfig) -> str | None:
+    """Why this config must not start, before the GPU lock is taken."""
+    return unused_stages_problem(cfg.pairs, [stage.name for stage in cfg.stages]) if cfg.method == DPO else None
 
 
 if __name__ == "__main__":
