@@ -191,8 +191,10 @@ def sample_pairs(
                 run.update_progress(len(prompts) - len(todo) + start + len(batch), len(prompts))
     summary = finish_pairs(run, samples_per_prompt, temperature, model)
     if is_main_process():
-        run.append_metric({"stage": stage, "step": len(prompts), **{f"pairs/{k}": v for k, v in vars(summary).items()
-                                                                     if isinstance(v, (int, float))}})
+        # Step 0: the pairs stage trains no step, so on the run-wide axis DPO's first step follows the last step
+        # before it (a step count here would push DPO's curves right by that many steps).
+        run.append_metric({"stage": stage, "step": 0, **{f"pairs/{k}": v for k, v in vars(summary).items()
+                                                         if isinstance(v, (int, float))}})
     print(f"[{stage}] {summary.line()}", flush=True)
     return summary
 

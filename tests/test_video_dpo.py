@@ -200,6 +200,11 @@ def test_stop_and_resume_in_the_pairs_and_dpo_stages(stopped_twice):
     metrics = [m for m in run.read_metrics() if m.get("stage") == "dpo" and "loss" in m]
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(metrics[-1])
     assert [m["step"] for m in metrics] == list(range(1, status["total"] + 1))  # each step once across the relaunches
+    # On the UI's run-wide axis DPO's first step follows the SFT stage's last: the pairs stage adds no steps.
+    from ui.charts import metrics_frame
+
+    frame = metrics_frame(run.read_metrics())
+    assert frame.loc[frame["stage"] == "dpo", "run_step"].min() == frame.loc[frame["stage"] == "sft", "run_step"].max() + 1
     candidates = [json.loads(line) for line in (run.path / CANDIDATES_FILE).read_text().splitlines()]
     assert len({c["prompt_id"] for c in candidates}) == len(candidates) == total  # no clip sampled twice
     summary = json.loads((run.path / "pairs_summary.json").read_text())
