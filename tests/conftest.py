@@ -99,10 +99,12 @@ def stop_in_stage(launch, run, stage: str, min_step: int, timeout_s: float = 600
     from core.runs import stop_run
 
     proc = launch()
+    log = run.path.parent / f"{run.path.name}.log"  # where launch_run writes
     try:
         deadline = time.monotonic() + timeout_s
         while not (run.read_status().get("stage") == stage and (run.read_status().get("step") or 0) >= min_step):
-            assert proc.poll() is None, f"the run ended before its {stage} stage: {run.read_status()}"
+            assert proc.poll() is None, f"the run ended before its {stage} stage: {run.read_status()}\n" + (
+                log.read_text()[-3000:] if log.exists() else "")
             assert time.monotonic() < deadline, f"timed out waiting for the {stage} stage"
             time.sleep(0.2)
         stop_run(run)

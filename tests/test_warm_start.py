@@ -4,18 +4,14 @@ cannot fill, and a run that stops and resumes inside either stage with one run f
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import launch_run, stop_in_stage
 from core.config import load_config
-from core.runs import RunDir, stop_run
+from core.runs import RunDir
 from image_vlm import train as image_train
 from image_vlm import warm_start
 from image_vlm.config import ImageConfig, ImageDataSection, WarmStartSection
@@ -179,31 +175,12 @@ STAGED = (
 
 
 def launch(run: RunDir, data: Path) -> subprocess.Popen:
-    log = (run.path.parent / f"{run.id}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "image_vlm.train", "--config", TINY, "--run-dir", str(run.path), f"data.root={data}", *STAGED],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
-    )
+    return launch_run("image_vlm.train", run.path, "--config", TINY, f"data.root={data}", *STAGED)
 
 
 def stop_in(run: RunDir, data: Path, stage: str) -> None:
     """Launch (or relaunch) the run, ask it to stop once `stage` has logged a few steps, and wait for the end."""
-    proc = launch(run, data)
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            status = run.read_status()
-            if status.get("stage") == stage and status.get("step", 0) >= 6:
-                break
-            assert proc.poll() is None, (run.path.parent / f"{run.id}.log").read_text()[-3000:]
-            time.sleep(0.2)
-        stop_run(run)
-        assert proc.wait(timeout=300) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert run.read_status()["state"] == "stopped"
+    stop_in_stage(lambda: launch(run, data), run, stage, 6, timeout_s=300)
 
 
 @pytest.mark.slow
