@@ -77,11 +77,12 @@ def streamlit_server(base: Path, vlm_page: str):
     """`streamlit run ui/app.py` on a free port (VLM_PAGE picks the pages, as in compose), with runs, data and
     tiny models in temporary folders. Streamlit's settings come from the repository's .streamlit/config.toml."""
     base.mkdir(parents=True, exist_ok=True)
-    runs, data = base / "runs", base / "data"
-    runs.mkdir(exist_ok=True)
-    data.mkdir(exist_ok=True)
+    runs, data, tmp = base / "runs", base / "data", base / "tmp"
+    for folder in (runs, data, tmp):
+        folder.mkdir(exist_ok=True)
     env = {
         **os.environ,
+        "TMPDIR": str(tmp),  # the server's uploads and generated samples: this server's own, never /tmp's
         "VLM_RUNS_DIR": str(runs),
         "VLM_DATA_DIR": str(data),
         "VLM_TINY_DIR": os.environ.get("VLM_TINY_DIR") or str(base / "tiny"),

@@ -58,8 +58,9 @@ def test_bad_video_upload_shows_a_message(dirs):
     make_run(runs, "video-20260101-100000", "finished", recipe="video", adapter=True)
     from ui.uploads import upload_root
 
+    at = app("video")  # the page's first draw makes the gallery's generated samples in the upload folder
     before = set(upload_root().iterdir())
-    at = compare_upload(app("video"), "video", "bad.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
+    at = compare_upload(at, "video", "bad.mp4", b"\x00\x00\x00\x18ftypmp42 not really", "video/mp4")
     assert not at.exception
     error = texts(at.error)
     assert "Upload refused: bad.mp4: cannot be read as a video: the file is damaged" in error, error
@@ -126,3 +127,48 @@ def test_compare_during_a_run_offers_its_latest_checkpoint(dirs):
     record_checksums(checkpoint)
     at.run()
     assert "latest checkpoint, step 2 (`checkpoints/checkpoint-2`)" in texts(at.caption)
+
+
+def test_upload_folder_is_private_to_the_server(own_state):
+    """Uploads go to a fresh 0700 folder that only this server knows, never a fixed path another local user could
+    create first; it is swept by age and quota. (Before: a fixed /tmp/vlm-ui-uploads, shared by every server.)"""
+    import stat
+    import time
+
+    from ui.uploads import save_upload, sweep_uploads, upload_root
+
+    root = upload_root()
+    assert root.parent == own_state and root.name != "vlm-ui-uploads" and root.name.startswith("vlm-ui-uploads-")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert upload_root() == root, "one folder per server"
+    old = save_upload("old.png", png_bytes(), (".png",), 20, "image").path.parent
+    stale = time.time() - 2 * 24 * 3600
+    os.utime(old, (stale, stale))
+    new = save_upload("new.png", png_bytes(), (".png",), 20, "image").path.parent
+    assert not old.exists() and new.exists(), "a day-old upload is swept when the next one is saved"
+    big = save_upload("big.png", png_bytes(256), (".png",), 20, "image").path.parent
+    from ui.uploads import MB, folder_size
+
+    assert sweep_uploads(root, quota_mb=folder_size(big) / MB) == [new], "past the quota, the oldest upload goes first"
+    assert big.exists()
+
+
+def test_video_upload_is_capped_before_decoding(tmp_path):
+    """A tiny file that declares 8192×8192 frames is refused from its header, with the number a person reads, and
+    nothing is left on disk. (Before: it passed the check, and decoding it took gigabytes in the web server.)"""
+    import av
+
+    from ui.uploads import UploadError, save_upload
+
+    bomb = tmp_path / "bomb.mp4"
+    with av.open(str(bomb), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 8192, 8192, "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.zeros((8192, 8192, 3), np.uint8), format="rgb24")
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(UploadError, match=r"8192×8192 is past the 8\.3-megapixel limit"):
+        save_upload("bomb.mp4", bomb.read_bytes(), (".mp4",), 200, "video", folder=tmp_path / "up")
+    assert not any((tmp_path / "up").iterdir())

@@ -133,17 +133,19 @@ def show_media(kind: str, media: dict[str, Any]) -> None:
 
 def synthetic_samples(recipe_name: str) -> Path:
     """The generated gallery samples, made again if someone cleaned the temporary folder."""
-    folder = make_synthetic_samples(recipe_name)
+    root = str(upload_root())
+    folder = make_synthetic_samples(recipe_name, root)
     if not any(folder.glob("*.png")) and not (folder / "metadata.jsonl").exists():
         make_synthetic_samples.clear()
-        folder = make_synthetic_samples(recipe_name)
+        folder = make_synthetic_samples(recipe_name, root)
     return folder
 
 
 @st.cache_resource(show_spinner="Preparing sample inputs…")
-def make_synthetic_samples(recipe_name: str) -> Path:
-    """A few generated samples for the gallery when no dataset has a held-out split (made once per server)."""
-    folder = upload_root() / f"samples-{recipe_name}"
+def make_synthetic_samples(recipe_name: str, upload_folder: str) -> Path:
+    """A few generated samples for the gallery when no dataset has a held-out split (made once per server, in its
+    private upload folder)."""
+    folder = Path(upload_folder) / f"samples-{recipe_name}"
     if recipe_name == IMAGE.name:
         import numpy as np
 

@@ -305,6 +305,41 @@ def _probe_opencv(path: Path) -> VideoInfo:
     return VideoInfo(str(path), num_frames, fps, duration_s, width, height, rotation, codec, "opencv")
 
 
+@dataclass(frozen=True)
+class VideoHeader:
+    """What a video's container says about its first video stream, read without decoding a frame."""
+
+    width: int
+    height: int
+    num_frames: int
+    duration_s: float
+
+
+def read_video_header(path: str | os.PathLike) -> VideoHeader:
+    """The frame size, frame count and duration that the container declares, before any frame is decoded, so an
+    upload can be capped before a decoder allocates its frames (an 8192x8192 H.264 file of 200 KB takes gigabytes
+    to decode). Values the container leaves out read 0.
+
+    Raises:
+        VideoError: the file cannot be opened as a video, or has no video stream.
+    """
+    import av
+
+    path = Path(path)
+    _check_file(path)
+    with _open_pyav(path) as container:
+        if not container.streams.video:
+            raise VideoError(f"{path}: no video stream", "no_video_stream")
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0)
+        if stream.duration and stream.time_base:
+            duration_s = float(stream.duration * stream.time_base)
+        else:
+            duration_s = container.duration / av.time_base if container.duration else 0.0
+        num_frames = stream.frames or (round(duration_s * fps) if fps else 0)
+        return VideoHeader(stream.codec_context.width, stream.codec_context.height, int(num_frames), duration_s)
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Read a video's metadata and decode its first frame, so broken files fail here with a clear message.
 
