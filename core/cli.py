@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from core.architectures import family_lines
 from core.checkpoints import NoUsableCheckpoint, choose_resume_checkpoint
-from core.config import ConfigError, load_config, to_yaml
+from core.config import ConfigError, absolute_data_paths, load_config, to_yaml
 from core.control import RunControl, record_state, run_lifecycle
 from core.estimate import (
     DEVICE_TARGETS,
@@ -38,6 +38,7 @@ from core.processes import distributed_mode, is_main_process, start_distributed
 from core.runs import (
     RunDir,
     RunError,
+    error_line,
     is_own_pending_launch,
     open_run_for_training,
     resolve_run_dir,
@@ -166,7 +167,8 @@ def train_with_control(
     named = RunDir(args.run_dir) if args.run_dir else None
     start_distributed()
     try:
-        cfg = load_config(config_cls, args.config, args.overrides)
+        # The run folder records absolute data folders: evaluation and the pages may read it from another folder.
+        cfg = config_cls.model_validate(absolute_data_paths(load_config(config_cls, args.config, args.overrides).model_dump()))
         problem = preflight(cfg) if preflight else None
         if problem:
             return refuse(problem, named)
@@ -198,7 +200,7 @@ def train_with_control(
             if not control.poll():
                 train(cfg, run, control)
     except (ConfigError, GpuBusy, RunError, NoUsableCheckpoint) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:
         problem = storage_problem(err, run.path)

@@ -7,6 +7,7 @@ from it, so the description is the documentation.
 
 from __future__ import annotations
 
+import os
 import re
 import typing
 from pathlib import Path
@@ -225,6 +226,29 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 ConfigT = typing.TypeVar("ConfigT", bound=BaseModel)
+
+
+def absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping whose data folders (`data.root`, `data.frame_cache_dir`, and a stage's own) are absolute,
+    taken against the working folder: what a run folder records, so that evaluation, the pages and compare read
+    the data the run trained on from any folder. A preset's relative `data.root` is relative to where it is run.
+
+    >>> import os
+    >>> absolute_data_paths({"data": {"root": "data/x"}, "stages": [{"data": {"root": "/d"}}]}) == {
+    ...     "data": {"root": os.path.join(os.getcwd(), "data/x")}, "stages": [{"data": {"root": "/d"}}]}
+    True
+    """
+    def absolute(section: Any) -> Any:
+        if not isinstance(section, dict):
+            return section
+        return {key: os.path.abspath(value) if key in ("root", "frame_cache_dir") and isinstance(value, str) and value
+                else value for key, value in section.items()}
+
+    resolved = {**config, "data": absolute(config.get("data"))} if "data" in config else dict(config)
+    if isinstance(config.get("stages"), list):
+        resolved["stages"] = [{**stage, "data": absolute(stage.get("data"))} if isinstance(stage, dict) and "data" in stage
+                              else stage for stage in config["stages"]]
+    return resolved
 
 
 def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ConfigT:

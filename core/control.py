@@ -23,7 +23,7 @@ from typing import Iterator
 
 from core.config import HEARTBEAT_TIMEOUT_S
 from core.processes import is_main_process, process_owner, world_size
-from core.runs import LAUNCH_TIME_ENV, RunDir, heartbeat_interval
+from core.runs import LAUNCH_TIME_ENV, RunDir, error_line, heartbeat_interval
 
 
 def launch_time() -> float:
@@ -171,7 +171,7 @@ def run_lifecycle(run: RunDir, control: RunControl, heartbeat_timeout_s: float =
         yield control
     except BaseException as err:
         if main:
-            message = f"{type(err).__name__}: {err}".strip()
+            message = f"{type(err).__name__}: {error_line(err)}".strip()
             control.end("failed", error=message, traceback=traceback.format_exc(limit=8))
         raise
     else:

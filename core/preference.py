@@ -89,11 +89,27 @@ class PairsSummary:
     model: str
 
     def line(self) -> str:
+        """The stage's summary for the log and the page; when prompts gave no pair, why, and which knobs raise the yield.
+
+        >>> PairsSummary(29, 5, 24, 0.4, 4, 1.0, "m").line()  # doctest: +NORMALIZE_WHITESPACE
+        'pairs: 5 kept of 29 prompts; 24 with no contrast (all 4 answers scored the same); mean margin 0.400.
+        A prompt gives a pair only when its answers score differently: for more pairs, sample more answers per prompt
+        (pairs.samples_per_prompt, now 4) or more varied ones (pairs.temperature, now 1.0), or train the model
+        further first (a longer SFT stage or warm start) so that its answers differ in quality'
+        """
         margin = "n/a" if self.mean_margin is None else f"{self.mean_margin:.3f}"
-        return (
+        text = (
             f"pairs: {self.pairs} kept of {self.prompts} prompts; {self.no_contrast} with no contrast (all "
             f"{self.samples_per_prompt} answers scored the same); mean margin {margin}"
         )
+        if self.no_contrast:
+            text += (
+                ". A prompt gives a pair only when its answers score differently: for more pairs, sample more answers "
+                f"per prompt (pairs.samples_per_prompt, now {self.samples_per_prompt}) or more varied ones "
+                f"(pairs.temperature, now {self.temperature}), or train the model further first (a longer SFT stage "
+                "or warm start) so that its answers differ in quality"
+            )
+        return text
 
 
 def no_contrast_message(prompts: int, samples_per_prompt: int, temperature: float) -> str:

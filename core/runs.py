@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from core.checkpoints import complete_checkpoints
-from core.config import HEARTBEAT_TIMEOUT_S, read_yaml
+from core.config import HEARTBEAT_TIMEOUT_S, absolute_data_paths, read_yaml
 from core.files import write_json_atomic
 from core.jsonl import read_jsonl
 from core.processes import is_main_process, owned_here, pid_alive, process_owner, world_size
@@ -353,6 +353,24 @@ class RunError(RuntimeError):
     """A run folder that cannot be used for what was asked. Nothing in it has been changed."""
 
 
+def error_line(err: BaseException) -> str:
+    """An error's own message, also when a DataLoader worker raised it: torch raises it again in the trainer as
+    "Caught X in DataLoader worker process 0." followed by the worker's whole traceback, whose last line is the
+    message the product wrote.
+
+    >>> error_line(RunError("Caught RunError in DataLoader worker process 0.\\nOriginal Traceback ...:\\n  x\\n"
+    ...                     "core.runs.RunError: no clip of the batch could be used"))
+    'no clip of the batch could be used'
+    >>> error_line(ValueError("plain"))
+    'plain'
+    """
+    text = str(err)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
+
+
 def dict_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two nested dicts.
 
@@ -413,7 +431,7 @@ def open_run_for_training(run_dir: str | Path | RunDir | None, prefix: str, conf
         owner = status.get("owner") or {}
         raise RunError(f"{run.path} is already {state} ({owner.get('app', 'unknown owner')}); stop it first. Nothing was changed.")
     if run.config_path.exists():
-        saved = run.read_config()
+        saved = absolute_data_paths(run.read_config())  # a run recorded before data folders were made absolute
         changed = dict_differences(saved, config)
         if changed:
             raise RunError(

@@ -19,6 +19,7 @@ from typing import Any
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
+from core.media.paths import dataset_relative, in_dataset
 from core.preference import (
     PAIRS,
     PAIRS_FILE,
@@ -35,10 +36,15 @@ from image_vlm.rewards import weighted_reward
 DEFAULT_CONFIG = "image_vlm/configs/tiny_dpo.yaml"
 
 
-def pair_prompts(rows: list[dict[str, Any]], limit: int | None = None) -> list[dict[str, Any]]:
-    """One prompt per training image, named by its path (what a pairs line refers to)."""
+def pair_prompts(rows: list[dict[str, Any]], root: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """One prompt per training image, named by its path relative to the dataset root (what a pairs line refers to,
+    as `metadata.jsonl` does: `in_dataset` reads it back from any working folder)."""
     rows = rows[:limit] if limit else rows
-    return [{"prompt_id": row["image_path"], "image_path": row["image_path"], "answer": row["answer"]} for row in rows]
+    prompts = []
+    for row in rows:
+        path = dataset_relative(root, row["image_path"])
+        prompts.append({"prompt_id": path, "image_path": path, "answer": row["answer"]})
+    return prompts
 
 
 def answer_scores(cfg: ImageConfig, prompt: dict[str, Any], answers: list[str]) -> list[float]:
@@ -56,7 +62,8 @@ def answer_sampler(cfg: ImageConfig, model, processor):
     k = cfg.pairs.samples_per_prompt
 
     def sample(batch: list[dict[str, Any]]) -> list[list[str]]:
-        conversations = [prompt_messages(cfg.data, open_image(p["image_path"])) for p in batch for _ in range(k)]
+        images = [open_image(in_dataset(cfg.data.root, p["image_path"])) for p in batch]
+        conversations = [prompt_messages(cfg.data, image) for image in images for _ in range(k)]
         texts = generate(
             model, processor, conversations, max_new_tokens=cfg.pairs.max_new_tokens, temperature=cfg.pairs.temperature,
             batch_size=len(conversations),
@@ -71,7 +78,7 @@ def run_pairs_stage(cfg: ImageConfig, run: RunDir, control: RunControl, processo
     """Sample, score and pair the training images with `model` (put in eval mode); None when stopped."""
     model.eval()
     return sample_pairs(
-        run, control, pair_prompts(rows, cfg.pairs.max_prompts), answer_sampler(cfg, model, processor),
+        run, control, pair_prompts(rows, cfg.data.root, cfg.pairs.max_prompts), answer_sampler(cfg, model, processor),
         lambda prompt, answers: answer_scores(cfg, prompt, answers),
         batch_size=cfg.pairs.batch_size, samples_per_prompt=cfg.pairs.samples_per_prompt,
         temperature=cfg.pairs.temperature, model=cfg.model.name, stages=stages,
@@ -82,8 +89,7 @@ def image_of(cfg: ImageConfig, line: dict[str, Any]) -> Path | None:
     path = line.get("image_path") or line.get("image")
     if not isinstance(path, str) or not path:
         return None
-    path = Path(path)
-    return path if path.is_absolute() or path.exists() else Path(cfg.data.root) / path
+    return in_dataset(cfg.data.root, path)
 
 
 def training_pairs(cfg: ImageConfig, run: RunDir) -> list[dict[str, Any]]:
@@ -99,7 +105,7 @@ def training_pairs(cfg: ImageConfig, run: RunDir) -> list[dict[str, Any]]:
             open_image(path)
         except (MediaError, OSError) as err:
             return f"image {path} cannot be read ({err})"
-        line["image_path"] = str(path)
+        line["image_path"] = line.get("image_path") or line.pop("image")  # as written: `in_dataset` reads it back
         return None
 
     source = Path(cfg.pairs.file) if cfg.pairs.file else run.path / PAIRS_FILE
@@ -117,7 +123,8 @@ def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]]):
     from image_vlm.task import prompt_messages
 
     rows = [
-        {"prompt": prompt_messages(cfg.data), "image": pair["image_path"], "chosen": pair["chosen"], "rejected": pair["rejected"]}
+        {"prompt": prompt_messages(cfg.data), "image": str(in_dataset(cfg.data.root, pair["image_path"])),
+         "chosen": pair["chosen"], "rejected": pair["rejected"]}
         for pair in dpo_rows(pairs)
     ]
     return Dataset.from_list(rows).cast_column("image", Image())

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,33 @@ ROOT = Path(__file__).resolve().parents[1]
 def isolated_cache(tmp_path_factory):
     """Tiny models and W&B never touch the user's home folders during tests, and runs (with their GPU lock) never
     land in the checkout's runs/: a trainer the user runs there, or a second test session, would make these
-    tests hear "GPU busy". A test that needs its own runs root still sets VLM_RUNS_DIR itself."""
+    tests hear "GPU busy". A test that needs its own runs root still sets VLM_RUNS_DIR itself.
+
+    HOME is an empty folder for the whole session, as on a fresh machine: nothing a test reads can come from an
+    earlier run's caches or a developer's credentials (uv's package download cache excepted: it is keyed by
+    content, and the wheels check would otherwise fetch the index again)."""
+    os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
+    os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
     tiny = tmp_path_factory.mktemp("tiny-models")
     os.environ["VLM_TINY_DIR"] = str(tiny)
     os.environ["VLM_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
     os.environ["WANDB_MODE"] = "disabled"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return tiny
+
+
+@pytest.fixture(autouse=True)
+def own_state(tmp_path_factory, monkeypatch):
+    """Each test starts from an empty temporary folder (TMPDIR and `tempfile`'s), so nothing one test or an earlier
+    session left in /tmp is seen by another; and whatever environment variables a test sets are put back after it."""
+    tmp = tmp_path_factory.mktemp("tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    saved = dict(os.environ)
+    yield tmp
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
@@ -44,11 +65,11 @@ def wildfire_synthetic(tmp_path_factory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("wildfire") / "data", per_class=24, seed=0)
 
 
-def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python -m module args` from the repo root and return the finished process (output captured)."""
+def run_cli(module: str, *args: str, env: dict | None = None, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `python -m module args` from the repo root (or `cwd`) and return the finished process (output captured)."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         capture_output=True,
         text=True,
@@ -79,13 +100,13 @@ def assert_learned_the_red_blob(run) -> None:
     assert tuned >= 0.8 and tuned >= base + 0.25, (base, tuned)
 
 
-def launch_run(module: str, run_dir: Path, *args: str) -> subprocess.Popen:
+def launch_run(module: str, run_dir: Path, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
     """`python -m module --run-dir RUN_DIR args` in its own session (one thread), its output appended to
     `<RUN_DIR>.log` beside the folder: a training run to stop and relaunch while the test watches it."""
     log = (run_dir.parent / f"{run_dir.name}.log").open("ab")
     return subprocess.Popen(
         [sys.executable, "-m", module, "--run-dir", str(run_dir), *args],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
     )
 
@@ -207,10 +228,14 @@ def learned_image_run(tmp_path_factory):
     run = RunDir(base / "image-learned")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    # As the README runs the preset: its own relative data.root, from a working folder (this test's own).
+    os.chdir(base)
     try:
-        code = train.main(["--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path), f"data.root={base / 'data'}"])
+        code = train.main(["--config", str(ROOT / "image_vlm/configs/tiny.yaml"), "--run-dir", str(run.path)])
     finally:
+        os.chdir(ROOT)
         torch.set_num_threads(threads)
+    assert (base / "data" / "synthetic-wildfire").is_dir(), "the preset's relative data.root is under the working folder"
     assert code == 0, "the tiny image preset did not finish"
     return run
 
@@ -224,8 +249,9 @@ def learned_video_run(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("learned-video")
     runs = base / "runs"
-    # data.root is empty: the tiny preset generates its synthetic clips there
-    trained = run_cli("video_vlm.train", "--config", "video_vlm/configs/tiny.yaml", f"data.root={base / 'synthetic-dashcam'}",
+    # As the README runs the preset, with its own relative data.root, from a working folder of the test's own:
+    # the tiny preset generates its synthetic clips under it.
+    trained = run_cli("video_vlm.train", "--config", str(ROOT / "video_vlm/configs/tiny.yaml"), cwd=base,
                       env={"VLM_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"})
     assert trained.returncode == 0, trained.stdout + trained.stderr
     (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]

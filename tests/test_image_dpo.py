@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import launch_run, stop_in_stage
+from conftest import ROOT, launch_run, stop_in_stage
 
 from core.config import ConfigError
 from core.preference import CANDIDATES_FILE, PAIRS_FILE, finish_pairs, read_pairs, sample_pairs
@@ -62,10 +62,12 @@ def test_pairs_are_ranked_by_the_recipes_own_scorer(tmp_path, monkeypatch):
     # The recipe's scorer as it ships: the weighted rewards. For an image whose answer is Yes, YES scores format +
     # 2 x correctness = 3, the bare "Yes" 0 and NO 1: YES is chosen, the bare answer rejected.
     run = started_run(tmp_path)
-    summary = pairs.run_pairs_stage(cfg, run, StopAfter(), None, Model(), [{"image_path": "a.png", "answer": "Yes", "label": "x"}])
+    # A task row's image_path is joined onto the dataset root; the pairs line keeps it relative to the root.
+    row = {"image_path": f"{cfg.data.root}/train/a.png", "answer": "Yes", "label": "x"}
+    summary = pairs.run_pairs_stage(cfg, run, StopAfter(), None, Model(), [row])
     (line,) = [json.loads(text) for text in (run.path / PAIRS_FILE).read_text().splitlines()]
     assert (line["chosen"], line["rejected"], line["chosen_score"], line["rejected_score"]) == (YES, "Yes", 3.0, 0.0)
-    assert line["image_path"] == "a.png" and line["model"] == cfg.model.name and summary.pairs == 1
+    assert line["image_path"] == "train/a.png" and line["model"] == cfg.model.name and summary.pairs == 1
 
     # A substituted scorer decides instead: here the longest answer wins, so the ranking follows it, not the rewards.
     monkeypatch.setattr(pairs, "weighted_reward", lambda weights, completions, **columns: [float(len(c)) for c in completions])
@@ -133,7 +135,8 @@ def test_a_users_pairs_file_is_checked_line_by_line(tmp_path, wildfire_synthetic
     checked = read_pairs(path, lambda line: None if "image_path" in line else "no image_path", model=cfg.model.name)
     assert [p["chosen"] for p in checked.pairs] == [YES, YES]  # the media check is the recipe's: here a lenient one
     used = training_pairs(cfg, RunDir(tmp_path / "run"))
-    assert len(used) == 1 and Path(used[0]["image_path"]) == image
+    # Stored as metadata is, relative to the dataset root: the run's pairs.jsonl reads from any working folder.
+    assert len(used) == 1 and used[0]["image_path"] == str(image.relative_to(wildfire_synthetic))
     problems = read_pairs(path, lambda line: None, model=cfg.model.name).problems
     assert [p.split(": ")[0] for p in problems] == [f"{path}:2", f"{path}:3", f"{path}:4"]
     assert "rejected must be a non-empty string" in problems[1] and "the same text" in problems[2]
@@ -213,19 +216,21 @@ def test_a_source_run_with_the_warm_start_on_is_refused_before_anything_trains(t
     assert not run.metrics_path.exists()
 
 
-def launch(run: RunDir, data: Path) -> subprocess.Popen:
-    return launch_run("image_vlm.train", run.path, "--config", TINY_DPO, f"data.root={data}", "pairs.batch_size=2")
+def launch(run: RunDir, workdir: Path) -> subprocess.Popen:
+    """The preset as the README runs it, with its own relative data.root, from `workdir` (the test's own folder,
+    where the synthetic images are generated)."""
+    return launch_run("image_vlm.train", run.path, "--config", str(ROOT / TINY_DPO), "pairs.batch_size=2", cwd=workdir)
 
 
-def stop_in(run: RunDir, data: Path, stage: str, min_step: int) -> None:
-    stop_in_stage(lambda: launch(run, data), run, stage, min_step)
+def stop_in(run: RunDir, workdir: Path, stage: str, min_step: int) -> None:
+    stop_in_stage(lambda: launch(run, workdir), run, stage, min_step)
 
 
 @pytest.mark.slow
 def test_tiny_dpo_preset_stopped_in_each_stage_beats_its_warm_start(tmp_path):
     from image_vlm.evaluate import evaluate
 
-    run, data = RunDir(tmp_path / "image-dpo"), tmp_path / "data"
+    run, data = RunDir(tmp_path / "image-dpo"), tmp_path
     stop_in(run, data, "pairs", 2)
     sampled = len((run.path / CANDIDATES_FILE).read_text().splitlines())
     assert 0 < sampled < run.read_status()["total"] and not (run.path / PAIRS_FILE).exists()
@@ -245,6 +250,7 @@ def test_tiny_dpo_preset_stopped_in_each_stage_beats_its_warm_start(tmp_path):
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(metrics[-1])
     assert [m["step"] for m in metrics] == list(range(1, status["total"] + 1))  # each step once across the relaunches
     summary = json.loads((run.path / "pairs_summary.json").read_text())
+    assert run.read_config()["data"]["root"] == str(tmp_path / "data" / "synthetic-wildfire"), "the preset's relative root, recorded absolute"
     assert summary["pairs"] >= 20 and summary["prompts"] == summary["pairs"] + summary["no_contrast"]
 
     report = evaluate(run, baseline="warm_start")

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import launch_run, stop_in_stage
+from conftest import ROOT, launch_run, stop_in_stage
 
 from core.config import ConfigError
 from core.preference import CANDIDATES_FILE, PAIRS_FILE
@@ -111,7 +111,8 @@ def test_a_users_pairs_file_is_checked_line_by_line(dataset_root, tmp_path):
     ])
     cfg = VideoConfig(method="dpo", data={"root": str(dataset_root)}, pairs={"file": str(path)})
     used = training_pairs(cfg, RunDir(tmp_path / "run"))
-    assert [Path(p["video"]) for p in used] == [dataset_root / video, dataset_root / metadata[2]["video"]]
+    # Stored as metadata.jsonl stores them, relative to the dataset root (the DPO collator joins the root once).
+    assert [p["video"] for p in used] == [video, metadata[2]["video"]]
     assert used[1]["start_s"] == metadata[2].get("start_s", used[1]["start_s"]) and used[1]["line_no"] == 3
     from core.preference import read_pairs
     from video_vlm.pairs import clip_problem
@@ -164,20 +165,22 @@ def test_a_source_run_after_sft_stages_is_refused_before_anything_trains(tmp_pat
 # ------------------------------------------------------------------------------ the tiny preset, stopped twice
 
 
-def launch(run: RunDir, data: Path) -> subprocess.Popen:
-    return launch_run("video_vlm.train", run.path, "--config", TINY_DPO, f"data.root={data}", "pairs.batch_size=4")
+def launch(run: RunDir, workdir: Path) -> subprocess.Popen:
+    """The preset as the README runs it, with its own relative data.root, from `workdir` (the test's own folder,
+    where the synthetic clips are generated)."""
+    return launch_run("video_vlm.train", run.path, "--config", str(ROOT / TINY_DPO), "pairs.batch_size=4", cwd=workdir)
 
 
-def stop_in(run: RunDir, data: Path, stage: str, min_step: int) -> None:
-    stop_in_stage(lambda: launch(run, data), run, stage, min_step)
+def stop_in(run: RunDir, workdir: Path, stage: str, min_step: int) -> None:
+    stop_in_stage(lambda: launch(run, workdir), run, stage, min_step)
 
 
 @pytest.fixture(scope="module")
 def stopped_twice(tmp_path_factory):
-    """The tiny DPO preset as shipped (but for its data folder and the pairs batch), stopped in its pairs stage,
-    relaunched and stopped in its DPO stage, relaunched to the end: (run, log text, prompts sampled before the stop)."""
+    """The tiny DPO preset as shipped (but for the pairs batch), stopped in its pairs stage, relaunched and stopped
+    in its DPO stage, relaunched to the end: (run, log text, prompts sampled before the stop)."""
     base = tmp_path_factory.mktemp("video-dpo")
-    run, data = RunDir(base / "video-dpo"), base / "data"
+    run, data = RunDir(base / "video-dpo"), base
     stop_in(run, data, "pairs", 4)
     sampled = len((run.path / CANDIDATES_FILE).read_text().splitlines())
     in_pairs = (sampled, run.read_status()["total"], (run.path / PAIRS_FILE).exists())
@@ -208,6 +211,7 @@ def test_stop_and_resume_in_the_pairs_and_dpo_stages(stopped_twice):
     candidates = [json.loads(line) for line in (run.path / CANDIDATES_FILE).read_text().splitlines()]
     assert len({c["prompt_id"] for c in candidates}) == len(candidates) == total  # no clip sampled twice
     summary = json.loads((run.path / "pairs_summary.json").read_text())
+    assert run.read_config()["data"]["root"] == str(run.path.parent / "data" / "synthetic-dashcam"), "the preset's relative root, recorded absolute"
     assert summary["pairs"] >= 1 and summary["prompts"] == summary["pairs"] + summary["no_contrast"] == total
 
 

@@ -19,6 +19,7 @@ import streamlit as st
 from core.config import ConfigError
 from core.gpu_lease import GpuBusy, describe_holder, gpu_lock_holder
 from core.jsonl import read_jsonl
+from core.media.paths import in_dataset
 from core.preference import PAIRS, PAIRS_FILE, PairsSummary, read_pairs_summary, read_run_pairs
 from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from ui import charts
@@ -439,11 +440,15 @@ def pairs_table(run: RunDir) -> None:
     summary = read_pairs_summary(run)
     if summary:
         st.caption(pairs_summary_line(summary))
+    try:
+        data_root = (run.read_config().get("data") or {}).get("root") or "."
+    except (OSError, ConfigError):
+        data_root = "."  # a pairs line's image is then looked for as written
     table = []
     for row in rows[-MAX_PAIRS:]:
         entry: dict[str, Any] = {}
         if row.get("image_path"):
-            entry["image"] = thumbnail_uri(str(row["image_path"]))
+            entry["image"] = thumbnail_uri(str(in_dataset(data_root, row["image_path"])))
         if row.get("video"):
             entry["clip"] = clip_reference(row)
         expected = row.get("answer", row.get("label"))

@@ -33,6 +33,7 @@ from transformers import TrainerCallback
 
 from core.generation import build_inputs
 from core.media.errors import MediaError, plain_reason
+from core.media.paths import in_dataset
 from core.runs import RunError
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import UNKNOWN, SchemaSpec
@@ -152,6 +153,7 @@ class VideoSFTCollator:
         self.stage = stage
         self.skipped = 0  # in this process only: with DataLoader workers, `skip_log` holds the run's count
         self.skipped_kinds: Counter[str] = Counter()
+        self.last_skip = ""  # the last skipped clip's line: which file was looked for, and why it could not be used
 
     # ------------------------------------------------------------------------------------------ one sample
     def encode(self, row: dict[str, Any], clip: SampledClip | None = None) -> dict[str, Any]:
@@ -185,7 +187,8 @@ class VideoSFTCollator:
         self.skipped_kinds[kind] += 1
         where = f"{row.get('video')} (metadata.jsonl line {row.get('line_no')})"
         message = plain_reason(error) if isinstance(error, OSError) else str(error)
-        print(f"skipped clip {where} [{kind}]: {message}", file=sys.stderr, flush=True)
+        self.last_skip = f"{where} [{kind}]: {message}"
+        print(f"skipped clip {self.last_skip}", file=sys.stderr, flush=True)
         record_skip(self.skip_log, row, kind, message, self.stage)
 
     def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
@@ -209,9 +212,9 @@ class VideoSFTCollator:
             if sample is not None:
                 samples.append(sample)
         if not samples:
-            raise RuntimeError(
-                f"no clip of the batch could be used ({dict(self.skipped_kinds)} skipped so far); "
-                f"check the dataset with: python -m video_vlm.data verify --root {rows[0].get('root')} --deep"
+            raise NoUsableClip(
+                f"no clip of the batch could be used ({dict(self.skipped_kinds)} skipped so far; the last, "
+                f"{self.last_skip}); check the dataset with: python -m video_vlm.data verify --root {self.data.root} --deep"
             )
         return self.pad(samples)
 
@@ -230,6 +233,10 @@ class VideoSFTCollator:
         return {**batch, **media_batch(samples, width)}
 
 
+class NoUsableClip(RunError):
+    """A batch none of whose clips (nor any replacement) could be used: the run stops with this one line."""
+
+
 class VideoDPOCollator(VideoSFTCollator):
     """Turns preference rows (a clip window, `chosen` and `rejected` answer texts) into TRL's DPO batch layout.
 
@@ -240,7 +247,7 @@ class VideoDPOCollator(VideoSFTCollator):
     same clips again for the rejected rows. An answer is tokenised on its own between the template's affixes
     (`answer_affixes`), as SFT's labels are, so the scored tokens are the ones generation would write.
 
-    A row holds `video` (an absolute path, or one relative to `root`), `start_s`, `end_s`, `chosen`, `rejected`.
+    A row holds `video` (an absolute path, or one relative to `data.root`, whatever the working folder), `start_s`, `end_s`, `chosen`, `rejected`.
     A pair whose clip fails to decode is skipped, counted and recorded like SFT's (`record_skip`); a batch with
     none left draws replacements from `replacements`. Pairs are never truncated (a cut answer is not the answer
     that was scored): a pair past `max_length` is skipped likewise. Construction, skipping and replacement are
@@ -258,8 +265,7 @@ class VideoDPOCollator(VideoSFTCollator):
             MediaError: The clip cannot be decoded.
             SampleTooLong: The longer of the two sequences needs more than `max_length` tokens.
         """
-        video = Path(row["video"])
-        path = video if video.is_absolute() else Path(row.get("root") or self.data.root) / video
+        path = in_dataset(self.data.root, row["video"])
         clip = sample_clip(path, self.data, row.get("start_s"), row.get("end_s"))
         prompt_ids, media, sequence_keys = prompt_inputs(self.processor, self.data, self.schema, clip)
         chosen, rejected = self.answer_ids(row["chosen"]), self.answer_ids(row["rejected"])

@@ -23,6 +23,7 @@ from typing import Any
 from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
+from core.media.paths import in_dataset
 from core.preference import (
     PAIRS,
     PAIRS_FILE,
@@ -75,7 +76,7 @@ def answer_sampler(cfg: VideoConfig, model, processor, root: Path):
     k = cfg.pairs.samples_per_prompt
 
     def sample(batch: list[dict[str, Any]]) -> list[list[str]]:
-        clips = [sample_clip(root / p["video"], data, p["start_s"], p["end_s"]) for p in batch]
+        clips = [sample_clip(in_dataset(root, p["video"]), data, p["start_s"], p["end_s"]) for p in batch]
         conversations = [prompt_messages(data, schema, video=clip) for clip in clips for _ in range(k)]
         texts = generate(
             model, processor, conversations, max_new_tokens=cfg.pairs.max_new_tokens, temperature=cfg.pairs.temperature,
@@ -113,8 +114,9 @@ def run_pairs_stage(cfg: VideoConfig, run: RunDir, control: RunControl, processo
 
 
 def clip_problem(cfg: VideoConfig, line: dict[str, Any], by_line: dict[int, Any]) -> str | None:
-    """What keeps a pairs line from naming a readable clip window (None when it does); fills in its absolute
-    `video`, `start_s` and `end_s` (from its metadata line when it names only `line_no`)."""
+    """What keeps a pairs line from naming a readable clip window (None when it does); fills in its `video`,
+    `start_s` and `end_s` from its metadata line when it names only `line_no`. `video` stays as written: relative
+    to the dataset root (as in `metadata.jsonl`), or absolute; `in_dataset` finds the file from any folder."""
     from core.media.errors import MediaError
     from core.media.video import probe_video, resolve_window
 
@@ -129,12 +131,11 @@ def clip_problem(cfg: VideoConfig, line: dict[str, Any], by_line: dict[int, Any]
     window = [line.get("start_s"), line.get("end_s")]
     if any(value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))) for value in window):
         return f"start_s and end_s must be numbers of seconds, got {window}"
-    path = Path(video) if Path(video).is_absolute() else Path(cfg.final_data.root) / video
+    path = in_dataset(cfg.final_data.root, video)
     try:
         resolve_window(probe_video(path), *window)
     except (MediaError, OSError, ValueError) as err:
         return f"clip {path} [{window[0]}, {window[1]}] cannot be used ({err})"
-    line["video"] = str(path)
     return None
 
 

@@ -52,3 +52,25 @@ def stat_without_following_loops(path: str | os.PathLike) -> os.stat_result:
         if error.errno not in (errno.ELOOP, errno.ENOENT):
             raise
         return os.lstat(path)
+
+
+def in_dataset(root: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Where a media path of `metadata.jsonl` or a pairs file points: a relative one is relative to the dataset
+    root, whatever the working folder (an absolute one stays as it is).
+
+    >>> in_dataset("data/fire", "train/a.png"), in_dataset("data/fire", "/srv/b.png")
+    (PosixPath('data/fire/train/a.png'), PosixPath('/srv/b.png'))
+    """
+    path = Path(path)
+    return path if path.is_absolute() else Path(root) / path
+
+
+def dataset_relative(root: str | os.PathLike, path: str | os.PathLike) -> str:
+    """How a pairs file stores a media path: relative to the dataset root when the file is inside it (so the pairs
+    still read when the run is opened from another working folder), else absolute. `in_dataset` reads it back.
+
+    >>> dataset_relative("data/fire", "data/fire/train/a.png"), dataset_relative("/data/fire", "/srv/b.png")
+    ('train/a.png', '/srv/b.png')
+    """
+    root_abs, path_abs = Path(os.path.abspath(root)), Path(os.path.abspath(path))
+    return path_abs.relative_to(root_abs).as_posix() if path_abs.is_relative_to(root_abs) else str(path_abs)
