@@ -185,7 +185,8 @@ class VideoSFTCollator:
         kind = "too_long" if isinstance(error, SampleTooLong) else getattr(error, "kind", type(error).__name__)
         self.skipped += 1
         self.skipped_kinds[kind] += 1
-        where = f"{row.get('video')} (metadata.jsonl line {row.get('line_no')})"
+        line = row.get("line_no")
+        where = f"{row.get('video')}" + (f" (metadata.jsonl line {line})" if line is not None else "")
         message = plain_reason(error) if isinstance(error, OSError) else str(error)
         self.last_skip = f"{where} [{kind}]: {message}"
         print(f"skipped clip {self.last_skip}", file=sys.stderr, flush=True)
