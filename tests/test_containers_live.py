@@ -359,6 +359,28 @@ def test_readme_headless_training_finishes(stack):
     log(f"headless tiny run finished in {time.monotonic() - started:.0f} s")
 
 
+def test_full_fine_tuning_default_runs_in_the_image(stack):
+    """Full fine-tuning's default (bf16 weights, 8-bit AdamW with stochastic rounding, compiled by torch.compile)
+    finishes inside the image: the compiler it needs must be in the image, not only on the host that runs the
+    tests. (Before: `InvalidCxxCompiler: No working C++ compiler found`.)"""
+    started = time.monotonic()
+    cli = stack.project + "full"
+    try:
+        proc = stack.compose(
+            "run", "--rm", "-T", "video-vlm", "python", "-m", "video_vlm.train", "--config", "video_vlm/configs/tiny.yaml",
+            "finetune.method=full", "finetune.full_precision=bf16_stochastic_rounding", "model.dtype=bfloat16",
+            "train.max_steps=2", "logging.save_steps=2", "data.num_workers=0", "--run-dir", "/app/runs/full-bf16",
+            timeout=900, check=False, project=cli,
+        )
+    finally:
+        stack.compose("down", "-v", check=False, project=cli)
+        shutil.rmtree(stack.runs / "full-bf16", ignore_errors=True)  # the later tests count and compare runs
+    output = proc.stdout[-3000:] + "\n" + proc.stderr[-3000:]
+    assert proc.returncode == 0 and "state: finished" in proc.stdout, output
+    assert "InvalidCxxCompiler" not in output
+    log(f"bf16 full fine-tuning (torch.compile) finished in the image in {time.monotonic() - started:.0f} s")
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(path for path in run_dir.rglob("checkpoint-*") if path.is_dir() and any(path.iterdir()))
 
