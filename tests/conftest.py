@@ -35,6 +35,7 @@ def isolated_cache(tmp_path_factory):
     earlier run's caches or a developer's credentials (uv's package download cache excepted: it is keyed by
     content, and the wheels check would otherwise fetch the index again)."""
     os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
+    os.environ.pop("VLM_UI_PASSWORD", None)  # a developer's shell may set it: the page tests sign in on purpose only
     os.environ["HOME"] = str(tmp_path_factory.mktemp("home"))
     tiny = tmp_path_factory.mktemp("tiny-models")
     os.environ["VLM_TINY_DIR"] = str(tiny)

@@ -72,10 +72,12 @@ def test_ui_doctests():
     import ui.evaluation
     import ui.form
     import ui.recipes
+    import ui.signin
     import ui.uploads
     import ui.widgets
 
-    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.compare_models, ui.recipes, ui.uploads, ui.widgets)
+    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.compare_models, ui.recipes, ui.signin, ui.uploads,
+               ui.widgets)
     assert sum(len(t.examples) for m in modules for t in doctest.DocTestFinder().find(m)) > 20
     for module in modules:
         result = doctest.testmod(module)
@@ -96,3 +98,21 @@ def test_runs_page_on_a_single_recipe_server_opens_its_own_recipe(dirs):
     opener = [s for s in at.selectbox if s.label == "Open run"][0]
     assert opener.value == "video-20260101-090000"
     assert [row["run"] for row in at.dataframe[0].value.to_dict("records")][0] == "image-20260101-100000"
+
+
+def test_an_uncaught_error_sends_the_browser_no_message_and_no_traceback(monkeypatch):
+    """The repository's .streamlit/config.toml (read from the folder Streamlit starts in) keeps an uncaught error's
+    message and traceback in the server log: the browser gets the error's type and Streamlit's generic line."""
+    from pathlib import Path
+
+    from streamlit import config
+
+    monkeypatch.chdir(Path(UI_APP).parents[1])
+    config.get_config_options(force_reparse=True)
+    assert config.get_option("client.showErrorDetails") in ("type", "none")
+    secret = "/home/alice/notes.txt holds: the API key"
+    at = AppTest.from_string(f"raise ValueError({secret!r})", default_timeout=UI_TIMEOUT).run()
+    [error] = at.exception
+    assert error.stack_trace == [], error.stack_trace
+    assert "original error message is redacted" in error.message
+    assert secret not in str(error.proto) and "notes.txt" not in str(error.proto)
