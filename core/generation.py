@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from contextlib import nullcontext
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -93,8 +93,41 @@ def adapter_context(model, use_adapter: bool):
     return model.disable_adapter()
 
 
+class Answer(NamedTuple):
+    """One generated answer, and whether generation stopped at `max_new_tokens` instead of at an end token."""
+
+    text: str
+    truncated: bool
+
+
+def end_token_ids(model, processor) -> set[int]:
+    """The token ids that end an answer: the generation config's, else the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = getattr(getattr(processor, "tokenizer", processor), "eos_token_id", None)
+    if ids is None:
+        return set()
+    return {int(i) for i in ids} if isinstance(ids, (list, tuple)) else {int(ids)}
+
+
+def hit_limit(new_tokens: torch.Tensor, end_ids: set[int], max_new_tokens: int) -> list[bool]:
+    """Per row of generated tokens, whether it ran to `max_new_tokens` without writing an end token: an answer cut
+    off, not finished. A batch shorter than the limit stopped because every row ended.
+
+    >>> rows = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8], [5, 6, 7, 2]])  # 2 ends an answer, 0 pads a finished row
+    >>> hit_limit(rows, {2}, max_new_tokens=4), hit_limit(rows[:, :3], {2}, max_new_tokens=4)
+    ([False, True, False], [False, False, False])
+    """
+    if new_tokens.shape[1] < max_new_tokens:
+        return [False] * new_tokens.shape[0]
+    if not end_ids:
+        return [True] * new_tokens.shape[0]
+    ended = torch.isin(new_tokens, torch.tensor(sorted(end_ids), device=new_tokens.device)).any(dim=1)
+    return [not bool(e) for e in ended]
+
+
 @torch.inference_mode()
-def generate(
+def generate_answers(
     model,
     processor,
     conversations: Sequence[Messages],
@@ -105,12 +138,14 @@ def generate(
     batch_size: int = 8,
     progress=None,
     **processor_kwargs,
-) -> list[str]:
-    """Answers for each conversation, greedy unless `temperature` > 0, in batches of `batch_size`.
+) -> list[Answer]:
+    """Answers for each conversation, greedy unless `temperature` > 0, in batches of `batch_size`, each marked
+    `truncated` when it hit `max_new_tokens` (evaluation reports those apart from answers that are wrong).
 
     `progress`, when given, is called with the number of conversations finished after each batch.
     """
-    answers: list[str] = []
+    answers: list[Answer] = []
+    end_ids = end_token_ids(model, processor)
     for start in range(0, len(conversations), batch_size):
         batch = conversations[start : start + batch_size]
         inputs = build_inputs(processor, batch, **processor_kwargs).to(model_device(model))
@@ -120,10 +155,16 @@ def generate(
                 **inputs, max_new_tokens=max_new_tokens, pad_token_id=processor.tokenizer.pad_token_id, **sampling
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        answers.extend(processor.batch_decode(new_tokens, skip_special_tokens=True))
+        texts = processor.batch_decode(new_tokens, skip_special_tokens=True)
+        answers.extend(Answer(t, cut) for t, cut in zip(texts, hit_limit(new_tokens, end_ids, max_new_tokens)))
         if progress:
             progress(len(answers))
     return answers
+
+
+def generate(model, processor, conversations: Sequence[Messages], **kwargs) -> list[str]:
+    """The texts of `generate_answers` (same arguments), for callers that need no truncation flag."""
+    return [answer.text for answer in generate_answers(model, processor, conversations, **kwargs)]
 
 
 def stream_generate(
