@@ -1,9 +1,14 @@
 """Trainer checkpoints are complete or ignored.
 
 A `checkpoint-N` folder counts only once `checksums.json` is in it: writing that file is
-the last act of a save, so a save killed midway, or a folder half-deleted by the Trainer's
-rotation, never looks usable. Resuming verifies the hashes too, and a checkpoint that
-fails is set aside under a name the rotation does not glob, so the one before it is used.
+the last act of a save, so a save killed midway, or a folder half-deleted by rotation, never
+looks usable. Resuming verifies the hashes too, and a checkpoint that fails is set aside under
+a name the rotation does not glob, so the one before it is used.
+
+Rotation (`save_total_limit`) is ours, not the Trainer's: the Trainer deletes old checkpoints
+before the new one's `checksums.json` exists, so with a limit of 1 a crash in between would
+leave nothing to resume from. `train_from` turns the Trainer's rotation off and rotates after
+each save is sealed, keeping the newest complete ones.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import xxhash
 
@@ -311,12 +318,87 @@ def choose_resume_checkpoint(folder: Path, restart: bool = False, log: Callable[
     )
 
 
+def rotate_checkpoints(folder: Path, keep: int, protect: Path | str | None = None) -> list[Path]:
+    """Delete what the newest `keep` complete checkpoints in `folder` make redundant; returns what was deleted.
+
+    Deleted: older complete checkpoints beyond `keep` (except `protect`, the Trainer's best checkpoint), and
+    incomplete `checkpoint-N` folders older than the newest complete one (saves that died, or deletions that
+    did). A checkpoint loses its `checksums.json` first, so a deletion cut short by a crash leaves a folder that
+    reads incomplete, never one that looks usable with files missing. Incomplete folders newer than the newest
+    complete one are left alone: a save may still be writing one.
+    """
+    complete = complete_checkpoints(folder)
+    if not complete:
+        return []
+    kept = {path.name for path in complete[-max(1, keep):]} | ({Path(protect).name} if protect else set())
+    newest = checkpoint_step(complete[-1])
+    doomed = [
+        path for path in checkpoint_folders(folder)
+        if path.name not in kept and (path in complete or checkpoint_step(path) < newest)
+    ]
+    for path in doomed:
+        (path / CHECKSUMS).unlink(missing_ok=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def seal_and_rotate(checkpoint: Path, keep: int, protect: Path | str | None = None) -> None:
+    """After a save: mark `checkpoint` complete (unless its save already did), then rotate its folder to `keep`."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        return
+    if not (checkpoint / CHECKSUMS).exists():
+        record_checksums(checkpoint)
+    rotate_checkpoints(checkpoint.parent, keep, protect)
+
+
+def _rotation_after_seal(keep: int):
+    """A TrainerCallback that seals and rotates after each save (transformers is imported only here: this module
+    stays light for the launcher)."""
+    from transformers import TrainerCallback
+
+    class RotateAfterSeal(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if args.should_save:
+                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                seal_and_rotate(checkpoint, keep, state.best_model_checkpoint)
+
+    return RotateAfterSeal()
+
+
+@contextmanager
+def rotated_after_seal(trainer) -> Iterator[None]:
+    """Within the block, the Trainer keeps every checkpoint it saves and we rotate them to its `save_total_limit`,
+    only once the new one is sealed: a crash at any moment of a save leaves a complete checkpoint to resume from.
+
+    The callback goes last, after the run's own (whose `on_save` writes `checksums.json`), and seals the
+    checkpoint itself when none did.
+    """
+    keep = trainer.args.save_total_limit
+    if keep is None or keep <= 0:
+        yield
+        return
+    callback = _rotation_after_seal(keep)
+    trainer.args.save_total_limit = None  # the Trainer rotates before on_save, so before the checksums exist
+    trainer.add_callback(callback)
+    try:
+        yield
+    finally:
+        trainer.remove_callback(callback)
+        trainer.args.save_total_limit = keep
+
+
 def train_from(trainer, checkpoint: Path | None, log: Callable[[str], object] = print) -> None:
-    """`trainer.train()`, resuming from `checkpoint` when there is one.
+    """`trainer.train()`, resuming from `checkpoint` when there is one, its checkpoints rotated after they are sealed.
 
     A checkpoint saved at the last step (`global_step >= max_steps`, a run killed between its last save
     and its end) is loaded instead of resumed: the Trainer's loop would run one step past `max_steps`.
     """
+    with rotated_after_seal(trainer):
+        _train_from(trainer, checkpoint, log)
+
+
+def _train_from(trainer, checkpoint: Path | None, log: Callable[[str], object]) -> None:
     if checkpoint is None:
         trainer.train()
         return

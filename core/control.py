@@ -64,9 +64,21 @@ class RunControl:
 
     def poll(self) -> bool:
         """Check the run folder for a stop request made since this launch; True once a stop is requested."""
-        if not self.requested and self.run is not None and self.run.stop_requested(self.launched):
-            self.request(f"stop requested in {self.run.stop_path}")
+        if not self.requested and self.run is not None:
+            request = self.run.stop_request(self.launched)
+            if request is not None:
+                self.request(stop_request_reason(request, self.run))
         return self.requested
+
+    def who_asked(self) -> str:
+        """The stop's reason as recorded: who asked, when the run folder holds their request, else how it came.
+
+        A Stop from a page (or `python -m core.runs stop`) writes its request and then signals a trainer in its
+        namespace; the signal lands first, but the request says who asked, so "received SIGTERM" stays for a
+        signal that came alone (docker stop, kill).
+        """
+        request = self.run.stop_request(self.launched) if self.run is not None else None
+        return stop_request_reason(request, self.run) if request is not None else self.reason
 
     def stop_at_step_boundary(self) -> bool:
         """Whether training stops at this step boundary, where saving is safe: a stop was requested on any rank.
@@ -94,7 +106,11 @@ class RunControl:
             return
         with self._state_guard:
             if not (self._marked_stopping or self._ended):
-                self._marked_stopping = record_state(self.run, "stopping", stop_reason=self.reason)
+                reason = self.who_asked()
+                if reason != self.reason:
+                    print(f"{reason} ({self.reason})", file=sys.stderr, flush=True)
+                    self.reason = reason
+                self._marked_stopping = record_state(self.run, "stopping", stop_reason=reason)
 
     def end(self, state: str, **fields) -> None:
         with self._state_guard:
@@ -133,6 +149,23 @@ class RunControl:
             # A command-line process is about to exit with its end state written: a late SIGTERM (docker stop
             # sent twice) is ignored, since Python restores the default, fatal action while it shuts down.
             signal.signal(sig, signal.SIG_IGN if self.keep_handlers else handler)
+
+
+def stop_request_reason(request: dict, run: RunDir) -> str:
+    """A stop request in words: who asked, as the request records it.
+
+    >>> stop_request_reason({"time": 1.0, "by": {"app": "Image VLM page"}}, RunDir("runs/r"))
+    'stop requested from the Image VLM page'
+    >>> stop_request_reason({"time": 1.0, "by": {"app": "command line on vm"}}, RunDir("runs/r"))
+    'stop requested from the command line on vm'
+    >>> stop_request_reason({"time": 1.0}, RunDir("runs/r"))
+    'stop requested in runs/r/stop.json'
+    """
+    by = request.get("by")
+    app = by.get("app") if isinstance(by, dict) else None
+    if isinstance(app, str) and app.strip():
+        return f"stop requested from the {app}"
+    return f"stop requested in {run.stop_path}"
 
 
 def record_state(run: RunDir, state: str, **fields) -> bool:

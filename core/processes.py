@@ -94,15 +94,35 @@ def namespace_id() -> str:
     return f"{_read('/proc/sys/kernel/random/boot_id') or socket.gethostname()}/{pidns}"
 
 
+# A launcher (a page's Start, Resume or Evaluate) names itself to the job it starts under this variable, so the job's
+# status.json and GPU lock say who started it rather than "command line".
+LAUNCHED_BY_ENV = "VLM_LAUNCHED_BY"
+
+
 def app_name() -> str:
-    """Where this process runs, for messages: the container's app (VLM_PAGE), else the command line."""
+    """Where this process runs, for messages: the page that launched it, the container's app (VLM_PAGE), else the
+    command line."""
+    launched_by = os.environ.get(LAUNCHED_BY_ENV, "").strip()
+    if launched_by:
+        return launched_by
     page = os.environ.get("VLM_PAGE")
     return f"{page}-vlm" if page else f"command line on {socket.gethostname()}"
 
 
-def process_owner() -> dict[str, Any]:
-    """Who this process is, as recorded in status.json and the GPU lock."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "namespace": namespace_id(), "app": app_name()}
+def page_name(module: str) -> str:
+    """The page that launches `python -m module`, as runs and the GPU lock name it.
+
+    >>> page_name("image_vlm.train"), page_name("video_vlm.evaluate")
+    ('Image VLM page', 'Video VLM page')
+    """
+    first, *rest = module.split(".")[0].split("_")
+    return " ".join([first.capitalize(), *(word.upper() for word in rest)]) + " page"
+
+
+def process_owner(app: str | None = None) -> dict[str, Any]:
+    """Who this process is, as recorded in status.json, the GPU lock and stop requests; `app` names it otherwise
+    (a launcher writing for the job it starts, a page asking a run to stop)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "namespace": namespace_id(), "app": app or app_name()}
 
 
 def owned_here(owner: dict[str, Any] | None) -> bool:

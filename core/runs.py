@@ -4,7 +4,8 @@
         config.yaml      resolved config, written once at launch
         status.json      state, owner, step, total, started/ended, error (written atomically)
         heartbeat        touched every few seconds by the live trainer: its age says whether the run is alive
-        stop.json        a stop request, written by whoever wants the run to stop; the trainer honours it
+        stop.json        a stop request, saying who asks, written by whoever wants the run to stop; the trainer obeys
+        .launch.lock     held by a launcher from its check of the state to the trainer's start: one trainer per run
         metrics.jsonl    one JSON object per log event (train + eval)
         rollouts.jsonl   sampled completions with their rewards (GRPO)
         skipped.jsonl    one object per training sample left out: clip, metadata line, kind, message (video)
@@ -36,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from core.checkpoints import complete_checkpoints
+from core.checkpoints import CHECKSUMS, complete_checkpoints
 from core.config import HEARTBEAT_TIMEOUT_S, absolute_data_paths, read_yaml
 from core.files import write_json_atomic
 from core.jsonl import read_jsonl
@@ -103,6 +104,7 @@ class RunDir:
     status_path = property(lambda self: self.path / "status.json")
     heartbeat_path = property(lambda self: self.path / "heartbeat")
     stop_path = property(lambda self: self.path / "stop.json")
+    launch_lock_path = property(lambda self: self.path / ".launch.lock")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     rollouts_path = property(lambda self: self.path / "rollouts.jsonl")
     skipped_path = property(lambda self: self.path / "skipped.jsonl")
@@ -208,17 +210,27 @@ class RunDir:
             return {}
 
     # ------------------------------------------------------------------------------------------ stop requests
-    def request_stop(self) -> None:
-        """Ask the trainer to stop: it saves a checkpoint at the next step boundary (or stops during start-up)."""
-        write_json_atomic(self.stop_path, {"time": time.time(), "by": process_owner()})
+    def request_stop(self, by: str | None = None) -> None:
+        """Ask the trainer to stop: it saves a checkpoint at the next step boundary (or stops during start-up).
 
-    def stop_requested(self, since: float) -> bool:
-        """A stop request written at or after `since` (the launch time): an older one belonged to an earlier launch."""
+        `by` names who asks (a page), recorded in the request; by default this process's app.
+        """
+        write_json_atomic(self.stop_path, {"time": time.time(), "by": process_owner(by)})
+
+    def stop_request(self, since: float) -> dict[str, Any] | None:
+        """The stop request written at or after `since` (the launch time), or None: an older one belonged to an
+        earlier launch."""
         try:
             request = json.loads(self.stop_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False
-        return float(request.get("time", 0)) >= since - 1.0  # allow for a coarse filesystem clock
+            if float(request.get("time", 0)) >= since - 1.0:  # allow for a coarse filesystem clock
+                return request
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
+        return None
+
+    def stop_requested(self, since: float) -> bool:
+        """A stop request written at or after `since` (the launch time)."""
+        return self.stop_request(since) is not None
 
     # ------------------------------------------------------------------------------------------ config
     def write_config(self, yaml_text: str) -> None:
@@ -316,7 +328,7 @@ class RunDir:
         saved = {p: p.stat().st_mtime for p in self.path.glob("stages/*/*") if holds_weights(p)}
         for folder in self.checkpoint_roots():
             if ckpts := complete_checkpoints(folder):
-                saved[ckpts[-1]] = (ckpts[-1] / "checksums.json").stat().st_mtime
+                saved[ckpts[-1]] = (ckpts[-1] / CHECKSUMS).stat().st_mtime
         return max(saved, key=saved.get) if saved else None
 
     def eval_reports(self) -> dict[str, dict[str, Any]]:
@@ -445,9 +457,10 @@ def open_run_for_training(run_dir: str | Path | RunDir | None, prefix: str, conf
 # ---------------------------------------------------------------------------------------------- stopping
 
 
-def ask_to_stop(run: RunDir, status: dict[str, Any]) -> None:
-    """Write the stop request; SIGTERM the trainer too when it runs in this namespace (a shortcut only)."""
-    run.request_stop()
+def ask_to_stop(run: RunDir, status: dict[str, Any], by: str | None = None) -> None:
+    """Write the stop request (saying who asks: `by`, else this process's app); SIGTERM the trainer too when it
+    runs in this namespace (a shortcut only)."""
+    run.request_stop(by)
     owner = status.get("owner") or {}
     if owned_here(owner) and pid_alive(owner.get("pid")):
         try:
@@ -456,9 +469,10 @@ def ask_to_stop(run: RunDir, status: dict[str, Any]) -> None:
             pass
 
 
-def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.5) -> tuple[int, str]:
+def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.5, by: str | None = None) -> tuple[int, str]:
     """Ask a run to stop, from any container: a stop request in its folder, plus SIGTERM when its owner is here.
 
+    `by` names who asks (a page passes its name); the trainer records it as the stop's reason.
     Returns (exit code, message): 0 when the run stops or had already ended (or crashed: nothing to stop),
     2 when there is no such run, 1 when `wait_s` passed before the trainer reported an end.
     """
@@ -475,7 +489,7 @@ def stop_run(run: RunDir, wait_s: float = 0.0, poll_s: float = 0.5) -> tuple[int
             f"Nothing to stop: run {run.id} crashed (no heartbeat for {status.get('heartbeat_age_s')} s, its trainer is gone). "
             "Resume continues from its latest checkpoint."
         )
-    ask_to_stop(run, status)
+    ask_to_stop(run, status, by)
     if not wait_s:
         return 0, f"Stopping run {run.id}: it saves a checkpoint at the next step boundary."
     deadline = time.monotonic() + wait_s

@@ -624,16 +624,36 @@ def _class_files(class_dir: Path) -> tuple[list[Path], list[Path]]:
     return images, others
 
 
+def path_problem(path: Path) -> str | None:
+    """Why no file can be at `path` (a NUL byte, a name that is not UTF-8), or None: that path is its own
+    problem, never the dataset's.
+
+    >>> path_problem(Path("train/a\\x00.png")), path_problem(Path("train/a.png"))
+    ('the path holds a NUL byte, which no file name can', None)
+    """
+    text = str(path)
+    if "\x00" in text:
+        return "the path holds a NUL byte, which no file name can"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not UTF-8 (training data needs text names); rename the file"
+    return None
+
+
 def _decode_all(paths: list[Path], root: Path, progress: bool) -> list[str | None]:
     """For each path, None when it decodes, else the reason it does not. Order is kept."""
     from tqdm import tqdm
 
     def reason(path: Path) -> str | None:
-        relative = _relative(path, root)
-        link = link_problem(root, path)
-        if link:
-            return f"the file {link[1]}"
+        if problem := path_problem(path):
+            return problem
+        # A path from a manifest or a pairs file may lie outside the folder: named as written, then.
+        relative = _relative(path, root) if path.is_relative_to(root) else str(path)
         try:
+            link = link_problem(root, path)
+            if link:
+                return f"the file {link[1]}"
             open_image(path, name=relative)
         except MediaError as error:
             return str(error).removeprefix(f"{relative}: ")
@@ -663,7 +683,9 @@ def files_fingerprint(root: str | Path) -> str:
             images, others = _class_files(class_dir)
             for path in sorted(images + others):
                 stat = stat_without_following_loops(path)
-                digest.update(f"{_relative(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+                # surrogateescape: a file name that is not UTF-8 is listed (and left out by verify), never a crash.
+                entry = f"{_relative(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                digest.update(entry.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

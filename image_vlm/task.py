@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from core.architectures import model_family
-from core.config import ModelSection
+from core.config import ConfigError, ModelSection
 from core.files import SYNTHETIC_LOCK, exclusive
 from image_vlm.config import ImageDataSection
 
@@ -33,15 +33,26 @@ def image_size_arguments(model: ModelSection, max_pixels: int) -> dict[str, Any]
 
 
 def ensure_dataset(data: ImageDataSection) -> Path:
-    """The dataset root, generating the synthetic stand-in first when the config asks for it and it is missing."""
+    """The dataset root, generating the synthetic stand-in first when the config asks for it and it is missing.
+
+    Generated only into a missing or empty folder: a folder that holds anything else without its train split
+    (a real dataset missing one) is refused with a ConfigError naming the folder and what it holds.
+    """
     root = Path(data.root)
-    if not data.synthetic:
+    split = root / data.train_split
+    if not data.synthetic or split.is_dir():
         return root
+    from image_vlm.synthetic import make_synthetic_dataset, occupied_folder_problem
+
+    # Refused before taking the lock too, so a refused folder does not even get the lock file (unless a rank is
+    # generating there already: its lock file is in it, and the check under the lock decides).
+    if not (root / SYNTHETIC_LOCK).exists() and (problem := occupied_folder_problem(root, f"{data.train_split}/")):
+        raise ConfigError(problem)
     # The ranks of one job all get here: one generates while the others wait, so none reads a tile being written.
     with exclusive(root / SYNTHETIC_LOCK):
-        if not (root / data.train_split).is_dir():
-            from image_vlm.synthetic import make_synthetic_dataset
-
+        if not split.is_dir():
+            if problem := occupied_folder_problem(root, f"{data.train_split}/", ignore=(SYNTHETIC_LOCK,)):
+                raise ConfigError(problem)
             print(f"generating the synthetic red-blob dataset in {root}", flush=True)
             make_synthetic_dataset(root, seed=data.seed)
     return root

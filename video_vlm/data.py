@@ -228,18 +228,41 @@ def _duplicate_warnings(root: Path, items: list[Item]) -> list[Problem]:
 
 
 def _safe_relative_path(root: Path, value: str) -> tuple[str | None, tuple[str, str] | None]:
-    """(normalised relative path, None) when `value` stays inside `root`, else (None, (kind, why not))."""
+    """(normalised relative path, None) when `value` stays inside `root`, else (None, (kind, why not)).
+
+    A path no file can have (a NUL byte, text that is not UTF-8) is its line's problem, kind bad_path, as is any
+    the system refuses to look up: one line never stops the check of the others.
+
+    >>> _safe_relative_path(Path("d"), "videos/a\\x00.mp4")[1]
+    ('bad_path', "video path 'videos/a\\\\x00.mp4' holds a NUL byte, which no file name can")
+    """
     if not value.strip():
         return None, ("unsafe_path", "empty video path")
+    if "\x00" in value:
+        return None, ("bad_path", f"video path {value!r} holds a NUL byte, which no file name can")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None, ("bad_path", f"video path {value!r} is not valid UTF-8 text (an unpaired surrogate escape)")
     posix = PurePosixPath(value.replace("\\", "/"))
     if posix.is_absolute() or Path(value).is_absolute() or Path(value).drive:
         return None, ("unsafe_path", f"video path {value!r} is absolute; use a path relative to {root}")
     if ".." in posix.parts:
         return None, ("unsafe_path", f"video path {value!r} uses '..'; it must stay inside {root}")
-    link = link_problem(root, root / Path(*posix.parts))
+    try:
+        link = link_problem(root, root / Path(*posix.parts))
+    except (OSError, ValueError) as error:
+        return None, ("bad_path", f"video path {value!r} cannot be looked up ({error})")
     if link:
         return None, (link[0], f"video path {value!r} {link[1]}")
     return posix.as_posix(), None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except (OSError, ValueError):  # a permission-denied folder on the way, say: the line reads as missing_file
+        return False
 
 
 def _window_problem(start, end) -> str | None:
@@ -266,7 +289,7 @@ def verify_dataset(
     """Check every line of `root/metadata.jsonl`, keep the clean ones, and write `root/manifest.json`.
 
     Bad lines are reported by line number and skipped. Problem kinds: malformed_json, not_an_object,
-    missing_video_field, unsafe_path, symlink_loop, missing_file, bad_window, missing_field, bad_value,
+    missing_video_field, unsafe_path, bad_path, symlink_loop, missing_file, bad_window, missing_field, bad_value,
     unexpected_field, empty_file, not_a_video, no_video_stream, no_frames, window_past_end,
     decode_failed (and missing_metadata for the folder itself).
 
@@ -323,7 +346,7 @@ def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyRep
         if video is None:
             problem(*why)
             continue
-        if not (root / video).is_file():
+        if not _is_file(root / video):
             problem("missing_file", f"video {video!r} not found in {root}")
             continue
         start, end = obj.get("start"), obj.get("end")
@@ -351,6 +374,8 @@ def _check_videos(
                 probes[video] = probe_video(root / video)
             except MediaError as error:
                 probes[video] = error
+            except (OSError, ValueError) as error:  # whatever else a path can raise: its line's problem
+                probes[video] = MediaError(f"{video}: unreadable ({error})")
         info = probes[video]
         try:
             if isinstance(info, MediaError):

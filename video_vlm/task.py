@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from core.config import ConfigError
 from core.files import SYNTHETIC_LOCK, exclusive
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import SchemaSpec, load_schema
@@ -113,15 +114,28 @@ def clip_frames(item, root: str | Path, data: VideoDataSection) -> SampledClip:
 
 
 def ensure_dataset(data: VideoDataSection) -> Path:
-    """The dataset root, generating the synthetic moving-square clips first when the config asks and it is missing."""
+    """The dataset root, generating the synthetic moving-square clips first when the config asks and it is missing.
+
+    Generated only into a missing or empty folder: a folder that holds anything else without its metadata.jsonl
+    (a real dataset missing it) is refused with a ConfigError naming the folder and what it holds.
+    """
+    from video_vlm.data import METADATA_FILE
+
     root = Path(data.root)
-    if not data.synthetic:
+    metadata = root / METADATA_FILE
+    if not data.synthetic or metadata.is_file():
         return root
+    from video_vlm.synthetic import make_synthetic_dataset, occupied_folder_problem
+
+    # Refused before taking the lock too, so a refused folder does not even get the lock file (unless a rank is
+    # generating there already: its lock file is in it, and the check under the lock decides).
+    if not (root / SYNTHETIC_LOCK).exists() and (problem := occupied_folder_problem(root, METADATA_FILE)):
+        raise ConfigError(problem)
     # The ranks of one job all get here: one generates while the others wait, so none reads a clip being written.
     with exclusive(root / SYNTHETIC_LOCK):
-        if not (root / "metadata.jsonl").is_file():
-            from video_vlm.synthetic import make_synthetic_dataset
-
+        if not metadata.is_file():
+            if problem := occupied_folder_problem(root, METADATA_FILE, ignore=(SYNTHETIC_LOCK,)):
+                raise ConfigError(problem)
             print(f"generating synthetic moving-square clips in {root}", flush=True)
             make_synthetic_dataset(root, n=48, seed=data.seed)
     return root
