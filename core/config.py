@@ -7,6 +7,7 @@ from it, so the description is the documentation.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import typing
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.processes import usable_cpus
 
@@ -123,6 +124,102 @@ class PairsSection(Section):
     )
 
 
+# ------------------------------------------------------------------------------------------ trainer pass-through
+# A section's `trainer:` mapping goes to TRL verbatim, so it could override what the product owns: where a run
+# saves (an output_dir aimed at another run's checkpoints deletes them), what it keeps, logs and reports, its name,
+# the hub (push_to_hub, hub_token) and the distributed launch. So it is an allowlist: the knobs a user may tune,
+# written once here per trainer; TRL still validates their values. A pattern ending in `*` covers a family of
+# knobs. Arguments that a typed field sets (seed, learning_rate, ...) are set there.
+TRAINER_KNOBS = (
+    # the optimizer and the schedule
+    "adam_beta1", "adam_beta2", "adam_epsilon", "weight_decay", "max_grad_norm", "optim_args", "optim_target_modules",
+    "lr_scheduler_kwargs",
+    # determinism and data order
+    "data_seed", "full_determinism", "dataloader_drop_last", "dataloader_pin_memory",
+    # speed and memory
+    "torch_compile", "torch_compile_backend", "torch_compile_mode", "tf32", "use_liger_kernel", "liger_kernel_config",
+    "gradient_checkpointing_kwargs", "activation_checkpointing_kwargs", "torch_empty_cache_steps",
+    "auto_find_batch_size", "average_tokens_across_devices",
+    # regularisation
+    "label_smoothing_factor", "neftune_noise_alpha",
+)
+GRPO_KNOBS = TRAINER_KNOBS + (
+    "steps_per_generation", "generation_batch_size", "num_iterations", "epsilon", "epsilon_high", "delta",
+    "scale_rewards", "importance_sampling_level", "mask_truncated_completions", "top_entropy_quantile",
+    "top_p", "top_k", "min_p", "repetition_penalty", "generation_kwargs", "cache_implementation",
+    "chat_template_kwargs", "disable_dropout", "shuffle_dataset", "cast_lm_head_to_fp32", "use_transformers_paged",
+    "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps",
+    "vllm_*",  # the switches among them are train.use_vllm's and train.vllm_server_url's (image_vlm.config)
+)
+SFT_KNOBS = TRAINER_KNOBS + ("activation_offloading", "shuffle_dataset", "loss_type")
+DPO_KNOBS = TRAINER_KNOBS + (
+    "label_smoothing", "use_weighting", "f_divergence_type", "f_alpha_divergence_coef", "discopop_tau", "ld_alpha",
+    "disable_dropout", "precompute_ref_log_probs", "precompute_ref_batch_size", "activation_offloading",
+    "dataset_num_proc", "sync_ref_model", "ref_model_mixup_alpha", "ref_model_sync_steps",
+)
+# Trainer arguments the product derives from another section's field: the refusal says which.
+TRAINER_ARGUMENT_FIELDS = {
+    "logging_steps": "logging.logging_steps",
+    "save_steps": "logging.save_steps",
+    "save_total_limit": "logging.save_total_limit",
+    "report_to": "logging.report_to",
+    "gradient_checkpointing": "finetune.gradient_checkpointing",
+    "dataloader_num_workers": "data.num_workers",
+    "dataloader_prefetch_factor": "data.prefetch_factor",
+    "dataloader_persistent_workers": "data.num_workers",
+}
+
+
+def passthrough_knobs(trainer: dict[str, Any], knobs: tuple[str, ...], section: type[BaseModel]) -> dict[str, Any]:
+    """`trainer` when every key is one of `knobs`, else ValueError naming each other key, in one line.
+
+    >>> passthrough_knobs({"weight_decay": 0.1}, TRAINER_KNOBS, DPOSection)
+    {'weight_decay': 0.1}
+    >>> trainer = {"output_dir": "/x", "hub_token": "hf_x", "seed": 1, "save_steps": 5}
+    >>> try:
+    ...     passthrough_knobs(trainer, TRAINER_KNOBS, DPOSection)
+    ... except ValueError as err:
+    ...     print(*str(err).split("; "), sep="\\n")  # doctest: +NORMALIZE_WHITESPACE
+    output_dir, hub_token: the product's own settings (where a run saves, logs, reports and publishes)
+        are not passed through
+    seed: a field of this section, set it there
+    save_steps: set logging.save_steps instead
+    """
+    owned, typed, elsewhere, unknown = [], [], [], []
+    for key in trainer:
+        if any(fnmatch.fnmatchcase(key, knob) for knob in knobs):
+            continue
+        if key in section.model_fields:
+            typed.append(key)
+        elif key in TRAINER_ARGUMENT_FIELDS:
+            elsewhere.append(f"{key}: set {TRAINER_ARGUMENT_FIELDS[key]} instead")
+        elif looks_secret(key) or any(fnmatch.fnmatchcase(key, pattern) for pattern in PRODUCT_ARGUMENTS):
+            owned.append(key)
+        else:
+            unknown.append(key)
+    problems = []
+    if owned:
+        problems.append(f"{', '.join(owned)}: the product's own settings (where a run saves, logs, reports and "
+                        "publishes) are not passed through")
+    if typed:
+        problems.append(f"{', '.join(typed)}: a field of this section, set it there")
+    problems += elsewhere
+    if unknown:
+        problems.append(f"{', '.join(unknown)}: not a knob this trainer passes through; allowed: {', '.join(knobs)}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return trainer
+
+
+# The arguments a run's own folder, logs and launch decide, and credentials (`looks_secret`): named so in the
+# refusal (every unlisted key is refused; these are also never allowed).
+PRODUCT_ARGUMENTS = (
+    "output_dir", "overwrite_output_dir", "logging_*", "log_*", "save_*", "push_to_hub", "hub_*", "report_to",
+    "run_name", "project", "trackio_*", "deepspeed", "fsdp*", "ddp_*", "local_rank", "resume_from_checkpoint",
+    "use_cpu", "bf16*", "fp16*", "model_init_kwargs", "trust_remote_code", "chat_template_path",
+)
+
+
 class DPOSection(Section):
     max_steps: int = Field(100, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
     num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the pairs, used when max_steps is -1")
@@ -143,8 +240,15 @@ class DPOSection(Section):
     )
     seed: int = Field(42, description="Training seed")
     trainer: dict[str, Any] = Field(
-        default_factory=dict, description="Other DPOConfig arguments, passed through verbatim and validated by TRL"
+        default_factory=dict,
+        description="Other DPOConfig arguments: optimizer, schedule and speed knobs "
+        "(not where or how the run saves, logs or publishes), validated by TRL",
     )
+
+    @field_validator("trainer")
+    @classmethod
+    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
+        return passthrough_knobs(trainer, DPO_KNOBS, cls)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -212,17 +316,51 @@ def deep_merge(base: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file."""
+    """Read a YAML mapping, with errors that name the file and the line, never quoting the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text, so not a YAML config") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: {yaml_error_text(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, not {type(data).__name__}")
     return data
+
+
+# A quoted part of PyYAML's problem that is YAML's own vocabulary ('<stream end>', ':', '\\t'), not the file's text.
+_YAML_TOKEN = re.compile(r"<[\w ]+>|[^\w\s]|\\\w")
+
+
+def yaml_error_text(err: yaml.YAMLError) -> str:
+    """Where a YAML file is broken and what kind of problem it is, without the file's text.
+
+    PyYAML's own message quotes the offending lines (its mark's snippet), and its problem can quote an alias or
+    a tag: any of them may be a secret when the file was never a YAML file (a token file, say).
+
+    >>> try:
+    ...     yaml.safe_load("name: x\\nkey: hf_secret: 1")
+    ... except yaml.YAMLError as err:
+    ...     print(yaml_error_text(err))
+    not valid YAML at line 2, column 15 (mapping values are not allowed here)
+    >>> try:
+    ...     yaml.safe_load("a: *hf_secret")
+    ... except yaml.YAMLError as err:
+    ...     print(yaml_error_text(err))
+    not valid YAML at line 1, column 4 (found undefined alias …)
+    """
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"not valid YAML at character {err.position + 1} ({err.reason})"
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or "unreadable"
+    problem = re.sub(r"'([^']*)'", lambda m: m.group(0) if _YAML_TOKEN.fullmatch(m.group(1)) else "…", problem)
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where} ({problem})"
 
 
 ConfigT = typing.TypeVar("ConfigT", bound=BaseModel)
@@ -338,10 +476,46 @@ def literal_choices(annotation) -> tuple | None:
 
 
 def to_yaml(cfg: BaseModel) -> str:
-    """Dump a config as YAML with each field's description as a comment above it."""
+    """Dump a config as YAML with each field's description as a comment above it, secrets left out
+    (`redact_secrets`): this is what a run's `config.yaml` and `launch.yaml` hold."""
     lines: list[str] = []
-    write_section(type(cfg), cfg.model_dump(mode="json"), lines, indent=0)
+    write_section(type(cfg), redact_secrets(cfg.model_dump(mode="json")), lines, indent=0)
     return "\n".join(lines) + "\n"
+
+
+# Words that make a key's value a credential. Whole words (split at `_`, `-`, `.` and case changes), so
+# max_new_tokens or a class folder called "monkey" are not secrets; "hftoken"-like run-together names end in one.
+SECRET_WORDS = ("token", "key", "apikey", "password", "passwd", "secret", "credential", "credentials")
+SECRET_SUFFIXES = ("token", "apikey", "password", "passwd", "secret")
+REDACTED = "<redacted>"
+
+
+def looks_secret(key: str) -> bool:
+    """Whether a config key names a credential, whose value must never be written to disk.
+
+    >>> [looks_secret(k) for k in ("hub_token", "wandb_api_key", "HF_TOKEN", "apiKey", "db-password", "hftoken")]
+    [True, True, True, True, True, True]
+    >>> [looks_secret(k) for k in ("max_new_tokens", "monkey", "keyframes", "tokenizer", "weight_decay")]
+    [False, False, False, False, False]
+    """
+    words = re.split(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])", key)
+    return any(word.lower() in SECRET_WORDS or word.lower().endswith(SECRET_SUFFIXES) for word in words if word)
+
+
+def redact_secrets(values: Any) -> Any:
+    """A copy of a config mapping (nested mappings and lists too) with the value of each secret-looking key
+    replaced by `REDACTED`: credentials come from the environment (HF_TOKEN, WANDB_API_KEY), never from a file
+    that other users of the box, the run's copies or its export may read.
+
+    >>> redact_secrets({"train": {"trainer": {"wandb_api_key": "abc", "weight_decay": 0.1}}, "stages": [{"token": 1}]})
+    {'train': {'trainer': {'wandb_api_key': '<redacted>', 'weight_decay': 0.1}}, 'stages': [{'token': '<redacted>'}]}
+    """
+    if isinstance(values, dict):
+        return {key: REDACTED if isinstance(key, str) and looks_secret(key) and value not in (None, "")
+                else redact_secrets(value) for key, value in values.items()}
+    if isinstance(values, list):
+        return [redact_secrets(value) for value in values]
+    return values
 
 
 def write_section(cls: type[BaseModel], values: dict[str, Any], lines: list[str], indent: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,12 +252,13 @@ def read_pairs(
             continue
         made_by = obj.get("model")
         if made_by is not None and made_by != model:
-            raise ConfigError(f"{where}: these pairs were made with model {made_by}, but this run trains {model}; "
-                              "make pairs with this run's model (python -m <recipe>.pairs) or train that model")
+            raise ConfigError(f"{where}: these pairs were made with {recorded_name(made_by, 'model')}, but this run "
+                              f"trains {model}; make pairs with this run's model (python -m <recipe>.pairs) or train "
+                              "that model")
         made_for = obj.get("schema")
         if schema is not None and made_for is not None and made_for != schema:
-            raise ConfigError(f"{where}: these pairs were made for schema {made_for}, but this run's schema is "
-                              f"{schema}; make pairs with this run's schema")
+            raise ConfigError(f"{where}: these pairs were made for {recorded_name(made_for, 'schema')}, but this "
+                              f"run's schema is {schema}; make pairs with this run's schema")
         bad = [key for key in ("chosen", "rejected") if not isinstance(obj.get(key), str) or not obj[key].strip()]
         if bad:
             result.problems.append(f"{where}: {' and '.join(bad)} must be a non-empty string")
@@ -273,6 +275,20 @@ def read_pairs(
         shown = "; ".join(result.problems[:3]) or "the file is empty"
         raise ConfigError(f"pairs file {path} has no usable line ({len(result.problems)} bad): {shown}")
     return result
+
+
+def recorded_name(value: Any, what: str) -> str:
+    """How a refusal names the model or schema a pairs line records: a name as written, anything else by its kind.
+
+    A message names a line by its number and says what is wrong, never quoting it; the model and schema names
+    are the exception, being what the pairs stage writes there and what the user must match.
+
+    >>> recorded_name("Qwen/Qwen2.5-VL-7B-Instruct", "model"), recorded_name({"token": "hf_x"}, "model")
+    ('model Qwen/Qwen2.5-VL-7B-Instruct', 'a model field that is a dict, not a name')
+    """
+    if isinstance(value, str) and re.fullmatch(r"[\w.:/~+-]{1,200}", value):
+        return f"{what} {value}"
+    return f"a {what} field that is a {type(value).__name__}, not a name"
 
 
 def report_pairs_problems(pairs: PairsFile, log: Callable[[str], None] = print, shown: int = 10) -> None:

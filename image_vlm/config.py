@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from core.config import (
+    GRPO_KNOBS,
+    SFT_KNOBS,
     DataLoadingSection,
     DPOSection,
     FinetuneSection,
@@ -14,6 +16,7 @@ from core.config import (
     ModelSection,
     PairsSection,
     Section,
+    passthrough_knobs,
 )
 
 SYSTEM_PROMPT = (
@@ -105,7 +108,9 @@ class GRPOSection(Section):
         0.3, gt=0, lt=1, description="Colocate mode: share of the GPU's memory vLLM takes for its weights and KV cache"
     )
     trainer: dict[str, Any] = Field(
-        default_factory=dict, description="Other GRPOConfig arguments, passed through verbatim and validated by TRL"
+        default_factory=dict,
+        description="Other GRPOConfig arguments: optimizer, schedule and speed knobs "
+        "(not where or how the run saves, logs or publishes), validated by TRL",
     )
 
     @field_validator("vllm_server_url")
@@ -130,6 +135,11 @@ class GRPOSection(Section):
             )
         return trainer
 
+    @field_validator("trainer")
+    @classmethod
+    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
+        return passthrough_knobs(trainer, GRPO_KNOBS, cls)
+
 
 class WarmStartSection(Section):
     enabled: bool = Field(False, description="Run a short SFT stage before GRPO, so the model already writes the answer format")
@@ -148,8 +158,15 @@ class WarmStartSection(Section):
     freeze_vision: bool = Field(True, description="Keep the vision tower fixed: random answers would teach it to ignore the image")
     seed: int = Field(0, description="Seed for the random answers and the data order")
     trainer: dict[str, Any] = Field(
-        default_factory=dict, description="Other SFTConfig arguments, passed through verbatim and validated by TRL"
+        default_factory=dict,
+        description="Other SFTConfig arguments: optimizer, schedule and speed knobs "
+        "(not where or how the run saves, logs or publishes), validated by TRL",
     )
+
+    @field_validator("trainer")
+    @classmethod
+    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
+        return passthrough_knobs(trainer, SFT_KNOBS, cls)
 
 
 class EvalSection(Section):

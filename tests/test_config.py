@@ -93,3 +93,121 @@ def test_field_specs_carry_help_and_ranges():
     assert rows["finetune.method"]["choices"] == ("lora", "qlora", "full")
     assert rows["finetune.r"]["bounds"] == {"ge": 1, "le": 1024}
     assert rows["train.learning_rate"]["description"]
+
+
+# ------------------------------------------------------------------------------------------ the trainer pass-through
+
+TRAINER_SECTIONS = [("image", "train"), ("image", "warm_start"), ("image", "dpo"), ("video", "train"), ("video", "dpo")]
+
+
+def recipe_config(recipe: str):
+    from video_vlm.config import VideoConfig
+
+    return ImageConfig if recipe == "image" else VideoConfig
+
+
+@pytest.mark.parametrize("recipe, section", TRAINER_SECTIONS, ids=[f"{r}:{s}" for r, s in TRAINER_SECTIONS])
+@pytest.mark.parametrize("key, value", [("output_dir", "runs/other-run/checkpoints"), ("push_to_hub", "true"),
+                                        ("hub_token", "hf_FAKEtoken0123"), ("save_total_limit", "1"),
+                                        ("logging_dir", "/srv/other-logs"), ("report_to", "wandb"),
+                                        ("deepspeed", "ds_zero3.json"), ("resume_from_checkpoint", "/srv/ckpt-7"),
+                                        ("run_name", "borrowed-name")])
+def test_the_trainer_pass_through_refuses_what_the_product_owns(recipe, section, key, value):
+    """A key of `<section>.trainer` the product owns (where a run saves, keeps, logs and publishes) is refused on the
+    command line as on the page, in one line that names the key and never echoes its value."""
+    with pytest.raises(ConfigError) as refused:
+        load_config(recipe_config(recipe), None, [f"{section}.trainer.{key}={value}"])
+    message = str(refused.value)
+    assert message.startswith(f"command line: '{section}.trainer' value error, {key}: ") and "\n" not in message
+    assert len(value) < 5 or value not in message
+
+
+def test_a_stage_s_trainer_is_checked_too_and_its_values_never_shown():
+    from video_vlm.config import VideoConfig
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(VideoConfig, None, ["stages=[{name: a, train: {trainer: {hub_token: hf_FAKEtoken0123}}}]"])
+    message = str(refused.value)
+    assert "stage 'a' (train overrides): 'trainer' value error, hub_token: the product's own settings" in message
+    assert "hf_FAKEtoken0123" not in message and "\n" not in message
+
+
+def test_the_trainer_pass_through_keeps_the_knobs_a_user_tunes():
+    cfg = load_config(ImageConfig, None, ["train.trainer.weight_decay=0.1", "train.trainer.vllm_server_timeout=30",
+                                          "dpo.trainer.label_smoothing=0.1", "warm_start.trainer.max_grad_norm=0.5"])
+    assert cfg.train.trainer == {"weight_decay": 0.1, "vllm_server_timeout": 30}
+    assert (cfg.dpo.trainer, cfg.warm_start.trainer) == ({"label_smoothing": 0.1}, {"max_grad_norm": 0.5})
+    with pytest.raises(ConfigError, match=r"'train.trainer' value error, seed: a field of this section, set it there"):
+        load_config(ImageConfig, None, ["train.trainer.seed=3"])
+    with pytest.raises(ConfigError, match=r"weight_decy: not a knob this trainer passes through; allowed: adam_beta1"):
+        load_config(ImageConfig, None, ["dpo.trainer.weight_decy=0.1"])
+
+
+def test_every_allowed_knob_is_an_argument_of_its_trl_config():
+    """The allowlist names real arguments of the installed TRL (a renamed one would fail only at launch, in TRL)."""
+    import dataclasses
+    import fnmatch
+
+    from trl import DPOConfig, GRPOConfig, SFTConfig
+
+    from core.config import DPO_KNOBS, GRPO_KNOBS, PRODUCT_ARGUMENTS, SFT_KNOBS, looks_secret
+
+    for args_cls, knobs in ((GRPOConfig, GRPO_KNOBS), (SFTConfig, SFT_KNOBS), (DPOConfig, DPO_KNOBS)):
+        fields = {field.name for field in dataclasses.fields(args_cls)}
+        assert [k for k in knobs if not any(fnmatch.fnmatchcase(f, k) for f in fields)] == [], args_cls.__name__
+        owned = [k for k in knobs if looks_secret(k) or any(fnmatch.fnmatchcase(k, p) for p in PRODUCT_ARGUMENTS)]
+        assert owned == [], f"{args_cls.__name__}: {owned} are the product's own"
+
+
+# ---------------------------------------------------------------------------------------------- secrets on disk
+
+SECRET = "hf_FAKEtoken0123456789abcdef"
+
+
+def test_secret_looking_values_are_redacted_wherever_a_config_is_written(tmp_path, monkeypatch):
+    """The run's launch.yaml (page), config.yaml (command line, the same to_yaml) and the page's saved form: a value
+    under a key that names a credential is never written, whatever let it into the config."""
+    from conftest import fake_popen
+
+    from core.config import redact_secrets
+    from core.runs import RunDir
+    from image_vlm.config import GRPOSection
+    from ui.recipes import IMAGE, save_form, saved_form_path, start_training
+
+    assert redact_secrets({"a": {"hub_token": SECRET, "max_new_tokens": 8}, "b": [{"wandb_api_key": SECRET}]}) == {
+        "a": {"hub_token": "<redacted>", "max_new_tokens": 8}, "b": [{"wandb_api_key": "<redacted>"}]}
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    (data / "set").mkdir(parents=True)
+    monkeypatch.setenv("VLM_DATA_DIR", str(data))
+    monkeypatch.setenv("VLM_RUNS_DIR", str(runs))
+    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen([]))
+    cfg = ImageConfig(data={"root": str(data / "set")})
+    # Built without validation: the allowlist refuses such keys, so this stands for anything that slips past it.
+    trainer = {"wandb_api_key": SECRET, "weight_decay": 0.1}
+    cfg.train = GRPOSection.model_construct(**{**dict(cfg.train), "trainer": trainer})
+    run, _ = start_training(IMAGE, cfg)
+    launch = (run.path / "launch.yaml").read_text()
+    assert SECRET not in launch
+    assert yaml.safe_load(launch)["train"]["trainer"] == {"wandb_api_key": "<redacted>", "weight_decay": 0.1}
+    config_yaml = RunDir(tmp_path / "cli-run")
+    config_yaml.write_config(to_yaml(cfg))  # what core.cli writes as the run's config.yaml
+    assert SECRET not in config_yaml.config_path.read_text()
+    save_form(IMAGE, "tiny", cfg.model_dump(mode="json"))
+    assert SECRET not in saved_form_path(IMAGE).read_text()
+
+
+def test_a_broken_config_file_is_named_by_line_never_quoted(tmp_path):
+    """PyYAML's own message quotes the broken line: for a file that was never a config (a token file), the secret."""
+    path = tmp_path / "config.yaml"
+    path.write_text(f"model:\n  name: {SECRET}: x\n")
+    with pytest.raises(ConfigError) as bad:
+        load_config(ImageConfig, path)
+    column = len("  name: " + SECRET) + 1
+    assert str(bad.value) == f"{path}: not valid YAML at line 2, column {column} (mapping values are not allowed here)"
+    path.write_text(f"model: *{SECRET}\n")
+    with pytest.raises(ConfigError) as bad:
+        load_config(ImageConfig, path)
+    assert str(bad.value) == f"{path}: not valid YAML at line 1, column 8 (found undefined alias …)"
+    path.write_bytes(b"\xff\xfe" + SECRET.encode("utf-16-le"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(ImageConfig, path)

@@ -237,3 +237,29 @@ def test_invalid_schema_files_name_the_file(tmp_path, body, fragment):
     with pytest.raises(ValueError) as caught:
         load_schema(path)
     assert "bad_schema.yaml" in str(caught.value) and fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ("name: x\nfields:\n  - {name: a, type: enum, values: [cat, cat]}\n",
+         "not a valid schema: fields.0: repeated values (at values.1)"),
+        ("name: x\nfields:\n  - {name: a, type: str}\n  - {name: a, type: str}\n",
+         "not a valid schema: fields: repeated field names (at fields.1)"),
+        ("name: x\nfields:\n  - {name: a, type: str, colour: red}\n",
+         "not a valid schema: an unknown key in fields.0 (allowed: name, type, values, description)"),
+        ("name: x\nfields: [\n",
+         "cannot read the schema file: not valid YAML at line 3, column 1 (expected the node content, but found '<stream end>')"),
+        ("name: x\nfields: red: [cat]\n",
+         "cannot read the schema file: not valid YAML at line 2, column 12 (mapping values are not allowed here)"),
+    ],
+)
+def test_schema_errors_say_where_and_what_never_the_file_s_text(tmp_path, body, problem):
+    """The message names the line or the field and the kind of problem: a schema file may be anything a user pointed
+    at (tests/test_page_paths.py checks the same with a secret in the file)."""
+    path = tmp_path / "bad_schema.yaml"
+    path.write_text(body)
+    with pytest.raises(ValueError) as caught:
+        load_schema(path)
+    assert str(caught.value) == f"{path}: {problem}"
+    assert not any(word in str(caught.value) for word in ("cat", "red", "colour")), "no text of the file"

@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from core.config import ConfigError, read_yaml, to_yaml, validate_config
+from core.config import ConfigError, read_yaml, redact_secrets, to_yaml, validate_config
 from core.gpu_lease import launch_cli, launch_training
+from core.page_paths import data_dir, page_path_problems
 from core.runs import RunDir, list_runs, runs_root, unique_run_dir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
@@ -126,11 +127,6 @@ RECIPES = {recipe.name: recipe for recipe in (IMAGE, VIDEO)}
 # ---------------------------------------------------------------------------------------------- folders
 
 
-def data_dir() -> Path:
-    """Where datasets live: `VLM_DATA_DIR`, else `data/` under the working directory (absolute)."""
-    return Path(os.environ.get("VLM_DATA_DIR", "data")).expanduser().resolve()
-
-
 def resolve_data_root(root: str, home: Path | None = None) -> str:
     """An absolute dataset folder for a config's `data.root`.
 
@@ -216,12 +212,13 @@ def saved_form_path(recipe: Recipe) -> Path:
 
 
 def save_form(recipe: Recipe, preset: str, values: dict[str, Any]) -> None:
-    """Remember a validated config (as sections) and the preset it was made from; a failed write is harmless."""
+    """Remember a validated config (as sections) and the preset it was made from, secrets left out; a failed write
+    is harmless."""
     path = saved_form_path(recipe)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp")
-        tmp.write_text(yaml.safe_dump({"preset": preset, "config": values}, sort_keys=False))
+        tmp.write_text(yaml.safe_dump({"preset": preset, "config": redact_secrets(values)}, sort_keys=False))
         os.replace(tmp, path)
     except OSError:
         pass
@@ -300,11 +297,17 @@ def artifact_of(run: RunDir) -> Path | None:
 def start_training(recipe: Recipe, cfg: BaseModel) -> tuple[RunDir, subprocess.Popen]:
     """Launch a new run of `cfg` in the background; it reads `starting` before this returns.
 
-    The form's config goes to `<run>/launch.yaml`; the CLI writes the resolved `config.yaml` itself.
+    The form's config goes to `<run>/launch.yaml`; the CLI writes the resolved `config.yaml` itself. Whoever
+    reaches the page may not own the box, so every file and folder the config names must lie inside the data or
+    runs folder (core.page_paths); a resumed run reuses the config.yaml that was checked here.
 
     Raises:
+        ConfigError: A path of the config leads outside those folders (one line per field); nothing was created.
         GpuBusy: Another job holds the GPU; nothing was created.
     """
+    problems = page_path_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
     run = unique_run_dir(recipe.name)
     return run, launch_training(recipe.train_module, run, config_text=to_yaml(cfg))
 

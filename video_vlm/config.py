@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from core.config import (
+    SFT_KNOBS,
     DataLoadingSection,
     DPOSection,
     FinetuneSection,
@@ -14,6 +15,8 @@ from core.config import (
     ModelSection,
     PairsSection,
     Section,
+    describe_error,
+    passthrough_knobs,
 )
 
 SYSTEM_PROMPT = "You are a driving-safety analyst. You watch dashcam clips and report what happened as JSON."
@@ -55,12 +58,24 @@ class SFTSection(Section):
     max_length: int = Field(8192, ge=64, description="Longest sample in tokens; a longer one is refused, never truncated")
     seed: int = Field(42, description="Training seed")
     trainer: dict[str, Any] = Field(
-        default_factory=dict, description="Other SFTConfig arguments, passed through verbatim and validated by TRL"
+        default_factory=dict,
+        description="Other SFTConfig arguments: optimizer, schedule and speed knobs "
+        "(not where or how the run saves, logs or publishes), validated by TRL",
     )
+
+    @field_validator("trainer")
+    @classmethod
+    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
+        return passthrough_knobs(trainer, SFT_KNOBS, cls)
 
 
 class StageSection(Section):
-    name: str = Field(..., description="Stage name, used for its checkpoint folder")
+    # A folder name inside the run (checkpoints/<name>, stages/<name>): a path here would save, and rotate
+    # checkpoints, outside the run folder.
+    name: str = Field(
+        ..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Stage name, used for its checkpoint folder (letters, digits, _ . -)",
+    )
     data: dict[str, Any] = Field(default_factory=dict, description="Overrides of the data section for this stage")
     train: dict[str, Any] = Field(default_factory=dict, description="Overrides of the train section for this stage")
 
@@ -113,6 +128,11 @@ class VideoConfig(Section):
         try:
             data = VideoDataSection.model_validate({**self.data.model_dump(), **stage.data})
             train = SFTSection.model_validate({**self.train.model_dump(), **stage.train})
-        except ValueError as err:
-            raise ValueError(f"stage '{stage.name}': {err}") from None
+        except ValidationError as err:
+            # One line per field, as the run-wide sections get; pydantic's own text would quote every input,
+            # a stage's `trainer:` mapping (and whatever secret someone put there) included.
+            section = VideoDataSection if err.title == VideoDataSection.__name__ else SFTSection
+            prefix = "data" if section is VideoDataSection else "train"
+            problems = "; ".join(describe_error(section, error) for error in err.errors())
+            raise ValueError(f"stage '{stage.name}' ({prefix} overrides): {problems}") from None
         return data, train

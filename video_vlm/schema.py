@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from core.config import ConfigError, yaml_error_text
 
 UNKNOWN = "unknown"
 
@@ -105,16 +107,18 @@ class FieldSpec(BaseModel):
         # Numbers are harmless to accept as their text (values: [1, 2, 3]).
         return [str(value) if isinstance(value, (int, float)) else value for value in values]
 
+    # The messages below name positions, not the file's text: a schema file may be anything a user pointed at.
     @model_validator(mode="after")
     def _values_match_type(self) -> "FieldSpec":
         if self.type == "str" and self.values:
-            raise ValueError(f"field {self.name!r}: a str field takes no values")
+            raise ValueError("a str field takes no values")
         if self.type != "str" and not self.values:
-            raise ValueError(f"field {self.name!r}: an {self.type} field needs a list of allowed values")
-        if len(set(self.values)) != len(self.values):
-            raise ValueError(f"field {self.name!r}: repeated values in {self.values}")
+            raise ValueError(f"an {self.type} field needs a list of allowed values")
+        repeated = [index for index, value in enumerate(self.values) if value in self.values[:index]]
+        if repeated:
+            raise ValueError(f"repeated values (at values.{', values.'.join(map(str, repeated))})")
         if UNKNOWN in self.values:
-            raise ValueError(f"field {self.name!r}: {UNKNOWN!r} is reserved for labels a dataset lacks")
+            raise ValueError(f"{UNKNOWN!r} is reserved for labels a dataset lacks")
         return self
 
 
@@ -161,9 +165,9 @@ class SchemaSpec(BaseModel):
         if not fields:
             raise ValueError("a schema needs at least one field")
         names = [field.name for field in fields]
-        repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+        repeated = [index for index, name in enumerate(names) if name in names[:index]]
         if repeated:
-            raise ValueError(f"repeated field names: {', '.join(repeated)}")
+            raise ValueError(f"repeated field names (at fields.{', fields.'.join(map(str, repeated))})")
         return fields
 
     # ------------------------------------------------------------------------------------- field groups
@@ -460,19 +464,57 @@ def load_schema(path: str | Path | None = None) -> SchemaSpec:
     """The schema in a YAML file, or the dashcam schema when `path` is None.
 
     Raises:
-        ValueError: The file is missing, not YAML, or not a valid schema; the message names the file.
+        ConfigError: (a ValueError) The file is missing, not YAML, or not a valid schema; the message names the file,
+            the line or the field, and the kind of problem, never the file's text (see `schema_problems`).
     """
     if path is None:
         return SchemaSpec.model_validate(DEFAULT_SCHEMA)
     path = Path(path)
+    # `from None` throughout: a chained error would print PyYAML's or pydantic's own text, which quotes the file.
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: cannot read the schema file ({error})") from error
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: cannot read the schema file (not UTF-8 text)") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the schema file ({error.strerror or type(error).__name__})") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: cannot read the schema file: {yaml_error_text(error)}") from None
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"{path}: not a valid schema: the top level must be a mapping with name and fields, not {kind}")
     try:
         return SchemaSpec.model_validate(data)
-    except ValueError as error:
-        raise ValueError(f"{path}: not a valid schema: {error}") from error
+    except ValidationError as error:
+        raise ConfigError(f"{path}: not a valid schema: {schema_problems(error)}") from None
+
+
+def schema_problems(error: ValidationError) -> str:
+    """Pydantic's errors for a schema file as one line: where (`fields.2.type`) and what kind, never the input.
+
+    Pydantic's own text quotes each wrong value, and an unknown key's name: from a file that was never a schema
+    (a credentials file, say), that is the secret itself.
+
+    >>> try:
+    ...     SchemaSpec.model_validate({"name": "x", "key": "hf_secret", "fields": [{"name": "a", "type": "hf_secret"}]})
+    ... except ValidationError as error:
+    ...     print(*schema_problems(error).split("; "), sep="\\n")
+    fields.0.type: input should be 'str', 'enum' or 'list'
+    an unknown key at the top level (allowed: name, description, fields, instruction)
+    """
+    problems, unknown = [], Counter()
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        if item["type"] == "extra_forbidden":
+            unknown[".".join(loc[:-1])] += 1
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        message = message[:1].lower() + message[1:]
+        problems.append(f"{'.'.join(loc)}: {message}" if loc else message)
+    for where, count in unknown.items():
+        keys = "an unknown key" if count == 1 else f"{count} unknown keys"
+        allowed = ", ".join((FieldSpec if where else SchemaSpec).model_fields)
+        problems.append(f"{keys} {f'in {where}' if where else 'at the top level'} (allowed: {allowed})")
+    return "; ".join(problems)
 
 
 def extract_json_object(text: str) -> dict | None:
