@@ -413,8 +413,19 @@ def estimate_config(
 
     result = one(cfg)
     if with_advice and not result.fits:
-        result.advice = advise(cfg, one, fixes, target.usable_gib)
+        result.advice = advise(cfg, one, lambda c: [*model_fixes(c), *fixes(c)], target.usable_gib)
     return result
+
+
+def model_fixes(cfg) -> list[str]:
+    """The changes to the model section worth trying in any recipe: fp32 weights (a tiny preset's, on CPU) in bf16,
+    which halves weights, gradients and activations.
+
+    >>> from types import SimpleNamespace as NS
+    >>> model_fixes(NS(model=ModelSection(dtype="float32"))), model_fixes(NS(model=ModelSection()))
+    (['model.dtype=bfloat16'], [])
+    """
+    return ["model.dtype=bfloat16"] if cfg.model.dtype == "float32" else []
 
 
 # ---------------------------------------------------------------------------------------------- advice

@@ -42,6 +42,7 @@ def test_start_launches_the_cli_with_the_form_config(dirs, monkeypatch):
     calls = []
     monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
     at = app("image")
+    [s for s in at.selectbox if s.label == "Fine-tuning method"][0].set_value("lora").run()
     [r for r in at.number_input if r.label == "LoRA rank (r)"][0].set_value(4)
     button(at, "Start training").click().run()
     assert not at.exception and not at.error, texts(at.error)
@@ -67,7 +68,7 @@ def test_dataset_failing_verification_refuses_to_start(dirs, monkeypatch):
     monkeypatch.setattr("ui.recipes.launch_training", lambda *a, **k: pytest.fail("must not launch"))
     at = app("image")
     picker = [s for s in at.selectbox if s.label == "Dataset folder"][0]
-    picker.set_value(broken).run()
+    picker.set_value(str(broken)).run()
     assert "a classifier needs at least two" in texts(at.error)  # shown by the dataset check
     button(at, "Start training").click().run()
     assert not at.exception
@@ -300,3 +301,84 @@ def test_a_dataset_that_labels_one_field_says_so_where_it_is_chosen(dirs, tmp_pa
     warning = texts(at.warning)
     assert "This dataset labels only event_type (1 of 7 fields)" in warning, warning
     assert "caption" in warning and "left out of the loss" in warning
+
+
+# ------------------------------------------------------------------- the dataset and the model, beside their fields
+
+
+def outside_expanders(at, kind: str) -> str:
+    """The text of the page's `kind` elements (error, caption, ...) that are not inside a collapsed expander."""
+    inside = {id(e) for expander in at.expander for e in getattr(expander, kind)}
+    return "\n".join(str(e.value) for e in getattr(at, kind) if id(e) not in inside)
+
+
+def type_into(select, text: str) -> None:
+    """Type a new option into a select that accepts them: the browser sends the typed text itself (AppTest's
+    set_value sends only one of the options the page drew)."""
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+    from streamlit.testing.v1.element_tree import Selectbox
+
+    class Typed(Selectbox):
+        @property
+        def _widget_state(self) -> WidgetState:
+            return WidgetState(id=self.id, string_value=text)
+
+    select.__class__ = Typed
+
+
+def test_each_page_offers_only_its_own_recipes_datasets(dirs):
+    _, data = dirs
+    (data / "tiles" / "train" / "wildfire").mkdir(parents=True)
+    (data / "clips" / "videos").mkdir(parents=True)
+    (data / "clips" / "metadata.jsonl").write_text("")
+    image = [s for s in app("image").selectbox if s.label == "Dataset folder"][0]
+    assert "tiles" in image.options and not any("clips" in option for option in image.options), image.options
+    video = [s for s in app("video").selectbox if s.label == "Dataset folder"][0]
+    assert "clips" in video.options and not any("tiles" in option for option in video.options), video.options
+
+
+def test_a_missing_dataset_is_said_beside_its_field_at_once(dirs, monkeypatch):
+    """The full-size preset's data/wildfire is not there: the picker says "missing" and why, outside the collapsed
+    dataset check, before anyone presses Start."""
+    monkeypatch.setattr("ui.recipes.launch_training", lambda *a, **k: pytest.fail("must not launch"))
+    at = app("image")
+    [s for s in at.selectbox if s.label == "Preset"][0].set_value("full-size: qwen2_5_vl_7b_grpo").run()
+    assert not at.exception, at.exception
+    picker = [s for s in at.selectbox if s.label == "Dataset folder"][0]
+    assert picker.options[0] == "wildfire (preset, missing)", picker.options
+    beside = outside_expanders(at, "error")
+    assert "wildfire: dataset folder not found" in beside and "python -m image_vlm.data download" in beside, beside
+
+
+def test_a_typed_folder_becomes_the_selection_and_is_checked(dirs):
+    """A folder typed into the picker is what the form uses, checked beside the field: one outside the data folder
+    is refused, one that holds the other recipe's data is named as such."""
+    runs, data = dirs
+    (data / "clips" / "videos").mkdir(parents=True)
+    at = app("image")
+    type_into([s for s in at.selectbox if s.label == "Dataset folder"][0], str(runs))
+    at.run()
+    assert not at.exception, at.exception
+    picker = [s for s in at.selectbox if s.label == "Dataset folder"][0]
+    assert picker.value == str(runs), "the typed folder is the selection"
+    assert f"Dataset folder {runs}: outside the data folder" in outside_expanders(at, "error")
+    type_into([s for s in at.selectbox if s.label == "Dataset folder"][0], "clips")
+    at.run()
+    assert "holds a video dataset; this page trains on image datasets" in outside_expanders(at, "error")
+    button(at, "Start training").click().run()
+    assert "Not started:" in texts(at.error) and "holds a video dataset" in texts(at.error)
+
+
+def test_an_unreachable_model_is_said_beside_its_field(dirs, monkeypatch):
+    """A model id that is not on this machine (offline in tests) is refused beside the Model field, the estimate
+    does not promise that it "trains all the same", and Start does not launch it."""
+    monkeypatch.setattr("ui.recipes.launch_training", lambda *a, **k: pytest.fail("must not launch"))
+    at = app("image")
+    type_into([s for s in at.selectbox if s.label == "Model"][0], "nobody/no-such-model")
+    at.run()
+    assert not at.exception, at.exception
+    assert "nobody/no-such-model is not in the Hugging Face cache" in outside_expanders(at, "error")
+    assert "trains all the same" not in texts(at.caption)
+    assert "No estimate: the model cannot be loaded" in texts(at.caption)
+    button(at, "Start training").click().run()
+    assert "Not started: model.name: nobody/no-such-model" in texts(at.error)

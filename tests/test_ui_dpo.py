@@ -40,6 +40,21 @@ def test_image_run_shows_its_pairs_with_thumbnails_and_the_summary(dirs):
     assert all(str(uri).startswith("data:image/png;base64,") for uri in table["image"]), "a thumbnail per pair"
 
 
+def test_a_long_rejected_answer_shows_whole_in_the_pairs_table(dirs):
+    """A rejected answer longer than its column wraps onto more lines instead of being cut at the column's edge: the
+    grid wraps text only in rows taller than 4rem (64 px), and the answers get wide columns."""
+    runs, _ = dirs
+    run = make_run(runs, "image-20260101-100000", "finished", adapter=True)
+    rambling = "no tags " + " ".join(f"word{index}" for index in range(60))
+    (run / "pairs.jsonl").write_text(json.dumps({**pair(1, answer="Yes"), "rejected": rambling}) + "\n")
+    at = app("image")
+    (grid,) = [d for d in at.dataframe if "rejected" in d.value.columns]
+    assert grid.value["rejected"].tolist() == [rambling], "the whole answer, not a cut copy"
+    assert grid.proto.row_height > 64, "rows tall enough for the grid to wrap text"
+    columns = json.loads(grid.proto.columns)
+    assert columns["rejected"]["width"] == "large" and columns["chosen"]["width"] == "large", columns
+
+
 def test_video_run_shows_its_pairs_by_clip_reference(dirs):
     runs, _ = dirs
     run = make_run(runs, "video-20260101-100000", "finished", recipe="video", adapter=True)
@@ -76,6 +91,14 @@ def test_pairs_stage_progress_counts_prompts_before_any_metric_line(dirs):
     assert "estimating time left" in bar.proto.text, bar.proto.text
 
 
+def chart_title(title) -> str | None:
+    """A chart's title as read on the page: a plain title, or a title with its subtitle underneath."""
+    if isinstance(title, dict):
+        return " ".join(" ".join(part) if isinstance(part, list) else str(part)
+                        for part in (title.get("text"), title.get("subtitle")) if part)
+    return title
+
+
 def test_dpo_metrics_draw_their_curves_beside_grpo_rewards(dirs):
     runs, _ = dirs
     run = make_run(runs, "image-20260101-100000", "finished", adapter=True)
@@ -86,7 +109,7 @@ def test_dpo_metrics_draw_their_curves_beside_grpo_rewards(dirs):
                                 "rewards/accuracies": 0.5 * step}) + "\n")
     at = app("image")
     assert not at.exception, at.exception
-    titles = [json.loads(c.proto.spec).get("title") for c in at.get("vega_lite_chart")]
+    titles = [chart_title(json.loads(c.proto.spec).get("title")) for c in at.get("vega_lite_chart")]
     for title in ("DPO reward: chosen", "DPO reward: rejected", "DPO margin (chosen − rejected)",
                   "DPO accuracy (chosen ranked above rejected)", "reward: format", "total reward", "loss"):
         assert title in titles, f"no chart {title!r}; charts: {titles}"
@@ -100,12 +123,17 @@ def test_picking_dpo_shows_its_fields_and_starts_a_dpo_run(dirs, monkeypatch):
     assert method, f"no method field; selects: {[s.label for s in at.selectbox]}"
     assert method[0].value == "grpo" and "dpo" in method[0].options[1].lower()
     assert "Preference pairs and DPO" not in texts(at.markdown), "DPO's fields are shown only when it is picked"
-    method[0].set_value("dpo")
-    button(at, "Update estimate").click().run()
+    method[0].set_value("dpo").run()
     assert not at.exception, at.exception
     assert "Preference pairs and DPO" in texts(at.markdown)
     for label in ("Answers sampled per prompt", "Sampling temperature (pairs)", "DPO max steps", "DPO learning rate", "DPO beta"):
         assert number(at, label).help, label
+    # GRPO's own fields do not apply to DPO: they are not on the form at all (nor under "All other settings").
+    numbers = {n.label for n in at.number_input}
+    for label in ("Max steps", "Generations per prompt", "Longest completion (tokens)", "KL penalty (GRPO beta)"):
+        assert label not in numbers, f"{label} shown under DPO"
+    assert "Rollouts with vLLM" not in {c.label for c in at.checkbox}
+    assert "Trains 250 optimizer steps in all" in texts(at.markdown), "warm start 150 + DPO 100, beside Start"
     texts_in = {t.label for t in at.text_input}
     assert {"Your pairs file (JSONL)", "Sample from run (weights)"} <= texts_in, texts_in
     number(at, "DPO beta").set_value(0.3)
@@ -156,12 +184,11 @@ def test_video_form_offers_dpo_once_its_config_has_the_method(dirs, monkeypatch)
     at = app("video")
     (method,) = [s for s in at.selectbox if s.label == "Training method"]
     assert method.value == "sft"
-    method.set_value("dpo")
-    button(at, "Update estimate").click().run()
+    method.set_value("dpo").run()
     assert not at.exception, at.exception
     assert "Preference pairs and DPO" in texts(at.markdown)
     assert "Frames per clip" in {n.label for n in at.number_input}, "the video fields stay"
-    number(at, "DPO max steps").set_value(7)
-    button(at, "Update estimate").click().run()
+    assert "Max steps" not in {n.label for n in at.number_input}, "no SFT stage before DPO: SFT's steps do not apply"
+    number(at, "DPO max steps").set_value(7).run()
     assert not at.exception, at.exception
     assert built[-1].method == "dpo" and built[-1].dpo.max_steps == 7

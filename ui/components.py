@@ -20,15 +20,16 @@ from core.config import ConfigError
 from core.gpu_lease import GpuBusy, describe_holder, gpu_lock_holder
 from core.jsonl import read_jsonl
 from core.media.paths import in_dataset
+from core.page_paths import page_path_problems
 from core.preference import PAIRS, PAIRS_FILE, PairsSummary, read_pairs_summary, read_run_pairs
 from core.runs import RunDir, RunError, list_runs, runs_root, stop_run
 from ui import charts
 from ui.compare import compare_panel
 from ui.compare_models import release_compare_model
-from ui.datasets import dataset_picker, dataset_problem
+from ui.datasets import dataset_key, dataset_picker, dataset_problem
 from ui.estimate import estimate_for, estimate_panel
 from ui.evaluation import evaluation_panel, render_report
-from ui.form import build_config, form_values
+from ui.form import build_config, form_values, load_into_form, model_check, stage_steps, steps_summary
 from ui.recipes import (
     ACTIVE,
     RECIPES,
@@ -66,6 +67,7 @@ __all__ = ["compare_panel", "ensure_router", "evaluation_panel", "runs_overview"
 
 MAX_ROLLOUTS = 16
 MAX_PAIRS = 50
+PAIRS_ROW_HEIGHT = 112  # px: five lines of wrapped text (the grid wraps only rows taller than 64 px)
 ROUTER_FLAG = "vlm:router"
 
 
@@ -95,29 +97,35 @@ def gpu_note() -> None:
 
 
 def training_panel(recipe: Recipe) -> None:
-    """Left: the new-run form. Right: the selected run, live."""
-    left, right = st.columns([2, 3], gap="large")
-    with left:
-        new_run_form(recipe)
-    with right:
-        run_monitor(recipe)
+    """The new-run form across the page's width, then the selected run, live."""
+    new_run_form(recipe)
+    st.divider()
+    run_monitor(recipe)
 
 
 def new_run_form(recipe: Recipe) -> None:
+    """Preset and dataset, the fields that apply, then the memory estimate beside Start with the steps of every stage.
+
+    No `st.form`: Enter in a field only commits it (a form's Enter presses its first submit button, which would
+    start an hour-long job), and the fields that apply and the estimate follow every edit."""
     st.subheader("New training run")
     options = presets(recipe)
     labels = list(options)
     saved = saved_form(recipe)  # the values of the last start (or loaded run), kept across reloads
-    preset = st.selectbox(
-        "Preset",
-        labels,
-        index=labels.index(saved[0] if saved and saved[0] in labels else default_preset(labels)),
-        key=f"{recipe.name}:preset",
-        help="Shipped configs: the tiny one runs on CPU in seconds with a locally built model; the full-size one is the real recipe.",
-    )
+    preset_column, dataset_column = st.columns(2)
+    with preset_column:
+        preset = st.selectbox(
+            "Preset",
+            labels,
+            index=labels.index(saved[0] if saved and saved[0] in labels else default_preset(labels)),
+            key=f"{recipe.name}:preset",
+            help="Shipped configs: the tiny one runs on CPU in seconds with a locally built model; the full-size one is "
+            "the real recipe.",
+        )
     if saved and saved[0] == preset:
         base = saved[1]
-        st.caption("The form holds your last values (from the last start or a loaded run).")
+        with preset_column:
+            st.caption("The form holds your last values (from the last start or a loaded run).")
     else:
         try:
             base = preset_values(recipe, options[preset])
@@ -125,41 +133,54 @@ def new_run_form(recipe: Recipe) -> None:
             st.error(f"The preset is not a valid config: {err}")
             return
     prefix = f"{recipe.name}:{options[preset].stem if options[preset] else 'defaults'}"
-    root = dataset_picker(recipe, base, prefix)
+    loaded = st.session_state.pop(f"{recipe.name}:load", None)
+    if loaded is not None:  # "Load config into the form": every widget shows the run's value, not what it held
+        load_into_form(recipe, prefix, loaded)
+        st.session_state[dataset_key(prefix)] = str(loaded["data"]["root"])
+    with dataset_column:
+        root, data_problem = dataset_picker(recipe, base, prefix)
     gpu_note()
-    with st.form(f"{recipe.name}:train-form", border=False):
-        values = form_values(recipe, base, prefix)
-        values["data.root"] = str(root)
-        try:
-            cfg, problem = build_config(recipe, base, values), None
-        except ConfigError as err:
-            cfg, problem = None, str(err)
-        estimate = estimate_for(recipe, cfg)
-        estimate_panel(estimate, problem)
+    values = form_values(recipe, base, prefix)
+    values["data.root"] = str(root)
+    try:
+        cfg, problem = build_config(recipe, base, values), None
+    except ConfigError as err:
+        cfg, problem = None, str(err)
+    model_problem = model_check(cfg.model.name, recipe.name)[0] if cfg is not None else None
+    estimate = estimate_for(recipe, cfg)
+    st.markdown("---")
+    left, right = st.columns([3, 2], gap="large")
+    with left, st.container(key=f"{recipe.name}-estimate"):
+        estimate_panel(estimate, problem, model_problem)
+    with right, st.container(key=f"{recipe.name}-start"):
+        if cfg is not None:
+            total, breakdown = steps_summary(stage_steps(cfg, recipe.grpo))
+            st.markdown(f"**Trains {total}**")
+            st.caption(breakdown)
         oversized = bool(estimate and estimate.get("fits") is False)
         confirmed = oversized and st.checkbox(
             "Start even though the estimate says it will not fit", key=f"{prefix}:start-oversized"
         )
-        start, update = st.columns(2)
-        with start:
-            submitted = st.form_submit_button("Start training", type="primary")
-        with update:
-            st.form_submit_button("Update estimate", help="Apply the edits above to the estimate without starting")
-    if submitted:
-        launch_from_form(recipe, cfg, problem, preset, oversized and not confirmed)
+        if st.button("Start training", type="primary", key=f"{prefix}:start"):
+            launch_from_form(recipe, cfg, problem, preset, oversized and not confirmed, model_problem, data_problem)
 
 
-def launch_from_form(recipe: Recipe, cfg, problem: str | None, preset: str, unconfirmed_oversize: bool = False) -> None:
+def launch_from_form(recipe: Recipe, cfg, problem: str | None, preset: str, unconfirmed_oversize: bool = False,
+                     model_blocker: str | None = None, data_blocker: str | None = None) -> None:
+    """Start a run of the form's config, unless the config is invalid, the estimate says it will not fit (and that
+    was not confirmed), or the model or the dataset cannot be used (as said beside their fields)."""
     if cfg is None:
         st.error(f"Not started: {problem}")
         return
     if unconfirmed_oversize:
         st.error(
-            "Not started: the memory estimate says this config will not fit (see above). Change what it suggests, "
+            "Not started: the memory estimate says this config will not fit (see beside). Change what it suggests, "
             "or tick 'Start even though the estimate says it will not fit' and press Start again."
         )
         return
-    problem = dataset_problem(recipe, Path(cfg.data.root), cfg)
+    # The page's path check first: the dataset check opens the data folder and the schema file the form names.
+    paths = page_path_problems(cfg)
+    problem = "; ".join(paths) if paths else model_blocker or dataset_problem(recipe, Path(cfg.data.root), cfg) or data_blocker
     if problem:
         st.error(f"Not started: {problem}")
         return
@@ -169,6 +190,9 @@ def launch_from_form(recipe: Recipe, cfg, problem: str | None, preset: str, unco
     except GpuBusy as err:
         st.error(f"Not started: {err}. Stop it, or wait until it ends, then start again.")
         return
+    except ConfigError as err:  # a path of the config outside the data and runs folders
+        st.error(f"Not started: {err}")
+        return
     except OSError as err:
         st.error(f"Could not start the trainer: {err}")
         return
@@ -176,10 +200,7 @@ def launch_from_form(recipe: Recipe, cfg, problem: str | None, preset: str, unco
     save_form(recipe, preset, cfg.model_dump(mode="json"))  # what this run started with fills the form after a reload
     session(f"{recipe.name}:launched", []).append(run.id)
     st.session_state[f"{recipe.name}:run"] = run.id
-    st.success(f"Started run {run.id}. Closing this tab does not stop it; reopening shows it again.")
-
-
-# ---------------------------------------------------------------------------------------------- datasets
+    st.success(f"Started run {run.id}. Closing this tab does not stop it; reopening shows it again (below).")
 
 
 # ---------------------------------------------------------------------------------------------- live run
@@ -322,7 +343,8 @@ still_run_view = st.fragment(run_view)
 
 
 def load_run_config(recipe: Recipe, run: RunDir) -> None:
-    """Put a run's resolved config into the new-run form (under the current preset), then redraw the page."""
+    """Put a run's resolved config into the new-run form (under the current preset), then redraw the page: the
+    form writes every field's widget state from it before drawing (see new_run_form)."""
     from ui.compare_models import run_config
 
     try:
@@ -332,11 +354,7 @@ def load_run_config(recipe: Recipe, run: RunDir) -> None:
         return
     preset = st.session_state.get(f"{recipe.name}:preset") or next(iter(presets(recipe)))
     save_form(recipe, preset, values)
-    # The form's widgets keep what they hold in this session; drop it so they take the loaded values.
-    stems = {path.stem if path else "defaults" for path in presets(recipe).values()}
-    for key in [k for k in st.session_state if isinstance(k, str) and k.split(":")[:1] == [recipe.name]
-                and len(k.split(":")) > 2 and k.split(":")[1] in stems]:
-        del st.session_state[key]
+    st.session_state[f"{recipe.name}:load"] = values
     flash(recipe.name, "success", f"The form now holds the config of run {run.id}.")
     st.rerun()
 
@@ -461,10 +479,12 @@ def pairs_table(run: RunDir) -> None:
         table.append(entry)
     if len(rows) > MAX_PAIRS:
         st.caption(f"The last {MAX_PAIRS} of {len(rows)} pairs; all of them are in `{run.path / PAIRS_FILE}`.")
+    # Rows taller than 4rem let the grid wrap text, so a long answer shows whole instead of cut at the column's edge.
     st.dataframe(
         pd.DataFrame(table),
         hide_index=True,
         width="stretch",
+        row_height=PAIRS_ROW_HEIGHT,
         column_config={
             "image": st.column_config.ImageColumn("image", width="small"),
             "chosen": st.column_config.TextColumn("chosen", width="large"),
@@ -508,7 +528,7 @@ def stop_button(scope: str, run: RunDir, key: str) -> None:
 def request_stop(scope: str, run: RunDir) -> None:
     """Write a stop request into the run folder (and SIGTERM it when it runs in this container); "saving…"
     shows until the trainer reports `stopped`. Works the same on a run started from the other app."""
-    code, message = stop_run(run)
+    code, message = stop_run(run, by="Runs page" if scope == "runs" else f"{scope.capitalize()} VLM page")
     if code == 0 and message.startswith("Stopping"):
         session("stop_requested", set()).add(run.id)
     else:
@@ -546,6 +566,7 @@ def runs_overview() -> None:
     )
     runs = list_runs(runs_root())
     if not runs:
+        show_flash("runs")  # an archived last run: its message, since no run header is left to show it
         st.info("No runs yet. Start one from the Image or Video page, or with `make train-image` / `make train-video`.")
         return
     st.dataframe(pd.DataFrame([run_row(run) for run in runs]), hide_index=True, width="stretch", key="runs-table")
@@ -565,24 +586,91 @@ def runs_overview() -> None:
 
 
 def run_row(run: RunDir) -> dict[str, Any]:
+    """One line of the runs table: what ran (recipe, method, model), how far, and how well."""
     status = run.read_status()
     recipe = recipe_of(run)
     step, total = status.get("step"), status.get("total")
     artifact = artifact_of(run)
     try:
-        evals = ", ".join(run.eval_reports())
+        config = run.read_config()
+    except (OSError, ValueError):
+        config = {}
+    try:
+        reports = run.eval_reports()
     except OSError:
-        evals = ""
+        reports = {}
+    best, verdict = best_result(reports, run.read_metrics())
     return {
         "run": run.id,
         "recipe": recipe.name if recipe else "?",
+        "method": method_text(config),
+        "model": str((config.get("model") or {}).get("name") or ""),
         "state": status.get("state", "missing"),
         "step": f"{step}/{total}" if total else (str(step) if step is not None else ""),
+        "best metric": best,
+        "verdict": verdict,
         "started": status.get("started", ""),
         "ended": status.get("ended", ""),
         "weights": artifact.name if artifact else "",
-        "evaluations": evals,
     }
+
+
+def method_text(config: dict[str, Any]) -> str:
+    """
+    >>> method_text({"method": "grpo", "finetune": {"method": "qlora"}}), method_text({"finetune": {"method": "lora"}})
+    ('GRPO · QLoRA (4-bit)', 'LoRA')
+    """
+    from ui.form import METHOD_NAMES
+
+    finetune = (config.get("finetune") or {}).get("method")
+    parts = [str(config["method"]).upper()] if config.get("method") else []
+    if finetune:
+        parts.append(METHOD_NAMES.get(finetune, str(finetune)))
+    return " · ".join(parts)
+
+
+def report_verdict(report: dict[str, Any]) -> str | None:
+    """An evaluation report's verdict word (`verdict`, or its headline's), when the report has one.
+
+    >>> report_verdict({"verdict": "better"}), report_verdict({"headline": {"verdict": "worse"}}), report_verdict({})
+    ('better', 'worse', None)
+    """
+    word = report.get("verdict")
+    if word is None:
+        word = (report.get("headline") or {}).get("verdict")
+    if isinstance(word, dict):
+        word = word.get("verdict") or word.get("word")
+    return str(word) if word else None
+
+
+def best_result(reports: dict[str, dict[str, Any]], metrics: list[dict[str, Any]]) -> tuple[str, str]:
+    """(best metric, verdict) of a run: the evaluation report whose tuned model scores highest on its headline
+    metric, with that report's verdict (or, without one, the metric again); without a report, the best training
+    figure of metrics.jsonl (reward, else loss), and no verdict.
+
+    >>> report = {"models": {"base": {"accuracy": 0.5}, "tuned": {"accuracy": 0.875}}, "verdict": "better"}
+    >>> best_result({"test": report}, [])
+    ('accuracy 0.875 (test; base 0.500)', 'better')
+    >>> best_result({}, [{"step": 1, "reward": 0.1}, {"step": 2, "reward": 0.3}])
+    ('reward 0.300 (training, best step 2)', '')
+    """
+    ranked = []
+    for name, report in reports.items():
+        baseline = str(report.get("baseline") or "base")
+        models = {baseline if key == "base" else key: value for key, value in (report.get("models") or {}).items()}
+        head = charts.headline(models, baseline) if isinstance(models.get("tuned"), dict) else None
+        if head:
+            text = f"{head['label']} {head['tuned']:.3f} ({name}; {baseline} {head['base']:.3f})"
+            ranked.append((head["tuned"], text, report))
+    if ranked:
+        _, text, report = max(ranked, key=lambda item: item[0])
+        return text, report_verdict(report) or text
+    for key, best in (("reward", max), ("eval_loss", min), ("loss", min)):
+        points = [m for m in metrics if isinstance(m.get(key), (int, float))]
+        if points:
+            chosen = best(points, key=lambda m: m[key])
+            return f"{key} {chosen[key]:.3f} (training, best step {chosen.get('step')})", ""
+    return "", ""
 
 
 def run_detail(run_id: str) -> None:
@@ -593,6 +681,8 @@ def run_detail(run_id: str) -> None:
         return
     status = run_header(run, recipe_of(run), scope="runs")
     state = status.get("state", "missing")
+    if state not in ACTIVE and state != "missing":
+        archive_button(run)
     metrics = run.read_metrics()
     progress_bar(status, metrics, active=state in ACTIVE)
     overview, config, log, evaluation = st.tabs(["Metrics", "Config", "Log", "Evaluation"])
@@ -606,11 +696,9 @@ def run_detail(run_id: str) -> None:
         except OSError:
             st.caption("No config.yaml yet (the trainer writes it when it starts).")
     with log:
-        st.code(tail(run.log_path, 200) or "(empty)", language=None, wrap_lines=True)
-        evaluation_log = tail(run.path / "eval.log", 50)
-        if evaluation_log:
-            st.markdown("**eval.log**")
-            st.code(evaluation_log, language=None, wrap_lines=True)
+        full_log(run, run.log_path, "train.log")
+        if (run.path / "eval.log").exists():
+            full_log(run, run.path / "eval.log", "eval.log")
     with evaluation:
         try:
             reports = run.eval_reports()
@@ -621,6 +709,67 @@ def run_detail(run_id: str) -> None:
         for name, report in reports.items():
             st.markdown(f"**{name}**")
             render_report(report)
+
+
+# The most of a log drawn on the page; the download has all of it.
+LOG_SHOWN_BYTES = 2_000_000
+
+
+def full_log(run: RunDir, path: Path, name: str) -> None:
+    """A log file, all of it up to LOG_SHOWN_BYTES (its end beyond that), in a scrolling box, with a download of the
+    whole file."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        st.caption(f"No {name} yet.")
+        return
+
+    def whole() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return b""
+
+    head, button_column = st.columns([4, 1], vertical_alignment="bottom")
+    with head:
+        shown = "all of it" if size <= LOG_SHOWN_BYTES else f"its last {LOG_SHOWN_BYTES / 1e6:.0f} MB"
+        st.markdown(f"**{name}** ({human_bytes(size)}, {shown})")
+    with button_column:
+        st.download_button(
+            f"Download {name}", data=whole, file_name=f"{run.id}-{name}", mime="text/plain", on_click="ignore",
+            key=f"runs:download:{run.id}:{name}", icon=":material/download:",
+        )
+    text = tail(path, lines=10**9, max_bytes=LOG_SHOWN_BYTES)
+    st.code(text or "(empty)", language=None, wrap_lines=True, height=420 if text.count("\n") > 20 else "content")
+
+
+def human_bytes(size: float) -> str:
+    """
+    >>> human_bytes(512), human_bytes(12_345), human_bytes(3_400_000)
+    ('512 B', '12.3 KB', '3.4 MB')
+    """
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"
+
+
+def archive_button(run: RunDir) -> None:
+    """Archive an ended run: its folder moves under the runs folder's .archive/ (core.archive), nothing is deleted."""
+    from core.archive import ArchiveError, archive_run
+
+    if not st.button("Archive run", key=f"runs:archive:{run.id}", icon=":material/archive:",
+                     help="Moves this run's folder to .archive/ under the runs folder, out of every list. Nothing is "
+                     "deleted: move it back to restore it."):
+        return
+    try:
+        target = archive_run(run, runs_root())
+    except ArchiveError as err:
+        flash("runs", "error", str(err))
+    else:
+        flash("runs", "success", f"Archived run {run.id}: moved to {target}.")
+        st.session_state.pop("runs:open", None)
+    st.rerun()
 
 
 live_run_detail = st.fragment(run_every=3)(run_detail)

@@ -12,26 +12,98 @@ import streamlit as st
 from ui.recipes import IMAGE, Recipe, data_dir, dataset_folders
 
 
-def dataset_picker(recipe: Recipe, base: dict[str, Any], prefix: str) -> Path:
-    """Choose the dataset folder (the preset's, or any folder under the data folder) and show its check."""
+def dataset_key(prefix: str) -> str:
+    """The dataset picker's session-state key (a loaded run config sets it too)."""
+    return f"{prefix}:dataset"
+
+
+def dataset_kind(folder: Path) -> str | None:
+    """Which recipe a folder holds data for, by its layout: `video` (videos/ or metadata.jsonl), `image` (a
+    train/valid/test split folder), or None (empty, or something else).
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     (Path(tmp) / "clips" / "videos").mkdir(parents=True); (Path(tmp) / "tiles" / "train").mkdir(parents=True)
+    ...     dataset_kind(Path(tmp) / "clips"), dataset_kind(Path(tmp) / "tiles"), dataset_kind(Path(tmp))
+    ('video', 'image', None)
+    """
+    from image_vlm.data import SPLITS
+
+    try:
+        if (folder / "videos").is_dir() or (folder / "metadata.jsonl").is_file():
+            return "video"
+        if any((folder / split).is_dir() for split in SPLITS):
+            return "image"
+    except OSError:
+        pass
+    return None
+
+
+def recipe_datasets(recipe: Recipe) -> list[Path]:
+    """The folders under the data folder that hold this recipe's kind of dataset."""
+    return [folder for folder in dataset_folders() if dataset_kind(folder) == recipe.name]
+
+
+def typed_folder(text: str, home: Path) -> tuple[Path, str | None]:
+    """(folder, why it cannot be used) for a path typed into the picker: relative to the data folder, and inside it
+    once links are followed (the page is reachable by others: it reads no folder outside the data folder).
+
+    >>> typed_folder("sets/a", Path("/srv/data"))
+    (PosixPath('/srv/data/sets/a'), None)
+    >>> typed_folder("/etc", Path("/srv/data"))[1]
+    'Dataset folder /etc: outside the data folder /srv/data (env VLM_DATA_DIR); put or link the dataset there'
+    """
+    path = Path(text.strip()).expanduser()
+    path = path if path.is_absolute() else home / path
+    if not path.resolve().is_relative_to(home.resolve()):
+        return path, (f"Dataset folder {text.strip()}: outside the data folder {home} (env VLM_DATA_DIR); "
+                      "put or link the dataset there")
+    return path, None
+
+
+def dataset_picker(recipe: Recipe, base: dict[str, Any], prefix: str) -> tuple[Path, str | None]:
+    """Choose the dataset folder (the preset's, one of this recipe's under the data folder, or a typed path) and say
+    beside it what is wrong with it; the full check sits in an expander below. Returns (folder, why it cannot be
+    trained on, or None)."""
     preset_root = Path(base["data"]["root"])
-    choices = list(dict.fromkeys([preset_root, *dataset_folders()]))
     home = data_dir()
+    key = dataset_key(prefix)
+    held = st.session_state.get(key)
+    known = [str(p) for p in dict.fromkeys([preset_root, *recipe_datasets(recipe)])]
+    choices = known if not held or str(held) in known else [known[0], str(held), *known[1:]]
 
-    def name(path: Path) -> str:
-        shown = str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
-        return f"{shown} (preset)" if path == preset_root else shown
+    def name(path: str) -> str:
+        folder = Path(path) if Path(path).is_absolute() else home / path  # a typed relative path is the data folder's
+        shown = str(folder.relative_to(home)) if folder.is_relative_to(home) else path
+        marks = (["preset"] if folder == preset_root else []) + ([] if folder.exists() else ["missing"])
+        return f"{shown} ({', '.join(marks)})" if marks else shown
 
-    root = st.selectbox(
+    chosen = st.selectbox(
         "Dataset folder",
         choices,
         format_func=name,
-        key=f"{prefix}:dataset",
-        help=f"Folders under the data folder ({home}, env VLM_DATA_DIR). Image: {{train,valid,test}}/<class>/; video: videos/ + metadata.jsonl.",
+        key=key,
+        accept_new_options=True,
+        help=f"This recipe's datasets under the data folder ({home}, env VLM_DATA_DIR), or type a folder in it. "
+        + ("Image: {train,valid,test}/<class>/." if recipe is IMAGE else "Video: videos/ + metadata.jsonl."),
     )
+    chosen = str(chosen or preset_root)
+    root, problem = (Path(chosen), None) if chosen in known else typed_folder(chosen, home)
     synthetic = bool(base["data"].get("synthetic")) and root == preset_root
-    with st.expander("Dataset check", expanded=False):
-        report = show_dataset_check(recipe, root, synthetic, base, prefix)
+    report = None
+    if problem is None:
+        problem = folder_problem(recipe, root, synthetic)
+    if problem is None and root.exists():
+        with st.expander("Dataset check", expanded=False):
+            report = show_dataset_check(recipe, root, base, prefix)
+        if report and report.get("error"):
+            problem = report["error"]
+        elif report and recipe is not IMAGE and not report.get("ok"):
+            problem = f"{root}: no usable clips ({report['summary']})"
+    if problem:
+        st.error(problem, icon=":material/folder_off:")
+    elif synthetic and not root.exists():
+        st.caption(f"{name(str(root))}: the trainer generates the synthetic dataset there on the first run.")
     if report and report.get("unsupervised"):
         supervised = [name for name in report["fields"] if name not in report["unsupervised"]]
         st.warning(
@@ -40,7 +112,20 @@ def dataset_picker(recipe: Recipe, base: dict[str, Any], prefix: str) -> Path:
             "so the tuned model learns nothing about them.",
             icon=":material/info:",
         )
-    return root
+    return root, problem
+
+
+def folder_problem(recipe: Recipe, root: Path, synthetic: bool) -> str | None:
+    """Why a folder is no dataset for this recipe, judged from its layout alone (the full check comes after)."""
+    if not root.exists():
+        return None if synthetic else f"{root}: dataset folder not found. {how_to_get(recipe, root)}"
+    if not root.is_dir():
+        return f"{root}: not a folder"
+    kind = dataset_kind(root)
+    if kind is not None and kind != recipe.name:
+        layout = "{train,valid,test}/<class>/ folders" if recipe is IMAGE else "videos/ and metadata.jsonl"
+        return f"{root}: holds a {kind} dataset; this page trains on {recipe.name} datasets ({layout})"
+    return None
 
 
 def folder_stamp(root: Path) -> tuple[int, float]:
@@ -128,29 +213,24 @@ def dataset_report(recipe: Recipe, root: Path, cfg_data: dict[str, Any]) -> dict
     )
 
 
-def show_dataset_check(recipe: Recipe, root: Path, synthetic: bool, base: dict[str, Any], prefix: str) -> dict[str, Any] | None:
-    """Show the dataset's check; returns its report (None when there is none yet)."""
-    if not root.exists():
-        if synthetic:
-            st.info(f"{root} does not exist yet: the trainer generates the synthetic dataset there on the first run.")
-        else:
-            st.error(f"{root}: dataset folder not found. {how_to_get(recipe, root)}")
-        return None
+def show_dataset_check(recipe: Recipe, root: Path, base: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """Show an existing folder's check; returns its report (None when there is none yet). An error in the report is
+    said beside the picker, not here."""
     manifest = "manifest.json"
     if needs_button(root, manifest) and not st.button("Check this dataset (decodes every file once)", key=f"{prefix}:verify"):
         st.caption("Large folder without a manifest yet: the check runs on request (and when training starts).")
         return None
     report = dataset_report(recipe, root, base["data"])
     if report.get("error"):
-        st.error(report["error"])
-        return None
+        st.caption("See the message under the dataset folder.")
+        return report
     if recipe is IMAGE:
         st.dataframe(pd.DataFrame(report["counts"]).T.rename_axis("split"), width="stretch")
         if report["excluded"]:
             st.warning(f"{len(report['excluded'])} unreadable image(s) left out")
             st.dataframe(pd.DataFrame(report["excluded"]), hide_index=True, width="stretch")
     else:
-        (st.success if report["ok"] else st.error)(report["summary"])
+        (st.success if report["ok"] else st.caption)(report["summary"])
         if report["problems"]:
             st.dataframe(pd.DataFrame(report["problems"]), hide_index=True, width="stretch")
     for warning in report.get("warnings", [])[:10]:

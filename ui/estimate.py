@@ -1,8 +1,12 @@
-"""The memory estimate beside Start: will this config fit, and where does the memory go."""
+"""The memory estimate beside Start: will this config fit, where does the memory go, and what would make it fit.
+
+The form has no submit step (ui/form.py), so the estimate is always of the values on screen: it is never stale.
+"""
 
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import pandas as pd
@@ -12,6 +16,8 @@ from ui.recipes import RECIPES, Recipe
 
 # Below this share of usable memory left free, the verdict turns amber: it fits, but a longer sample may not.
 TIGHT_HEADROOM = 0.15
+# The usage bar's colours, by verdict (Streamlit's own palette, so it matches the verdict's background).
+BAR_COLOURS = {"green": "#21c354", "orange": "#ffa421", "red": "#ff4b4b"}
 
 
 @st.cache_data(show_spinner="Estimating memory…", max_entries=64)
@@ -47,28 +53,75 @@ def verdict(estimate: dict[str, Any]) -> tuple[str, str]:
     return "green", f"Fits: {where} ({estimate['headroom_gib']:+.1f} GiB headroom)"
 
 
-def estimate_panel(estimate: dict[str, Any] | None, problem: str | None = None) -> None:
-    """Peak memory against the device, coloured by headroom, with the parts and the token counts underneath."""
+def usage_bar(share: float, colour: str) -> str:
+    """The peak as a share of usable memory, as a bar in the verdict's colour (st.progress has one colour).
+
+    >>> 'width:100%' in usage_bar(1.75, "red") and '#ff4b4b' in usage_bar(1.75, "red")
+    True
+    """
+    width = max(0.0, min(1.0, share)) * 100
+    return (
+        '<div style="background:rgba(151,166,195,0.25);border-radius:4px;height:10px;margin:2px 0 4px 0">'
+        f'<div style="width:{width:.0f}%;background:{BAR_COLOURS[colour]};height:10px;border-radius:4px"></div></div>'
+    )
+
+
+def advice_lines(advice: list[str], label) -> list[str]:
+    """The estimate's advice (`key=value (peak X GiB)`, or several changes `together`) in the form's words;
+    `label(key)` names a field.
+
+    >>> advice_lines(["model.dtype=bfloat16 (peak 67.7 GiB)"], lambda key: "Weight dtype")
+    ['**Weight dtype** → bfloat16 (`model.dtype=bfloat16`): peak 67.7 GiB']
+    >>> advice_lines(["a=1 b=2 together (peak 9.0 GiB)"], str.upper)
+    ['**A** → 1 and **B** → 2, together (`a=1 b=2`): peak 9.0 GiB']
+    """
+    lines = []
+    for item in advice:
+        match = re.fullmatch(r"(?P<changes>.+?)(?P<together> together)? \(peak (?P<peak>[\d.]+) GiB\)", item)
+        if not match:
+            lines.append(item)
+            continue
+        changes = match["changes"].split()
+        words = " and ".join(f"**{label(key)}** → {value}" for key, _, value in (c.partition("=") for c in changes))
+        together = ", together" if match["together"] else ""
+        lines.append(f"{words}{together} (`{' '.join(changes)}`): peak {match['peak']} GiB")
+    return lines
+
+
+def estimate_panel(estimate: dict[str, Any] | None, problem: str | None = None,
+                   model_problem: str | None = None) -> None:
+    """Peak memory against the device, coloured by headroom, with the changes that would make it fit, the parts and
+    the token counts."""
+    from ui.form import field_label
+
     st.markdown("**Memory estimate**")
     if estimate is None:
         st.caption(f"No estimate: {problem}" if problem else "No estimate for these values.")
         return
     if "error" in estimate:
-        st.caption(f"No estimate for this model ({estimate['error']}); it trains all the same.")
+        if model_problem:
+            st.caption("No estimate: the model cannot be loaded (see the Model field).")
+        else:
+            st.caption(f"No estimate for this model ({estimate['error']}); it trains all the same.")
         return
     colour, line = verdict(estimate)
     st.markdown(f":{colour}-background[{line}]")
     share = estimate["peak_memory_gib"] / max(estimate["usable_memory_gib"], 1e-9)
-    st.progress(min(1.0, share), text=f"peak {share:.0%} of usable memory")
+    st.markdown(usage_bar(share, colour), unsafe_allow_html=True)
     st.caption(
-        f"{estimate['params_trainable']:,} of {estimate['params_total']:,} parameters trained · "
-        f"{estimate['sequence_tokens']:,} tokens per sample, {estimate['visual_tokens_per_sample']:,} visual · "
-        "for the values last applied: press Update estimate after editing"
+        f"peak {share:.0%} of usable memory · {estimate['params_trainable']:,} of {estimate['params_total']:,} "
+        f"parameters trained · {estimate['sequence_tokens']:,} tokens per sample, "
+        f"{estimate['visual_tokens_per_sample']:,} visual"
     )
     if estimate.get("advice"):
-        st.caption("To fit, set " + " or ".join(estimate["advice"]))
+        lines = advice_lines(estimate["advice"], field_label)
+        st.markdown("To fit, change one of these:\n" + "\n".join(f"- {line}" for line in lines))
+    elif not estimate["fits"]:
+        st.markdown("No small change is enough: use a machine with more memory, fewer trainable layers or shorter "
+                    "samples.")
     with st.expander("Where the memory goes"):
         parts = {name: value for name, value in estimate["parts_gib"].items() if value > 0}
         st.bar_chart(pd.DataFrame({"GiB": parts}), horizontal=True)
+        st.caption(f"device: {estimate.get('device_source', estimate['device'])}")
         for note in estimate.get("notes", []):
             st.caption(note)
