@@ -172,3 +172,98 @@ def test_video_upload_is_capped_before_decoding(tmp_path):
     with pytest.raises(UploadError, match=r"8192×8192 is past the 8\.3-megapixel limit"):
         save_upload("bomb.mp4", bomb.read_bytes(), (".mp4",), 200, "video", folder=tmp_path / "up")
     assert not any((tmp_path / "up").iterdir())
+
+
+def placed(at: AppTest) -> list[tuple[object, list]]:
+    """Every element of the page with the chain of blocks above it (outermost first)."""
+    found = []
+
+    def walk(node, blocks):
+        for child in getattr(node, "children", {}).values():
+            if getattr(child, "children", None) is not None:
+                walk(child, blocks + [child])
+            else:
+                found.append((child, blocks))
+
+    walk(at.main, [])
+    return found
+
+
+def column_of(blocks: list):
+    return [b for b in blocks if type(b).__name__ == "Column"][-1]
+
+
+@pytest.mark.parametrize("recipe", ["image", "video"])
+def test_compare_shows_the_media_at_half_the_page_and_a_prompt_beside_generate(dirs, monkeypatch, recipe):
+    """The image or clip fills a column half the page wide, not 280 px at the side (over 400 px on a 1400 px page),
+    and a prompt box sits on Generate's row, its placeholder saying what empty means."""
+    import streamlit
+
+    runs, _ = dirs
+    make_run(runs, f"{recipe}-20260101-100000", "finished", recipe=recipe, adapter=True)
+    widths = []
+    for name in ("image", "video"):
+        original = getattr(streamlit, name)
+
+        def record(*args, _original=original, **kwargs):
+            widths.append(kwargs.get("width", "content" if _original is streamlit.image else "stretch"))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(streamlit, name, record)
+    at = app(recipe)
+    assert not at.exception and not at.error, texts(at.error)
+    media_type = "image" if recipe == "image" else "video"
+    ((media, blocks),) = [(e, b) for e, b in placed(at) if e.type == media_type]
+    assert widths == ["stretch"], f"st.{media_type} widths asked for: {widths}"
+    weight = column_of(blocks).weight
+    assert weight >= 0.5, f"the {media_type} sits in a column {weight:.2f} of the page wide"
+    if recipe == "image":
+        assert media.captions[0].startswith("synthetic/")
+
+    ((prompt, prompt_blocks),) = [(e, b) for e, b in placed(at) if e.key == f"{recipe}:prompt"]
+    assert prompt.label == "Prompt (optional)" and "recipe's own prompt" in prompt.placeholder
+    ((generate, generate_blocks),) = [(e, b) for e, b in placed(at) if e.type == "button" and e.label == "Generate"]
+    prompt_column, generate_column = column_of(prompt_blocks), column_of(generate_blocks)
+    assert prompt_column is not generate_column, "the prompt box and Generate are in columns of their own"
+    assert prompt_blocks[-2] is generate_blocks[-2], "the prompt box and Generate share a row"
+    assert prompt_column.weight > generate_column.weight
+
+
+@pytest.mark.parametrize("recipe", ["image", "video"])
+def test_a_prompt_replaces_the_question_for_both_answers(dirs, monkeypatch, recipe):
+    """Generate with a prompt asks both models that prompt in place of the recipe's own question (the system message
+    and the media stay); with the box empty they get the recipe's prompt. No model is loaded: the answers are faked
+    at `stream_answer`, which receives the messages both sides are generated from."""
+    runs, _ = dirs
+    make_run(runs, f"{recipe}-20260101-100000", "finished", recipe=recipe, adapter=True)
+    asked = []
+
+    def fake_answer(loaded, messages, use_adapter):
+        user = messages[-1]["content"]
+        asked.append(("tuned" if use_adapter else "base", [p["text"] for p in user if p["type"] == "text"],
+                      [p["type"] for p in user if p["type"] != "text"]))
+        yield "<SOLUTION>Yes</SOLUTION>" if recipe == "image" else '{"scene": "road"}'
+
+    monkeypatch.setattr("ui.compare.take_compare_lease", lambda run_id: None)
+    monkeypatch.setattr("ui.compare.load_compare_model", lambda *args: object())
+    monkeypatch.setattr("ui.compare.stream_answer", fake_answer)
+    at = app(recipe)
+    at.text_input(key=f"{recipe}:prompt").set_value("  Is there smoke in the picture?  ").run()
+    [b for b in at.button if b.label == "Generate"][0].click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    media = "image" if recipe == "image" else "video"
+    assert asked == [("base", ["Is there smoke in the picture?"], [media]),
+                     ("tuned", ["Is there smoke in the picture?"], [media])], asked
+
+    asked.clear()
+    at.text_input(key=f"{recipe}:prompt").set_value("").run()
+    [b for b in at.button if b.label == "Generate"][0].click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    from core.runs import RunDir
+    from ui.compare_models import default_prompt, run_config
+    from ui.recipes import RECIPES
+
+    cfg = run_config(RECIPES[recipe], RunDir(runs / f"{recipe}-20260101-100000"))
+    own = default_prompt(RECIPES[recipe], cfg)
+    assert own and own != "Is there smoke in the picture?"
+    assert [(side, text) for side, text, _ in asked] == [("base", [own]), ("tuned", [own])], asked

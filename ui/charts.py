@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from datetime import datetime
 from typing import Any
 
@@ -83,25 +84,66 @@ def metrics_frame(metrics: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def stage_boundaries(frame: pd.DataFrame) -> list[tuple[float, str]]:
-    """(x, stage) where each stage after the first begins on the run-wide step axis.
+def trained_stages(frame: pd.DataFrame) -> list[str]:
+    """The stages that trained a step, in run order. A pairs stage trains none: it logs its summary at step 0.
 
-    >>> stage_boundaries(metrics_frame([{"step": 1, "stage": "warm_start"}, {"step": 2, "stage": "warm_start"}, {"step": 1, "stage": "grpo"}]))
+    >>> dpo_run = [{"step": 2, "stage": "sft"}, {"step": 0, "stage": "pairs"}, {"step": 1, "stage": "dpo"}]
+    >>> trained_stages(metrics_frame(dpo_run))
+    ['sft', 'dpo']
+    """
+    if "stage" not in frame:
+        return []
+    last_step = frame.dropna(subset=["stage"]).groupby("stage", sort=False)["step"].max()
+    return [str(stage) for stage, step in last_step.items() if step > 0]
+
+
+def stage_boundaries(frame: pd.DataFrame) -> list[tuple[float, str]]:
+    """(x, stage) where each stage after the first begins on the run-wide step axis; a stage that trained no step
+    (pairs) has no width, so it has no boundary of its own: DPO's follows the stage before it.
+
+    >>> stage_boundaries(metrics_frame([{"step": 1, "stage": "warm_start"}, {"step": 2, "stage": "warm_start"},
+    ...                                 {"step": 1, "stage": "grpo"}]))
     [(2.5, 'grpo')]
+    >>> stage_boundaries(metrics_frame([{"step": 2, "stage": "sft"}, {"step": 0, "stage": "pairs"}, {"step": 1, "stage": "dpo"}]))
+    [(2.5, 'dpo')]
     >>> stage_boundaries(metrics_frame([{"step": 1}]))
     []
     """
-    if "stage" not in frame or frame["stage"].dropna().nunique() < 2:
-        return []
-    boundaries = []
-    for stage in list(dict.fromkeys(frame["stage"].dropna()))[1:]:
-        first = int(frame.loc[frame["stage"] == stage, "run_step"].min())
-        boundaries.append((first - 0.5, str(stage)))
-    return boundaries
+    stages = trained_stages(frame)
+    return [(int(frame.loc[frame["stage"] == stage, "run_step"].min()) - 0.5, stage) for stage in stages[1:]]
+
+
+# The plot area's height in pixels; the title, axes and the stage legend come on top of it.
+CURVE_HEIGHT = 170
+# Streamlit sizes a chart that names no autosize with "fit": the height above would then be the whole chart's,
+# and the title, the x axis and the stage legend took all of it (the plot came out 0 px high, a flat line with no
+# y axis). fit-x: the width follows the column, the height is the plot's own.
+CURVE_AUTOSIZE = alt.AutoSizeParams(type="fit-x", contains="padding")
+LABEL_ROW_PX = 13  # each stage label has its own row above the plot, so two labels never overlap
+TITLE_CHARS = 24  # Streamlit cuts a title at the chart's width less 40 px: about 27 characters in a 2-column grid
+
+
+def chart_title(title: str, width: int = TITLE_CHARS) -> str | alt.TitleParams:
+    """The title itself when it fits on a line, else wrapped into lines, any `(detail)` as the subtitle.
+
+    >>> chart_title("loss")
+    'loss'
+    >>> params = chart_title("DPO accuracy (chosen ranked above rejected)")
+    >>> params.text, params.subtitle
+    (['DPO accuracy'], ['(chosen ranked above rejected)'])
+    """
+    if len(title) <= width:
+        return title
+    main, bracket, detail = title.partition(" (")
+    lines = textwrap.wrap(main, width)
+    if not bracket:
+        return alt.TitleParams(lines)
+    return alt.TitleParams(lines, subtitle=textwrap.wrap(bracket.strip() + detail, width + 6))
 
 
 def curve_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart | alt.LayerChart:
-    """A small line chart of one metric against the step, coloured by stage, with a rule where each stage begins."""
+    """A small line chart of one metric against the step, coloured by stage, with a rule where each stage begins
+    and the stage's name above it, one label row per stage."""
     x = "run_step" if "run_step" in frame else "step"
     keep = list(dict.fromkeys(["step", x, column] + (["stage"] if "stage" in frame else [])))
     data = frame[keep].rename(columns={column: "value"})
@@ -113,17 +155,32 @@ def curve_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart | alt
         "tooltip": ["step:Q", alt.Tooltip("value:Q", title=title, format=".4g")] + (["stage:N"] if staged else []),
     }
     if staged:
-        encoding["color"] = alt.Color("stage:N", legend=alt.Legend(orient="bottom", title=None))
-    line = alt.Chart(data).mark_line(point=True).encode(**encoding).properties(title=title, height=170)
-    boundaries = stage_boundaries(frame)
+        # Every chart of a run gives a stage the same colour; the legend names this curve's stages, in run order.
+        drawn = list(dict.fromkeys(data["stage"].dropna().astype(str)))
+        stages = list(dict.fromkeys(trained_stages(frame) + drawn))
+        encoding["color"] = alt.Color(
+            "stage:N", scale=alt.Scale(domain=stages),
+            legend=alt.Legend(orient="bottom", title=None, values=[s for s in stages if s in drawn]),
+        )
+    size = {"title": chart_title(title), "height": CURVE_HEIGHT, "autosize": CURVE_AUTOSIZE}
+    line = alt.Chart(data).mark_line(point=True).encode(**encoding)
+    # Only the boundaries this curve crosses: one outside its steps would stretch the axis over steps without a value.
+    low, high = data[x].min(), data[x].max()
+    boundaries = [(at, stage) for at, stage in stage_boundaries(frame) if low < at < high]
     if not boundaries:
-        return line
+        return line.properties(**size)
     marks = pd.DataFrame(boundaries, columns=["x", "stage"])
     rule = alt.Chart(marks).mark_rule(strokeDash=[4, 3], color="#888").encode(x="x:Q")
-    label = alt.Chart(marks).mark_text(align="left", dx=3, dy=4, color="#666", baseline="top").encode(
-        x="x:Q", y=alt.value(0), text="stage:N"
-    )
-    return alt.layer(line, rule, label).properties(title=title, height=170)
+    middle = (low + high) / 2
+    labels = [
+        # Above the plot, so no curve runs through them; right of the rule in the plot's left half, left of it in the
+        # right half, so none runs past the plot's edge.
+        alt.Chart(marks.iloc[[row]]).mark_text(
+            align="left" if at <= middle else "right", dx=3 if at <= middle else -3, baseline="bottom", color="#666"
+        ).encode(x="x:Q", y=alt.value(-3 - row * LABEL_ROW_PX), text="stage:N")
+        for row, at in enumerate(marks["x"])
+    ]
+    return alt.layer(line, rule, *labels).properties(**size)
 
 
 def parse_time(value: Any) -> float | None:

@@ -17,10 +17,19 @@ from core.config import ConfigError
 from core.gpu_lease import GpuBusy
 from core.media.errors import MediaError
 from core.runs import RunDir
-from ui.compare_models import load_compare_model, run_config, split_image_answer, stream_answer, take_compare_lease
+from ui.compare_models import (
+    default_prompt,
+    load_compare_model,
+    run_config,
+    split_image_answer,
+    stream_answer,
+    take_compare_lease,
+)
 from ui.recipes import ACTIVE, IMAGE, Recipe, artifact_of, recipe_runs
 from ui.uploads import UploadError, describe_size, save_upload, upload_root
 from ui.widgets import escape_markdown, select_trained_run, session, state_of, trained_runs
+
+MAX_PROMPT_CHARS = 2000  # a question, not a document: the answer's token budget is eval.max_new_tokens
 
 
 def compare_panel(recipe: Recipe) -> None:
@@ -36,14 +45,21 @@ def compare_panel(recipe: Recipe) -> None:
         st.error(f"Run {run.id} cannot be loaded: {err}")
         return
 
-    left, right = st.columns([1, 2], gap="large")
+    # The picker, the prompt and Generate beside the media, which gets half the page (the playbook's own UI plays it
+    # full width); the two answers below, across the page.
+    left, right = st.columns(2, gap="large")
+    prompt, clicked = "", False
     with left:
         media = media_picker(recipe, cfg)
+        if media is not None:
+            prompt, clicked = prompt_and_generate(recipe, cfg)
     with right:
         if media is None:
             st.caption("Pick a sample or upload a file to compare.")
         else:
-            compare_outputs(recipe, run, cfg, media)
+            show_media(recipe, media)
+    if media is not None:
+        compare_outputs(recipe, run, cfg, media, prompt, clicked)
     if recipe is not IMAGE:
         analytics_table(recipe, cfg)
 
@@ -98,7 +114,6 @@ def media_picker(recipe: Recipe, cfg) -> dict[str, Any] | None:
                 st.json(expected)
         elif expected is not None:
             st.caption(f"Expected: {expected}")
-    show_media(kind, media)
     return media
 
 
@@ -121,12 +136,15 @@ def cached_upload(recipe: Recipe, upload) -> dict[str, Any] | str:
     return cache[key]
 
 
-def show_media(kind: str, media: dict[str, Any]) -> None:
+def show_media(recipe: Recipe, media: dict[str, Any]) -> None:
+    """The image or clip, as wide as its column (a small image is scaled up, so a 128 px tile is still readable)."""
     try:
-        if kind == "image":
-            st.image(str(media["path"]), caption=media["name"], width=280)
-        else:
-            st.video(str(media["path"]), start_time=int(media.get("start") or 0))
+        with st.container(key=f"{recipe.name}-compare-media"):
+            if recipe is IMAGE:
+                st.image(str(media["path"]), caption=media["name"], width="stretch")
+            else:
+                st.video(str(media["path"]), start_time=int(media.get("start") or 0), width="stretch")
+                st.caption(media["name"])
     except Exception as err:  # noqa: BLE001 - a preview failure must not hide the compare button
         st.caption(f"(no preview: {err})")
 
@@ -222,19 +240,34 @@ def video_gallery(cfg, limit: int = 12) -> list[dict[str, Any]]:
     return samples
 
 
-def compare_outputs(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any]) -> None:
+def prompt_and_generate(recipe: Recipe, cfg) -> tuple[str, bool]:
+    """The optional prompt box beside Generate: (the prompt, stripped; whether Generate was clicked)."""
+    ask, go = st.columns([3, 1], vertical_alignment="bottom")
+    with ask:
+        prompt = st.text_input(
+            "Prompt (optional)",
+            key=f"{recipe.name}:prompt",
+            max_chars=MAX_PROMPT_CHARS,
+            placeholder="Empty: the recipe's own prompt",
+            help="Asked of both models in place of the recipe's own prompt:\n\n" + recipe_prompt(recipe, cfg),
+        )
+    with go:
+        clicked = st.button("Generate", type="primary", key=f"{recipe.name}:generate", width="stretch")
+    return prompt.strip(), clicked
+
+
+def compare_outputs(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], prompt: str, clicked: bool) -> None:
     """Generate shows base and tuned side by side, streaming; the last results stay on screen."""
     results_key = f"{recipe.name}:compare"
-    identity = (run.id, str(media["path"]), media.get("start"))
-    clicked = st.button("Generate", type="primary", key=f"{recipe.name}:generate")
+    identity = (run.id, str(media["path"]), media.get("start"), prompt)
     columns = st.columns(2, gap="medium")
     titles = {"base": "Base model", "tuned": f"Tuned · {run.id}"}
     if clicked:
-        texts = generate_pair(recipe, run, cfg, media, columns, titles)
+        texts = generate_pair(recipe, run, cfg, media, columns, titles, prompt or None)
         if texts is not None:
             st.session_state[results_key] = {"identity": identity, **texts}
             if recipe is not IMAGE:
-                add_analytics_rows(recipe, cfg, run, media, texts)
+                add_analytics_rows(recipe, cfg, run, media, texts, prompt)
         return
     previous = st.session_state.get(results_key)
     if previous and previous["identity"] == identity:
@@ -244,7 +277,17 @@ def compare_outputs(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any]) -> 
                 render_answer(recipe, cfg, previous[side])
 
 
-def generate_pair(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], columns, titles) -> dict[str, str] | None:
+def recipe_prompt(recipe: Recipe, cfg) -> str:
+    """The recipe's own prompt, quoted for the prompt box's help (or why it cannot be shown)."""
+    try:
+        text = default_prompt(recipe, cfg)
+    except (OSError, ValueError, ImportError) as err:
+        return f"(the recipe's prompt cannot be read: {err})"
+    return "\n".join(f"> {escape_markdown(line)}" if line else ">" for line in text.splitlines())
+
+
+def generate_pair(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], columns, titles,
+                  prompt: str | None = None) -> dict[str, str] | None:
     try:
         with st.spinner("Taking the GPU for the compare view…"):
             take_compare_lease(run.id)
@@ -261,11 +304,11 @@ def generate_pair(recipe: Recipe, run: RunDir, cfg, media: dict[str, Any], colum
         if recipe is IMAGE:
             from ui.compare_models import image_messages
 
-            messages = image_messages(cfg, Path(media["path"]))
+            messages = image_messages(cfg, Path(media["path"]), prompt)
         else:
             from ui.compare_models import video_messages
 
-            messages = video_messages(cfg, Path(media["path"]), media.get("start"), media.get("end"))
+            messages = video_messages(cfg, Path(media["path"]), media.get("start"), media.get("end"), prompt)
     except (MediaError, ConfigError, OSError, ValueError, ImportError, RuntimeError) as err:
         st.error(f"Cannot generate: {err}")
         return None
@@ -325,12 +368,15 @@ def parse_video_answer(cfg, text: str):
         return None
 
 
-def add_analytics_rows(recipe: Recipe, cfg, run: RunDir, media: dict[str, Any], texts: dict[str, str]) -> None:
+def add_analytics_rows(recipe: Recipe, cfg, run: RunDir, media: dict[str, Any], texts: dict[str, str],
+                       prompt: str = "") -> None:
     rows = session(f"{recipe.name}:analytics", [])
     for side in ("base", "tuned"):
         result = parse_video_answer(cfg, texts[side])
         value = (result.value if result and result.valid else (result.parsed if result else None)) or {}
         row = {"clip": media["name"], "model": side, "run": run.id, "schema_valid": bool(result and result.valid)}
+        if prompt:  # an answer to another question than the schema's: the table says which
+            row["prompt"] = prompt
         for name, field_value in value.items():
             row[name] = ", ".join(map(str, field_value)) if isinstance(field_value, list) else field_value
         rows.append(row)

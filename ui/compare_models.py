@@ -91,20 +91,39 @@ def release_compare_model(answer_wait_s: float = 20.0) -> None:
     release_gpu_lock(kind="compare")
 
 
-def image_messages(cfg, image_path: Path):
+def image_messages(cfg, image_path: Path, prompt: str | None = None):
+    """The recipe's messages for one image; `prompt`, when given, asks in place of `data.question`."""
     from core.media.image import open_image
     from image_vlm.task import prompt_messages
 
-    return prompt_messages(cfg.data, image=open_image(image_path))
+    data = cfg.data.model_copy(update={"question": prompt}) if prompt else cfg.data
+    return prompt_messages(data, image=open_image(image_path))
 
 
-def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: float | None = None):
+def video_messages(cfg, video_path: Path, start_s: float | None = None, end_s: float | None = None,
+                   prompt: str | None = None):
+    """The recipe's messages for one clip; `prompt`, when given, asks in place of the schema's instruction (the
+    system message and the clip stay)."""
     from video_vlm.schema import load_schema
     from video_vlm.task import prompt_messages, sample_clip
 
     data = cfg.final_data
     clip = sample_clip(video_path, data, start_s, end_s)  # the recipe's one frame sampler
-    return prompt_messages(data, load_schema(data.schema_file), video=clip)
+    messages = prompt_messages(data, load_schema(data.schema_file), video=clip)
+    if prompt:
+        user = messages[-1]
+        user["content"] = [{"type": "text", "text": prompt} if part["type"] == "text" else part
+                           for part in user["content"]]
+    return messages
+
+
+def default_prompt(recipe: Recipe, cfg) -> str:
+    """What the model is asked when the compare view's prompt box is empty: the recipe's own question."""
+    if recipe is IMAGE:
+        return cfg.data.question
+    from video_vlm.schema import load_schema
+
+    return load_schema(cfg.final_data.schema_file).prompt()
 
 
 def stream_answer(loaded: CompareModel, messages, use_adapter: bool) -> Iterator[str]:
