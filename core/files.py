@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from core.config import ConfigError
 
 # Held while a synthetic dataset is generated into its folder (hidden, so dataset checks skip it).
 SYNTHETIC_LOCK = ".synthetic.lock"
@@ -37,6 +39,53 @@ def exclusive(lock_path: Path) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(lock_path):
         yield
+
+
+def occupied_folder_problem(root: str | Path, lacks: str, what: str, ignore: tuple[str, ...] = ()) -> str | None:
+    """Why synthetic `what` must not be generated into `root`, which lacks `lacks`: it holds something else
+    (`ignore` aside, e.g. the lock the generating rank holds). None when the folder is missing or empty.
+
+    A real dataset missing its train split or its metadata.jsonl must not get synthetic samples mixed into it.
+
+    >>> root = Path(tempfile.mkdtemp())
+    >>> occupied_folder_problem(root / "new", "train/", "images") is None, occupied_folder_problem(root, "train/", "images")
+    (True, None)
+    >>> (root / "valid").mkdir(); (root / "notes.txt").write_text("x") and None
+    >>> occupied_folder_problem(root, "train/", "images").split(": ", 2)[2].split(";")[0]
+    'it holds 2 entries (notes.txt, valid/) but no train/'
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return f"data.synthetic: {root}: it is a file, not a folder" if root.exists() else None
+    entries = [child for child in root.iterdir() if child.name not in ignore]
+    names = sorted(f"{child.name}/" if child.is_dir() else child.name for child in entries)
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (
+        f"data.synthetic: {root}: it holds {len(names)} entr{'y' if len(names) == 1 else 'ies'} ({shown}) but no "
+        f"{lacks}; synthetic {what} go only into a missing or empty folder: set data.root to a new folder, or turn "
+        "data.synthetic off"
+    )
+
+
+def generate_synthetic_once(root: Path, marker: Path, what: str, generate: Callable[[], None]) -> None:
+    """Generate a synthetic dataset into `root` unless its `marker` (the train split, metadata.jsonl) exists.
+
+    The ranks of one job all get here: one generates while the others wait, so none reads a sample being written.
+    A folder that holds something else is refused with a ConfigError naming it (before the lock too, so a refused
+    folder does not even get the lock file, unless a rank generates there already and the check under the lock
+    decides).
+    """
+    lacks = f"{marker.name}/" if marker.suffix == "" else marker.name
+    if not (root / SYNTHETIC_LOCK).exists() and (problem := occupied_folder_problem(root, lacks, what)):
+        raise ConfigError(problem)
+    with exclusive(root / SYNTHETIC_LOCK):
+        if not marker.exists():
+            if problem := occupied_folder_problem(root, lacks, what, ignore=(SYNTHETIC_LOCK,)):
+                raise ConfigError(problem)
+            print(f"generating synthetic {what} in {root}", flush=True)
+            generate()
 
 
 def link_or_copy(source: Path, target: Path) -> None:

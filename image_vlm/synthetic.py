@@ -14,41 +14,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_SPLITS", "make_synthetic_dataset", "occupied_folder_problem", "terrain_tile"]
+__all__ = ["SYNTHETIC_CLASSES", "SYNTHETIC_SPLITS", "make_synthetic_dataset", "terrain_tile"]
 
 SYNTHETIC_SPLITS = ("train", "valid", "test")
 SYNTHETIC_CLASSES = ("wildfire", "nowildfire")
 
 _GREEN = np.array([46.0, 110.0, 40.0])
 _BROWN = np.array([125.0, 95.0, 60.0])
-
-
-def occupied_folder_problem(root: str | Path, lacks: str = "train/", ignore: tuple[str, ...] = ()) -> str | None:
-    """Why synthetic images must not be generated into `root`, which lacks `lacks`: it holds something else
-    (`ignore` aside, e.g. the lock the generating rank holds). None when the folder is missing or empty.
-
-    A real dataset whose train split is missing must not get red-blob tiles mixed into it.
-
-    >>> import tempfile; root = Path(tempfile.mkdtemp())
-    >>> occupied_folder_problem(root / "new") is None, occupied_folder_problem(root) is None
-    (True, True)
-    >>> (root / "valid").mkdir(); (root / "notes.txt").write_text("x") and None
-    >>> occupied_folder_problem(root).split(": ", 2)[2].split(";")[0]
-    'it holds 2 entries (notes.txt, valid/) but no train/'
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return f"data.synthetic: {root}: it is a file, not a folder" if root.exists() else None
-    entries = [child for child in root.iterdir() if child.name not in ignore]
-    names = sorted(f"{child.name}/" if child.is_dir() else child.name for child in entries)
-    if not names:
-        return None
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return (
-        f"data.synthetic: {root}: it holds {len(names)} entr{'y' if len(names) == 1 else 'ies'} ({shown}) but no "
-        f"{lacks}; synthetic images go only into a missing or empty folder: set data.root to a new folder, or turn "
-        "data.synthetic off"
-    )
 
 
 def terrain_tile(rng: np.random.Generator, size: int = 64, fire: bool = False) -> Image.Image:

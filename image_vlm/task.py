@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from core.architectures import model_family
-from core.config import ConfigError, ModelSection
-from core.files import SYNTHETIC_LOCK, exclusive
+from core.config import ModelSection
+from core.files import generate_synthetic_once
 from image_vlm.config import ImageDataSection
 
 
@@ -42,19 +42,9 @@ def ensure_dataset(data: ImageDataSection) -> Path:
     split = root / data.train_split
     if not data.synthetic or split.is_dir():
         return root
-    from image_vlm.synthetic import make_synthetic_dataset, occupied_folder_problem
+    from image_vlm.synthetic import make_synthetic_dataset
 
-    # Refused before taking the lock too, so a refused folder does not even get the lock file (unless a rank is
-    # generating there already: its lock file is in it, and the check under the lock decides).
-    if not (root / SYNTHETIC_LOCK).exists() and (problem := occupied_folder_problem(root, f"{data.train_split}/")):
-        raise ConfigError(problem)
-    # The ranks of one job all get here: one generates while the others wait, so none reads a tile being written.
-    with exclusive(root / SYNTHETIC_LOCK):
-        if not split.is_dir():
-            if problem := occupied_folder_problem(root, f"{data.train_split}/", ignore=(SYNTHETIC_LOCK,)):
-                raise ConfigError(problem)
-            print(f"generating the synthetic red-blob dataset in {root}", flush=True)
-            make_synthetic_dataset(root, seed=data.seed)
+    generate_synthetic_once(root, split, "red-blob images", lambda: make_synthetic_dataset(root, seed=data.seed))
     return root
 
 

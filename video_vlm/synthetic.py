@@ -44,36 +44,6 @@ _JITTER = 2  # pixels of random offset from the centre at the start
 _HEADINGS = {"turn_left": (0, -1), "turn_right": (0, 1), "change_lanes": (-1, 0)}  # (rows, columns) per frame
 
 
-def occupied_folder_problem(
-    root: str | Path, lacks: str = "metadata.jsonl", ignore: tuple[str, ...] = ()
-) -> str | None:
-    """Why synthetic clips must not be generated into `root`, which lacks `lacks`: it holds something else
-    (`ignore` aside, e.g. the lock the generating rank holds). None when the folder is missing or empty.
-
-    A real dataset whose metadata.jsonl is missing must not get moving-square clips mixed into it.
-
-    >>> import tempfile; root = Path(tempfile.mkdtemp())
-    >>> occupied_folder_problem(root / "new") is None, occupied_folder_problem(root) is None
-    (True, True)
-    >>> (root / "videos").mkdir()
-    >>> occupied_folder_problem(root).split(": ", 2)[2].split(";")[0]
-    'it holds 1 entry (videos/) but no metadata.jsonl'
-    """
-    root = Path(root)
-    if not root.is_dir():
-        return f"data.synthetic: {root}: it is a file, not a folder" if root.exists() else None
-    entries = [child for child in root.iterdir() if child.name not in ignore]
-    names = sorted(f"{child.name}/" if child.is_dir() else child.name for child in entries)
-    if not names:
-        return None
-    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return (
-        f"data.synthetic: {root}: it holds {len(names)} entr{'y' if len(names) == 1 else 'ies'} ({shown}) but no "
-        f"{lacks}; synthetic clips go only into a missing or empty folder: set data.root to a new folder, or turn "
-        "data.synthetic off"
-    )
-
-
 def _blend(frame: np.ndarray, top: int, left: int, side: int, alpha: float) -> None:
     """Blend a white square into `frame` with opacity `alpha`, clipped to the frame."""
     rows = slice(max(top, 0), max(min(top + side, frame.shape[0]), 0))

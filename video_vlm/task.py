@@ -15,8 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from core.config import ConfigError
-from core.files import SYNTHETIC_LOCK, exclusive
+from core.files import generate_synthetic_once
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import SchemaSpec, load_schema
 
@@ -125,19 +124,9 @@ def ensure_dataset(data: VideoDataSection) -> Path:
     metadata = root / METADATA_FILE
     if not data.synthetic or metadata.is_file():
         return root
-    from video_vlm.synthetic import make_synthetic_dataset, occupied_folder_problem
+    from video_vlm.synthetic import make_synthetic_dataset
 
-    # Refused before taking the lock too, so a refused folder does not even get the lock file (unless a rank is
-    # generating there already: its lock file is in it, and the check under the lock decides).
-    if not (root / SYNTHETIC_LOCK).exists() and (problem := occupied_folder_problem(root, METADATA_FILE)):
-        raise ConfigError(problem)
-    # The ranks of one job all get here: one generates while the others wait, so none reads a clip being written.
-    with exclusive(root / SYNTHETIC_LOCK):
-        if not metadata.is_file():
-            if problem := occupied_folder_problem(root, METADATA_FILE, ignore=(SYNTHETIC_LOCK,)):
-                raise ConfigError(problem)
-            print(f"generating synthetic moving-square clips in {root}", flush=True)
-            make_synthetic_dataset(root, n=48, seed=data.seed)
+    generate_synthetic_once(root, metadata, "moving-square clips", lambda: make_synthetic_dataset(root, n=48, seed=data.seed))
     return root
 
 
