@@ -389,6 +389,21 @@ def absolute_data_paths(config: dict[str, Any]) -> dict[str, Any]:
     return resolved
 
 
+def eval_settings(overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """`eval.KEY=VALUE` overrides for one evaluation; any other section is refused (the weights are the run's).
+
+    >>> eval_settings(["eval.max_new_tokens=512"])
+    {'eval': {'max_new_tokens': 512}}
+    """
+    given = parse_overrides(overrides)
+    others = sorted(set(given) - {"eval"})
+    if others:
+        raise ConfigError(
+            f"only eval.* settings can change at evaluation (the model and data are the run's), not {', '.join(others)}"
+        )
+    return given
+
+
 def load_config(cls: type[ConfigT], path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> ConfigT:
     """Build a validated config from an optional YAML file plus `key=value` overrides."""
     data = read_yaml(path) if path else {}

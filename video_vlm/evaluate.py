@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.cli import run_evaluation_main
-from core.config import ConfigError, deep_merge, parse_overrides, validate_config
+from core.config import deep_merge, eval_settings, validate_config
 from core.export import load_run_model, report_name
 from core.files import write_json_atomic
 from core.runs import RunDir
@@ -256,21 +256,6 @@ def compare_outputs(schema: SchemaSpec, outputs: dict[str, list[str]], labels: l
         }
     return {"models": models, "baselines": baselines, "headline": headline, "verdict": headline["verdict"],
             "warnings": warnings}
-
-
-def eval_settings(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """`eval.KEY=VALUE` overrides for one evaluation; any other section is refused (the weights are the run's).
-
-    >>> eval_settings(["eval.max_new_tokens=768"])
-    {'eval': {'max_new_tokens': 768}}
-    """
-    given = parse_overrides(overrides)
-    others = sorted(set(given) - {"eval"})
-    if others:
-        raise ConfigError(
-            f"only eval.* settings can change at evaluation (the model and data are the run's), not {', '.join(others)}"
-        )
-    return given
 
 
 def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = None, baseline: str | None = None,
