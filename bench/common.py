@@ -510,6 +510,14 @@ def set_threads(tiny: bool, threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def quiet(arguments):
+    """The recipe's trainer arguments without progress bars and below-error logs: the benchmarks print their own
+    table. Set here rather than through `train.trainer`, whose allowlist leaves logging to the product."""
+    arguments.disable_tqdm = True
+    arguments.log_level = "error"
+    return arguments
+
+
 def remove_printer(trainer) -> None:
     """Drop the trainer's per-step log printing (the benchmarks print their own table)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -227,8 +227,6 @@ def variant_config(variant: Variant, args, data_root: Path, suppress_ids: list[i
                 # are suppressed too (TRL only suppresses the image token) so a sampled <|vision_start|> cannot
                 # make the next forward pass look for a picture.
                 "generation_kwargs": {"min_new_tokens": length, "max_new_tokens": length, "suppress_tokens": suppress_ids},
-                "disable_tqdm": True,
-                "log_level": "error",
             },
         },
     }
@@ -296,7 +294,7 @@ def run_variant(variant: Variant, args, processor, data_root: Path, work: Path) 
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards.wrapped(),
-        args=grpo_arguments(cfg, run),
+        args=common.quiet(grpo_arguments(cfg, run)),
         train_dataset=dataset,
         processing_class=processor,
         callbacks=[RunMetricsCallback(run), StepClock()],
@@ -355,7 +353,7 @@ def run_variant(variant: Variant, args, processor, data_root: Path, work: Path) 
             "loss_type": t.loss_type,
             "gradient_checkpointing": cfg.finetune.gradient_checkpointing,
             "lora": {"r": cfg.finetune.r, "alpha": cfg.finetune.alpha, "vision": cfg.finetune.vision_attention or cfg.finetune.vision_mlp},
-            "trainer": {k: v for k, v in t.trainer.items() if k not in ("disable_tqdm", "log_level")},
+            "trainer": dict(t.trainer),
             "attn_implementation": cfg.model.attn_implementation,
         },
     }

@@ -94,8 +94,6 @@ def video_config(args):
         f"train.max_steps={args.warmup + args.steps}",
         "train.warmup_steps=0",
         f"train.seed={args.seed}",
-        "train.trainer.disable_tqdm=true",
-        "train.trainer.log_level=error",
         "logging.report_to=none",
         "logging.save_steps=1000000",
     ]
@@ -214,7 +212,7 @@ def run_variant(name: str, pad_to: int | None, workers: int, cfg, args, processo
 
     trainer = SFTTrainer(
         model=model,
-        args=sft_arguments(cfg, cfg.train, run, run.checkpoints_dir),
+        args=common.quiet(sft_arguments(cfg, cfg.train, run, run.checkpoints_dir)),
         data_collator=PadToLength(collator, pad_to) if pad_to else collator,
         train_dataset=dataset,
         processing_class=processor,
