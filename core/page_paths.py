@@ -87,13 +87,19 @@ def page_path_problems(cfg: BaseModel, roots: tuple[Path, ...] | None = None) ->
     ['pairs.file: /etc/passwd is outside the folders the page may use (/app/data, /app/runs)']
     """
     roots = page_roots() if roots is None else roots
-    allowed = ", ".join(str(root) for root in roots)
-    problems = []
-    for field, value in path_values(cfg):
-        written = os.path.abspath(os.path.expanduser(value))
-        if within(os.path.realpath(written), roots):
-            continue
-        # Named, so that the owner of a link inside the data folder knows why a path that looks inside is refused.
-        link = " (through a link that leads out of them)" if within(written, roots) else ""
-        problems.append(f"{field}: {value} is outside the folders the page may use ({allowed}){link}")
-    return problems
+    return [problem for field, value in path_values(cfg) if (problem := path_problem(field, value, roots))]
+
+
+def path_problem(field: str, value: str, roots: tuple[Path, ...] | None = None) -> str | None:
+    """The line that refuses one page path `value` of `field` leading outside the data and runs folders, else None.
+
+    >>> path_problem("data.schema_file", "/etc/passwd", roots=(Path("/app/data"),))
+    'data.schema_file: /etc/passwd is outside the folders the page may use (/app/data)'
+    """
+    roots = page_roots() if roots is None else roots
+    written = os.path.abspath(os.path.expanduser(value))
+    if within(os.path.realpath(written), roots):
+        return None
+    # Named, so that the owner of a link inside the data folder knows why a path that looks inside is refused.
+    link = " (through a link that leads out of them)" if within(written, roots) else ""
+    return f"{field}: {value} is outside the folders the page may use ({', '.join(str(root) for root in roots)}){link}"

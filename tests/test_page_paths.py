@@ -206,3 +206,22 @@ def test_a_bad_pairs_file_names_lines_and_kinds_not_their_text(roots):
         read_pairs(path, lambda line: None, model="tiny:internvl")
     assert str(refused.value).startswith(f"{path}:1: these pairs were made with a model field that is a dict, not a")
     assert SECRET not in str(refused.value)
+
+
+def test_the_dataset_check_opens_no_schema_or_folder_outside_the_roots(dirs, tmp_path):
+    """The page's dataset check runs while the form is filled in: a schema file or a data folder outside the data
+    and runs folders is refused by name there too, before anything is opened (the schema file's text never shows)."""
+    from ui.datasets import dataset_report
+    from ui.recipes import VIDEO
+
+    runs, data = dirs
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    secret = outside / "token.yaml"
+    secret.write_text("hf_FAKE_TOKEN_abcdef: [\n")
+    (data / "clips").mkdir()
+    report = dataset_report(VIDEO, data / "clips", {"schema_file": str(secret)})
+    assert report["error"].startswith(f"data.schema_file: {secret} is outside the folders the page may use")
+    assert "hf_FAKE_TOKEN" not in report["error"]
+    report = dataset_report(VIDEO, outside, {})
+    assert report["error"].startswith(f"data.root: {outside} is outside the folders the page may use")

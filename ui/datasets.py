@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.page_paths import path_problem
 from ui.recipes import IMAGE, Recipe, data_dir, dataset_folders
 
 
@@ -203,13 +204,20 @@ def needs_button(root: Path, manifest: str, limit: int = 3000) -> bool:
 
 
 def dataset_report(recipe: Recipe, root: Path, cfg_data: dict[str, Any]) -> dict[str, Any]:
+    # The folder may come from a loaded config: it is listed only inside the data and runs folders, as Start requires.
+    if problem := path_problem("data.root", str(root)):
+        return {"error": problem}
     if recipe is IMAGE:
         from image_vlm.data import files_fingerprint
 
         # The manifest's own freshness stamp: it notices a file rewritten in place, which folder times miss.
         return check_image_dataset(str(root), (files_fingerprint(root),))
+    schema_file = cfg_data.get("schema_file")
+    # The schema file is typed on the page: it is opened only inside the data and runs folders, as Start requires.
+    if schema_file and (problem := path_problem("data.schema_file", schema_file)):
+        return {"error": problem}
     return check_video_dataset(
-        str(root), folder_stamp(root), cfg_data.get("val_fraction", 0.2), cfg_data.get("num_frames", 8), cfg_data.get("schema_file")
+        str(root), folder_stamp(root), cfg_data.get("val_fraction", 0.2), cfg_data.get("num_frames", 8), schema_file
     )
 
 
