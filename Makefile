@@ -37,7 +37,9 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.to
 	UV_PYTHON_DOWNLOADS=never $(UV) sync --frozen --compile-bytecode --extra test --extra decord $(GPU_EXTRA) --python $(PYTHON)
 	@touch $@
 
+# ruff first: it takes a second, and a lint error fails before minutes of tests.
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -rs --ignore=tests/test_containers_live.py $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory containers-check
 	$(MAKE) --no-print-directory test-containers
@@ -81,7 +83,10 @@ wheels-check: setup
 	docker/image-requirements.sh build/image-requirements.txt $(UV)
 	docker/check-wheels.sh build/image-requirements.txt $(UV)
 
-lint: containers-check
+# Python (ruff: pyflakes, import order, bugbear, pyupgrade; config in pyproject.toml), then Docker.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory containers-check
 
 ui: setup
 	$(VENV)/bin/streamlit run ui/app.py --server.address 127.0.0.1

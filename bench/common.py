@@ -29,9 +29,10 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 # The full-size architectures live in the product (the pre-launch estimate counts them too); benches use them from there.
 from core.architectures import build_random_model, meta_parameter_counts, parameter_counts  # noqa: E402,F401
@@ -432,7 +433,7 @@ def result_payload(
         "schema_version": SCHEMA_VERSION,
         "status": status,
         "mode": "tiny" if tiny else "full",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_s": round(time.perf_counter() - started, 2) if started is not None else None,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "device": device_info(),

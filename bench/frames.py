@@ -318,7 +318,7 @@ def main(argv=None) -> int:
         clips.append(("encoder-default-gop", args.gop_default))
     rows: list[dict[str, Any]] = []
     clip_facts = {}
-    for label, gop in clips:
+    for _label, gop in clips:
         path = cached_clip(args, gop)
         info = probe_video(path)
         name = f"{args.width}x{args.height} {args.fps}fps {args.seconds:g}s gop{gop}"

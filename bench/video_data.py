@@ -68,7 +68,6 @@ def parse_args(argv=None):
 def make_dataset(args, work: Path) -> Path:
     """A dataset folder: the panning clip and one metadata line per window, labelled with a synthetic label."""
     import frames as frames_bench
-
     from video_vlm.synthetic import synthetic_label
 
     clip_args = type("ClipArgs", (), {})()
@@ -156,10 +155,9 @@ def main(argv=None) -> int:
     common.quiet_libraries()
     threads = common.set_threads(args.tiny, args.threads)
     print(common.describe_env(), flush=True)
-    from video_sft_step import full_size_processor
-
     from core.config import load_config
     from core.processes import usable_cpus
+    from video_sft_step import full_size_processor
     from video_vlm.config import VideoConfig
 
     work = Path(tempfile.mkdtemp(prefix="bench-video-data-"))

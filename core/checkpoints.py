@@ -19,9 +19,9 @@ import re
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import xxhash
 

@@ -18,8 +18,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from core.config import HEARTBEAT_TIMEOUT_S
 from core.processes import is_main_process, process_owner, world_size

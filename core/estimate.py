@@ -25,8 +25,9 @@ between steps; `peak_memory_gib` is what must fit. The figures are calibrated ag
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from core.config import FinetuneSection, ModelSection
 from core.families import FAMILIES, Family, family_of_config

@@ -26,9 +26,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from core.processes import LAUNCHED_BY_ENV, page_name, process_owner
 from core.runs import ACTIVE_STATES, LAUNCH_ID_ENV, LAUNCH_TIME_ENV, RunDir, RunError, now_iso, runs_root

@@ -4,8 +4,9 @@ a live writer appends."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def json_object_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, tuple[str, str] | None]]:

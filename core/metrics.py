@@ -186,9 +186,10 @@ class RolloutRecorder:
 
         wrappers = []
         for index, func in enumerate(self.reward_funcs):
+            last = index == len(self.reward_funcs) - 1
 
             @functools.wraps(func)
-            def wrapper(completions, __func=func, __last=index == len(self.reward_funcs) - 1, **kwargs):
+            def wrapper(completions, __func=func, __last=last, **kwargs):
                 scores = __func(completions, **kwargs)
                 self.scores[__func.__name__] = list(scores)
                 if __last:

@@ -47,7 +47,7 @@ class ImageDataSection(DataLoadingSection):
     seed: int = Field(0, description="Seed for class-balanced sampling")
 
     @model_validator(mode="after")
-    def prompt_follows_reasoning(self) -> "ImageDataSection":
+    def prompt_follows_reasoning(self) -> ImageDataSection:
         # The default prompt asks for reasoning; answer-only runs get the matching default unless one was given.
         if not self.reasoning and "system_prompt" not in self.model_fields_set:
             object.__setattr__(self, "system_prompt", ANSWER_ONLY_PROMPT)
@@ -196,7 +196,7 @@ class ImageConfig(Section):
         return self.data
 
     @model_validator(mode="after")
-    def batch_fits_generations(self) -> "ImageConfig":
+    def batch_fits_generations(self) -> ImageConfig:
         if self.method != "grpo":
             return self
         group = self.train.per_device_train_batch_size * self.train.gradient_accumulation_steps
@@ -208,7 +208,7 @@ class ImageConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def warm_start_fits_the_data(self) -> "ImageConfig":
+    def warm_start_fits_the_data(self) -> ImageConfig:
         limit, wanted = self.data.max_train_samples, self.warm_start.max_samples
         if self.warm_start.enabled and not self.warm_start.jsonl and limit and wanted and wanted > limit:
             raise ValueError(

@@ -100,7 +100,8 @@ def read_warm_start_jsonl(path: str | Path, data: ImageDataSection) -> WarmStart
         report.lines += 1
 
         def problem(kind: str, message: str) -> None:
-            report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
+            # Called only within this iteration, so the loop's current line_no is the one meant.
+            report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))  # noqa: B023
 
         if bad:
             problem(*bad)

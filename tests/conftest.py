@@ -306,7 +306,7 @@ def tiny_run(tmp_path: Path, method: str):
 def last(texts) -> str:
     """The last item a generator yields (a streamed answer's final text)."""
     text = ""
-    for text in texts:
+    for text in texts:  # noqa: B007 - the loop is for its last value, returned below
         pass
     return text
 

@@ -168,7 +168,6 @@ def test_secret_looking_values_are_redacted_wherever_a_config_is_written(tmp_pat
     """The run's launch.yaml (page), config.yaml (command line, the same to_yaml) and the page's saved form: a value
     under a key that names a credential is never written, whatever let it into the config."""
     from conftest import fake_popen
-
     from core.config import redact_secrets
     from core.runs import RunDir
     from image_vlm.config import GRPOSection

@@ -388,7 +388,7 @@ def test_no_docker_socket():
 def test_services_start_a_real_entry_point(config):
     cmd_instr = [args for instr, args in _dockerfile_instructions() if instr == "CMD"]
     assert cmd_instr, "Dockerfile needs a CMD"
-    for name, (page, _) in APP_SERVICES.items():
+    for name, (_page, _) in APP_SERVICES.items():
         service = config["services"][name]
         command = service.get("command") or cmd_instr[-1]
         command = " ".join(command) if isinstance(command, list) else str(command)

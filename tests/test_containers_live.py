@@ -142,7 +142,7 @@ def compose_variant(runs: Path, data: Path, ports: dict[str, int] | None = None)
     reservation and `ports:` and with host networking, Streamlit on 127.0.0.1 only."""
     raw = yaml.safe_load(COMPOSE_FILE.read_text())
     services = {}
-    for name, (_, port) in APPS.items():
+    for name, (_, _port) in APPS.items():
         service = dict(raw["services"][name])
         service.pop("build", None)  # built above, with the CA secret compose v1 cannot pass
         env = {}

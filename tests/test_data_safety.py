@@ -132,12 +132,13 @@ def test_resume_pressed_in_three_tabs_at_once_starts_one_trainer_and_never_marks
         barrier = threading.Barrier(3)
         outcomes: list = []
 
-        def resume():
+        # Bound now: a click thread that outlives its join timeout must not see the next attempt's run.
+        def resume(barrier=barrier, outcomes=outcomes, run=run):
             barrier.wait()
             try:
                 outcomes.append(launch_training(HARMLESS, run, config_path=run.config_path))
-            except BaseException as err:  # noqa: BLE001 - the test sorts what each click got
-                outcomes.append(err)
+            except BaseException as error:  # noqa: BLE001 - the test sorts what each click got
+                outcomes.append(error)
 
         clicks = [threading.Thread(target=resume) for _ in range(3)]
         for click in clicks:
@@ -150,7 +151,10 @@ def test_resume_pressed_in_three_tabs_at_once_starts_one_trainer_and_never_marks
             assert len(trainers) == 1, f"attempt {attempt}: {outcomes}"
             assert all(isinstance(err, RunError) for err in refusals), f"attempt {attempt}: {refusals!r}"
             assert all("\n" not in str(err) and str(err).startswith(f"Run {run.id} is already") for err in refusals)
-            status = wait_for(lambda: (s := run.read_status())["state"] == "running" and s, 60, "the trainer to run")
+            # wait_for calls the predicate before it returns, within this attempt.
+            status = wait_for(
+                lambda: (s := run.read_status())["state"] == "running" and s, 60, "the trainer to run"  # noqa: B023
+            )
             assert "error" not in status, status
             assert len((run.path / "trainers.txt").read_text().split()) == 1, "one trainer started"
         finally:

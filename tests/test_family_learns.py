@@ -9,8 +9,8 @@ steps, at the preset's learning rate or twice it, end at chance (the preset's 30
 from __future__ import annotations
 
 import pytest
-from conftest import assert_learned_the_red_blob
 
+from conftest import assert_learned_the_red_blob
 from core.runs import RunDir
 
 PRESET = "image_vlm/configs/tiny.yaml"

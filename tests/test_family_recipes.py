@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE_SMOKE, VIDEO_SMOKE, last
 
+from conftest import IMAGE_SMOKE, VIDEO_SMOKE, last
 from core.families import FAMILIES
 from core.runs import RunDir
 

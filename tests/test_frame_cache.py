@@ -126,7 +126,7 @@ def test_prepare_fills_the_cache_that_training_then_reads(tmp_path, monkeypatch,
     # training's sampler now never reaches the decoder
     from core.config import load_config
     from video_vlm.config import VideoConfig
-    from video_vlm.task import clip_frames, verified_items, load_task_schema
+    from video_vlm.task import clip_frames, load_task_schema, verified_items
 
     data = load_config(VideoConfig, "video_vlm/configs/tiny.yaml", overrides).data
     decodes = count_decodes(monkeypatch)

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE_SMOKE
 
+from conftest import IMAGE_SMOKE
 from core.runs import RunDir
 
 # ChatML turns; a turn is a plain string or a list of typed parts, and an image part becomes the processor's <image>.
@@ -69,7 +69,6 @@ def test_a_model_outside_the_table_trains_and_says_what_is_generic(tmp_path, wil
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from core.config import ModelSection
     from core.families import family_of_config
     from image_vlm import evaluate, train
     from ui.form import family_notes

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch_run, stop_in_stage
 
+from conftest import ROOT, launch_run, stop_in_stage
 from core.config import ConfigError
 from core.preference import CANDIDATES_FILE, PAIRS_FILE, finish_pairs, read_pairs, sample_pairs
 from core.runs import RunDir
@@ -261,7 +261,6 @@ def test_tiny_dpo_preset_stopped_in_each_stage_beats_its_warm_start(tmp_path):
     # The compare view answers with the DPO run's weights, as for any other method; full fine-tuning answers from
     # its own model/ folder, the same Yes or No as evaluation's greedy answer.
     from conftest import last
-
     from image_vlm.rewards import parse_solution
     from ui.compare_models import image_messages, load_compare_model, stream_answer
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE_SMOKE, ROOT, assert_learned_the_red_blob, run_cli
 from safetensors.torch import load_file
 
+from conftest import IMAGE_SMOKE, ROOT, assert_learned_the_red_blob, run_cli
 from core.runs import RunDir, stop_run
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export

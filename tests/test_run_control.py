@@ -380,10 +380,10 @@ def test_compose_style_sigterm_leaves_this_containers_trainers_stopped_with_a_ch
     assert checkpoint_step(run.latest_checkpoint()) == status["step"]
 
 
-LAUNCH_LIKE_THE_UI = """
+LAUNCH_LIKE_THE_UI = f"""
 import sys, time
 from core.gpu_lease import launch_training
 from core.runs import RunDir
-launch_training("video_vlm.train", RunDir(sys.argv[1]), config_path=%r, overrides=sys.argv[2:])
+launch_training("video_vlm.train", RunDir(sys.argv[1]), config_path={TINY_VIDEO!r}, overrides=sys.argv[2:])
 time.sleep(600)
-""" % TINY_VIDEO
+"""

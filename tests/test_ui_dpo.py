@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 import yaml
+
 from conftest import app, button, fake_popen, make_run, number, png_bytes, texts
 
 SUMMARY = {"prompts": 10, "pairs": 2, "no_contrast": 8, "mean_margin": 0.75, "samples_per_prompt": 4,

@@ -14,8 +14,8 @@ from video_vlm.collator import (
     IGNORE_INDEX,
     VideoDPOCollator,
     VideoSFTCollator,
-    budget_problem,
     answer_affixes,
+    budget_problem,
     token_budget,
 )
 from video_vlm.config import VideoConfig, VideoDataSection

@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, launch_run, stop_in_stage
 
+from conftest import ROOT, launch_run, stop_in_stage
 from core.config import ConfigError
 from core.preference import CANDIDATES_FILE, PAIRS_FILE
 from core.runs import RunDir

@@ -104,7 +104,7 @@ class VideoConfig(Section):
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @model_validator(mode="after")
-    def stages_are_valid(self) -> "VideoConfig":
+    def stages_are_valid(self) -> VideoConfig:
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")

@@ -42,9 +42,10 @@ import os
 import sys
 import zipfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Iterable, NamedTuple
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -334,7 +335,8 @@ def _check_lines(root: Path, metadata: Path, spec: SchemaSpec, report: VerifyRep
         report.lines += 1
 
         def problem(kind: str, message: str) -> None:
-            report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))
+            # Called only within this iteration, so the loop's current line_no is the one meant.
+            report.problems.append(Problem(line_no, kind, f"line {line_no}: {message}"))  # noqa: B023
 
         if bad:
             problem(*bad)

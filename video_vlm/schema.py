@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Union
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -109,7 +109,7 @@ class FieldSpec(BaseModel):
 
     # The messages below name positions, not the file's text: a schema file may be anything a user pointed at.
     @model_validator(mode="after")
-    def _values_match_type(self) -> "FieldSpec":
+    def _values_match_type(self) -> FieldSpec:
         if self.type == "str" and self.values:
             raise ValueError("a str field takes no values")
         if self.type != "str" and not self.values:
@@ -211,7 +211,7 @@ class SchemaSpec(BaseModel):
             else:
                 annotation = list[Literal[tuple(field.values)]]
             if allow_unknown:
-                annotation = Union[annotation, Literal[UNKNOWN]]
+                annotation = annotation | Literal[UNKNOWN]
             definitions[field.name] = (annotation, Field(description=field.description))
         suffix = "Label" if allow_unknown else "Output"
         return create_model(

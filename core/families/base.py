@@ -7,8 +7,9 @@ and its chat-template quirks. Code outside `core/families/` asks the row and nev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 # Module-name parts shared by every family in transformers 5: the towers' attention and MLP blocks.
 ATTENTION_PARTS = ("attn", "attention", "self_attn")
