@@ -34,6 +34,7 @@ from core.estimate import (
 from core.files import write_json_atomic
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.hub import check_model_available
+from core.models import gpu_feature_problem
 from core.processes import distributed_mode, is_main_process, start_distributed
 from core.runs import (
     RunDir,
@@ -169,7 +170,7 @@ def train_with_control(
     try:
         # The run folder records absolute data folders: evaluation and the pages may read it from another folder.
         cfg = config_cls.model_validate(absolute_data_paths(load_config(config_cls, args.config, args.overrides).model_dump()))
-        problem = preflight(cfg) if preflight else None
+        problem = (preflight(cfg) if preflight else None) or gpu_feature_problem(cfg.model_dump())
         if problem:
             return refuse(problem, named)
         run = resolve_run_dir(args.run_dir, prefix)

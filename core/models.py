@@ -96,6 +96,45 @@ def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
     return AutoModelForImageTextToText.from_pretrained(resolve_model_name(model.name), **kwargs)
 
 
+# Attention kernels transformers can use without an extra package; flash_attention_2 needs flash-attn and CUDA.
+BUILT_IN_ATTENTION = ("sdpa", "eager")
+
+
+def gpu_feature_problem(config: dict[str, Any]) -> str | None:
+    """Why this machine cannot run a GPU-only feature the config asks for, in one line, before anything loads:
+    QLoRA (bitsandbytes 4-bit), flash attention (the flash-attn package) and Liger kernels all need CUDA and their
+    package. `config` is the resolved config as a mapping (any recipe); None when nothing GPU-only is asked for.
+
+    >>> gpu_feature_problem({"model": {"attn_implementation": "sdpa"}, "finetune": {"method": "lora"}}) is None
+    True
+    """
+    import importlib.util
+
+    cuda = torch.cuda.is_available()
+    attention = (config.get("model") or {}).get("attn_implementation")
+    if attention == "flash_attention_2":
+        if importlib.util.find_spec("flash_attn") is None:
+            return (
+                "model.attn_implementation=flash_attention_2: the flash-attn package is not installed here (no wheel "
+                f"for every platform, so the lock leaves it out); use one that is: {', '.join(BUILT_IN_ATTENTION)} or auto"
+            )
+        if not cuda:
+            return "model.attn_implementation=flash_attention_2 needs a CUDA GPU; use sdpa or auto on CPU"
+    if (config.get("finetune") or {}).get("method") == "qlora":
+        if not cuda:
+            return "finetune.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use finetune.method=lora on CPU"
+        if importlib.util.find_spec("bitsandbytes") is None:
+            return "finetune.method=qlora needs bitsandbytes: install the gpu extra (`uv sync --extra gpu`)"
+    liger = [f"{name}.trainer.use_liger_kernel" for name, section in config.items()
+             if isinstance(section, dict) and (section.get("trainer") or {}).get("use_liger_kernel")]
+    if liger:
+        if not cuda:
+            return f"{liger[0]}=true: Liger kernels need a CUDA GPU; leave it off on CPU"
+        if importlib.util.find_spec("liger_kernel") is None:
+            return f"{liger[0]}=true: the liger-kernel package is not installed: install the gpu extra (`uv sync --extra gpu`)"
+    return None
+
+
 def qlora_quantization(family: Family | None):
     """The 4-bit config of QLoRA: NF4 with double quantization for the language model's linear layers only
     (`family` names the rest; outside the table, every family's vision and projector names are kept)."""

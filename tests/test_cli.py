@@ -91,3 +91,34 @@ def test_a_stray_argument_is_refused(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_training_args(["train.max_steps=3", "oops"], "d", "default.yaml")
     assert exit_info.value.code == 2 and "unrecognized arguments: oops" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "recipe, overrides, message",
+    [
+        ("image", ["model.attn_implementation=flash_attention_2"],
+         "error: model.attn_implementation=flash_attention_2: the flash-attn package is not installed here"),
+        ("video", ["model.attn_implementation=flash_attention_2"],
+         "error: model.attn_implementation=flash_attention_2: the flash-attn package is not installed here"),
+        ("image", ["finetune.method=qlora"], "error: finetune.method=qlora needs a CUDA GPU"),
+        ("video", ["finetune.method=qlora"], "error: finetune.method=qlora needs a CUDA GPU"),
+        ("image", ["train.trainer.use_liger_kernel=true"], "error: train.trainer.use_liger_kernel=true: Liger kernels need a CUDA GPU"),
+        ("video", ["train.trainer.use_liger_kernel=true"], "error: train.trainer.use_liger_kernel=true: Liger kernels need a CUDA GPU"),
+    ],
+)
+def test_gpu_only_features_are_refused_in_one_line_before_anything_starts(runs, capsys, tmp_path, recipe, overrides, message):
+    """On a machine without CUDA (or without the feature's package) QLoRA, flash attention and Liger are refused
+    before the GPU is taken or a run folder made, naming what is installed; before, each failed after start-up
+    (a traceback from transformers or bitsandbytes, and a `failed` run folder)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("the refusal is for machines without CUDA")
+    from video_vlm import train as video_train
+
+    module, config = (image_train, TINY) if recipe == "image" else (video_train, "video_vlm/configs/tiny.yaml")
+    run = tmp_path / "run"
+    code = module.main(["--config", config, "--run-dir", str(run), f"data.root={tmp_path / 'data'}", *overrides])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and err.startswith(message), err
+    assert not run.exists() and not (tmp_path / "data").exists(), "nothing was created"

@@ -381,6 +381,30 @@ def test_full_fine_tuning_default_runs_in_the_image(stack):
     log(f"bf16 full fine-tuning (torch.compile) finished in the image in {time.monotonic() - started:.0f} s")
 
 
+def test_gpu_only_methods_are_refused_in_one_line_in_the_image(stack):
+    """The methods table's rows that need a GPU (QLoRA, Liger kernels, flash attention) are refused inside the
+    image, on CPU, with one line each and exit 2, before anything is created; never a traceback."""
+    rows = {
+        "finetune.method=qlora": "error: finetune.method=qlora needs a CUDA GPU",
+        "train.trainer.use_liger_kernel=true": "error: train.trainer.use_liger_kernel=true: Liger kernels need a CUDA GPU",
+        "model.attn_implementation=flash_attention_2": "error: model.attn_implementation=flash_attention_2: the flash-attn",
+    }
+    script = "; ".join(
+        f"python -m video_vlm.train --config video_vlm/configs/tiny.yaml {override} --run-dir /app/runs/refused "
+        f"2>&1 | grep -v Warning | tail -3; echo exit=$?" for override in rows
+    )
+    cli = stack.project + "refuse"
+    try:
+        proc = stack.compose("run", "--rm", "-T", "video-vlm", "sh", "-c", script, timeout=600, check=False, project=cli)
+    finally:
+        stack.compose("down", "-v", check=False, project=cli)
+    output = proc.stdout + proc.stderr
+    for override, line in rows.items():
+        assert line in output, f"{override}:\n{output[-3000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    assert not (stack.runs / "refused").exists(), "a refused run creates nothing"
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     return sorted(path for path in run_dir.rglob("checkpoint-*") if path.is_dir() and any(path.iterdir()))
 
