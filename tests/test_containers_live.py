@@ -391,7 +391,7 @@ def test_gpu_only_methods_are_refused_in_one_line_in_the_image(stack):
     }
     script = "; ".join(
         f"python -m video_vlm.train --config video_vlm/configs/tiny.yaml {override} --run-dir /app/runs/refused "
-        f"2>&1 | grep -v Warning | tail -3; echo exit=$?" for override in rows
+        "2>&1 | tail -3" for override in rows
     )
     cli = stack.project + "refuse"
     try:
