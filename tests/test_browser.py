@@ -248,7 +248,8 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe, re
         text = headline.inner_text()
         from core.verdict import verdict_sentence
 
-        newest = max((learned.path / "eval").glob("*.json"), key=lambda path: path.stat().st_mtime)  # what was just shown
+        shown = server["runs"] / learned.path.name / "eval"  # the page evaluated its own copy of the run
+        newest = max(shown.glob("*.json"), key=lambda path: path.stat().st_mtime)
         report = json.loads(newest.read_text())
         assert verdict_sentence(report["headline"]) in text, text
         if recipe == "image":
