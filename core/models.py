@@ -8,6 +8,7 @@ and inference never re-state model settings.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,21 @@ def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
 BUILT_IN_ATTENTION = ("sdpa", "eager")
 
 
+def trainer_mappings(config: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(dotted place, mapping) of every `trainer:` pass-through in a config mapping, a curriculum stage's included.
+
+    >>> [where for where, _ in trainer_mappings({"train": {"trainer": {}}, "stages": [{"train": {"trainer": {}}}]})]
+    ['train.trainer', 'stages.0.train.trainer']
+    """
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        place = f"{where}.{key}" if where else str(key)
+        if key == "trainer" and isinstance(value, dict):
+            yield place, value
+        else:
+            yield from trainer_mappings(value, place)
+
+
 def gpu_feature_problem(config: dict[str, Any]) -> str | None:
     """Why this machine cannot run a GPU-only feature the config asks for, in one line, before anything loads:
     QLoRA (bitsandbytes 4-bit), flash attention (the flash-attn package) and Liger kernels all need CUDA and their
@@ -125,8 +141,7 @@ def gpu_feature_problem(config: dict[str, Any]) -> str | None:
             return "finetune.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use finetune.method=lora on CPU"
         if importlib.util.find_spec("bitsandbytes") is None:
             return "finetune.method=qlora needs bitsandbytes: install the gpu extra (`uv sync --extra gpu`)"
-    liger = [f"{name}.trainer.use_liger_kernel" for name, section in config.items()
-             if isinstance(section, dict) and (section.get("trainer") or {}).get("use_liger_kernel")]
+    liger = [f"{where}.use_liger_kernel" for where, trainer in trainer_mappings(config) if trainer.get("use_liger_kernel")]
     if liger:
         if not cuda:
             return f"{liger[0]}=true: Liger kernels need a CUDA GPU; leave it off on CPU"

@@ -104,6 +104,8 @@ def test_a_stray_argument_is_refused(capsys):
         ("video", ["finetune.method=qlora"], "error: finetune.method=qlora needs a CUDA GPU"),
         ("image", ["train.trainer.use_liger_kernel=true"], "error: train.trainer.use_liger_kernel=true: Liger kernels need a CUDA GPU"),
         ("video", ["train.trainer.use_liger_kernel=true"], "error: train.trainer.use_liger_kernel=true: Liger kernels need a CUDA GPU"),
+        ("video", ["stages=[{name: sft, train: {trainer: {use_liger_kernel: true}}}]"],
+         "error: stages.0.train.trainer.use_liger_kernel=true: Liger kernels need a CUDA GPU"),
     ],
 )
 def test_gpu_only_features_are_refused_in_one_line_before_anything_starts(runs, capsys, tmp_path, recipe, overrides, message):
