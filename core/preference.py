@@ -196,6 +196,7 @@ def sample_pairs(
             if control.poll():
                 return None
             batch = list(todo[start : start + batch_size])
+            seed_for_batch(batch)
             answers = sample(batch)
             for prompt, texts in zip(batch, answers, strict=True):
                 scores = [float(s) for s in score(prompt, texts)]
@@ -214,6 +215,27 @@ def sample_pairs(
                                                          if isinstance(v, (int, float))}})
     print(f"[{stage}] {summary.line()}", flush=True)
     return summary
+
+
+def seed_for_batch(batch: Sequence[dict[str, Any]]) -> int:
+    """Seed the sampler's random draws from the batch's prompt ids, and return that seed.
+
+    A stop lands between batches, so a relaunch samples the same batches; seeding each one from its prompts alone
+    makes a stopped and resumed pairs stage write the very answers an uninterrupted one would (a global generator
+    would be wherever the first launch left it). That keeps a run reproducible, and its DPO stage with it.
+
+    >>> seed_for_batch([{"prompt_id": "a"}, {"prompt_id": "b"}]) == seed_for_batch([{"prompt_id": "a"}, {"prompt_id": "b"}])
+    True
+    """
+    import random
+    import zlib
+
+    import torch
+
+    seed = zlib.crc32("\n".join(str(prompt["prompt_id"]) for prompt in batch).encode())
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
 
 
 @dataclass
