@@ -229,7 +229,12 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe, re
         generate.click()
         for side in ("base", "tuned"):
             answer = page.locator(f".st-key-{recipe}-answer-{side}")
-            answer.get_by_text("Raw output").wait_for(timeout=GENERATE_TIMEOUT_S * 1000)
+            try:
+                answer.get_by_text("Raw output").wait_for(timeout=GENERATE_TIMEOUT_S * 1000)
+            except Exception:  # what the page showed instead (a busy GPU, an error) is the failure's message
+                save_screenshot(page, tmp_path, f"{recipe}-compare-failed")
+                pytest.fail(f"no {side} answer in {GENERATE_TIMEOUT_S} s; the page showed:\n"
+                            + page.locator("[data-testid='stMain']").inner_text()[-3000:])
         assert "Base model" in page.locator(f".st-key-{recipe}-answer-base").inner_text()
         assert "Tuned" in page.locator(f".st-key-{recipe}-answer-tuned").inner_text()
         assert not page.get_by_text("Traceback").count(), "no traceback on the page"

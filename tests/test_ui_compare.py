@@ -267,3 +267,60 @@ def test_a_prompt_replaces_the_question_for_both_answers(dirs, monkeypatch, reci
     own = default_prompt(RECIPES[recipe], cfg)
     assert own and own != "Is there smoke in the picture?"
     assert [(side, text) for side, text, _ in asked] == [("base", [own]), ("tuned", [own])], asked
+
+
+def test_generate_right_after_a_run_finished_waits_for_its_process_to_let_go(tmp_path, monkeypatch):
+    """The trainer writes `finished` and then releases the GPU as its process exits: a Generate in between
+    waits for it instead of calling the finished run busy."""
+    import subprocess
+    import sys
+    import time
+
+    from core.gpu_lease import release_gpu_lock
+    from core.runs import RunDir
+    from ui.compare_models import take_compare_lease
+
+    monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path))
+    run = RunDir(tmp_path / "just-finished")
+    run.path.mkdir()
+    run.write_status("finished")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from core.gpu_lease import acquire_gpu_lock; "
+        f"acquire_gpu_lock('just-finished', root={str(tmp_path)!r}, kind='training'); print('held', flush=True); time.sleep(3)"
+    )], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        take_compare_lease("other-run")
+        assert time.monotonic() - started >= 1.0  # it waited for the finished run's process, then took the GPU
+    finally:
+        release_gpu_lock(tmp_path, kind="compare")
+        holder.wait(timeout=30)
+
+
+def test_generate_while_a_run_trains_says_busy_at_once(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from core.gpu_lease import GpuBusy
+    from core.runs import RunDir
+    from ui.compare_models import take_compare_lease
+
+    monkeypatch.setenv("VLM_RUNS_DIR", str(tmp_path))
+    run = RunDir(tmp_path / "training-now")
+    run.path.mkdir()
+    run.write_status("running", pid=1)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from core.gpu_lease import acquire_gpu_lock; "
+        f"acquire_gpu_lock('training-now', root={str(tmp_path)!r}, kind='training'); print('held', flush=True); time.sleep(20)"
+    )], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(GpuBusy, match=r"GPU busy: run training-now .*is training"):
+            take_compare_lease("other-run")
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
