@@ -35,7 +35,7 @@ from core.files import write_json_atomic
 from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.hub import check_model_available
 from core.models import gpu_feature_problem
-from core.processes import distributed_mode, is_main_process, start_distributed
+from core.processes import distributed_mode, is_main_process, job_size_problem, start_distributed
 from core.runs import (
     RunDir,
     RunError,
@@ -166,6 +166,8 @@ def train_with_control(
     args, control: RunControl, config_cls, prefix: str, train, modality: str, estimate: str | None = None, preflight=None
 ) -> int:
     named = RunDir(args.run_dir) if args.run_dir else None
+    if problem := job_size_problem():  # before anything is written: a lone process would take the run folder
+        return refuse(problem, named)
     start_distributed()
     try:
         # The run folder records absolute data folders: evaluation and the pages may read it from another folder.

@@ -4,7 +4,7 @@ Stopping, end to end: whoever wants a run to stop writes `stop.json` into its fo
 through `core.runs.stop_run` from the UI, the CLI and the container supervisor), and signals its pid when it runs
 in the same PID namespace. Here `RunControl` turns a signal or that file into one flag (`poll`), and
 `stop_at_step_boundary` decides, with every rank, to save and stop; the Trainer hears it through the thin
-callback `core.metrics.GracefulStop`.
+callback `core.callbacks.GracefulStop`.
 
 This module imports neither torch nor transformers at import time, so the CLI can hold the GPU lock, install
 its signal handlers and start beating within a second of launch, long before the model libraries load.
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from core.config import HEARTBEAT_TIMEOUT_S
-from core.processes import is_main_process, process_owner, world_size
+from core.processes import distributed_mode, is_main_process, process_owner, world_size
 from core.runs import LAUNCH_TIME_ENV, RunDir, error_line, heartbeat_interval
 
 
@@ -84,7 +84,7 @@ class RunControl:
         """Whether training stops at this step boundary, where saving is safe: a stop was requested on any rank.
 
         Under several processes the ranks agree on the flag (all-reduce MAX), so they stop at the same step;
-        only rank 0 reads the run folder. Called by the trainer callback `core.metrics.GracefulStop`.
+        only rank 0 reads the run folder. Called by the trainer callback `core.callbacks.GracefulStop`.
         """
         local = self.poll() if is_main_process() else self.requested
         import torch.distributed as dist  # the trainer has loaded torch by now; this module stays light at launch
@@ -187,7 +187,7 @@ def run_lifecycle(run: RunDir, control: RunControl, heartbeat_timeout_s: float =
     """
     main = is_main_process()
     if main:
-        distributed = f"{os.environ.get('ACCELERATE_DISTRIBUTED_TYPE', 'multi-process')}, {world_size()} processes" if world_size() > 1 else None
+        distributed = distributed_mode() if world_size() > 1 else None  # e.g. "DDP over gloo on CPU, 2 processes on 2 machines"
         run.write_status(
             "starting",
             pid=os.getpid(),

@@ -64,6 +64,9 @@ def build_tiny_model(kind: str, out_dir: str | Path, seed: int = 0) -> Path:
     tokenizer = family.tiny_tokenizer()
     torch.manual_seed(seed)
     model, processor = family.build_tiny(tokenizer)
+    # Inside a process group, transformers writes weights and config.json on global rank 0 only, but the cache is
+    # each machine's own disk: rank 1 of a two-machine job would get a folder with no model in it.
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "tiny_model.json").write_text(
@@ -89,30 +92,41 @@ def _make_readable(folder: Path) -> None:
         path.chmod(0o644)
 
 
+def _is_complete(folder: Path) -> bool:
+    """True when `folder` holds a built model: config.json is written with the weights, never without them."""
+    return (folder / "config.json").is_file()
+
+
 def tiny_model_path(kind: str) -> Path:
     """Return the cached folder of a tiny model, building it on first use.
 
-    The build goes to a temporary folder that is renamed into place, so other processes never
-    see a half-written model; a file lock avoids duplicate builds, and if another process still
-    wins the race its folder is kept and ours discarded.
+    The build goes to a temporary folder that is renamed into place, so other processes never see a half-written
+    model; a file lock avoids duplicate builds, and if another process still wins the race its folder is kept and
+    ours discarded. An incomplete folder in the final place (left by an older builder) is replaced.
     """
     _check_kind(kind)
     root = tiny_cache_dir()
     target = root / f"{kind}-v{BUILDER_VERSION}"
-    if (target / "config.json").is_file():
+    if _is_complete(target):
         return target
     root.mkdir(parents=True, exist_ok=True)
     with exclusive(root / f".{kind}-v{BUILDER_VERSION}.lock"):
-        if (target / "config.json").is_file():
+        if _is_complete(target):
             return target
         staging = Path(tempfile.mkdtemp(prefix=f".{kind}-building-", dir=root))
         try:
             build_tiny_model(kind, staging)
+            if not _is_complete(staging):
+                raise RuntimeError(f"building tiny:{kind} in {staging} wrote no model (no config.json)")
             _make_readable(staging)
+            if target.exists() and not _is_complete(target):
+                # Builds go through a staging folder and a rename, so an incomplete folder here is nobody's work in
+                # progress: an older builder's leftover (rank 1 of a process group once wrote no weights).
+                shutil.rmtree(target)
             try:
                 os.rename(staging, target)
             except OSError:
-                if not (target / "config.json").is_file():
+                if not _is_complete(target):
                     raise
         finally:
             if staging.exists():

@@ -49,6 +49,12 @@ ENV_ALLOWLIST = {
     "ACCELERATE_USE_FSDP",
     "FSDP_VERSION",
     "ACCELERATE_USE_DEEPSPEED",
+    # Read to refuse a job smaller than its launcher asked for (core.processes.job_size_problem): accelerate's
+    # --cpu flag, mpirun's world size, torchrun's --nnodes given as environment.
+    "ACCELERATE_USE_CPU",
+    "PMI_SIZE",
+    "OMPI_COMM_WORLD_SIZE",
+    "PET_NNODES",
     "HOME",
     "PATH",
     "USER",
