@@ -25,9 +25,13 @@ from pathlib import Path
 
 import xxhash
 
+from core.processes import agreed_by_all_ranks
+
 CHECKSUMS = "checksums.json"
 ALGORITHM = "xxh3_64"
 SET_ASIDE_NOTE = "SET_ASIDE.txt"
+SET_ASIDE_PREFIX = "set-aside-"  # an unusable checkpoint's new name starts so: no `checkpoint-*` glob matches it
+TRAINER_STATE = "trainer_state.json"  # the Trainer's own record of a checkpoint's step
 CHUNK = 8 * 1024 * 1024
 TEMP_SUFFIX = ".tmp"
 # safetensors itself refuses headers above 100 MB; a larger length means a corrupt file.
@@ -150,13 +154,13 @@ def checkpoint_problem(checkpoint: Path, full: bool = False) -> str | None:
             if (size := path.stat().st_size) != entry["size"]:
                 return f"{rel} is {size} bytes, {CHECKSUMS} recorded {entry['size']}"
         try:
-            state = json.loads((checkpoint / "trainer_state.json").read_text())
+            state = json.loads((checkpoint / TRAINER_STATE).read_text())
         except FileNotFoundError:
-            return "trainer_state.json is missing"
+            return f"{TRAINER_STATE} is missing"
         except ValueError as exc:
-            return f"trainer_state.json is not valid JSON ({exc})"
+            return f"{TRAINER_STATE} is not valid JSON ({exc})"
         if not isinstance(state, dict):
-            return "trainer_state.json is not a JSON object"
+            return f"{TRAINER_STATE} is not a JSON object"
         for path in sorted(checkpoint.rglob("*.safetensors")):
             if problem := safetensors_problem(path):
                 return problem
@@ -167,6 +171,16 @@ def checkpoint_problem(checkpoint: Path, full: bool = False) -> str | None:
     except OSError as exc:
         return f"unreadable ({exc})"
     return None
+
+
+def checkpoint_path(folder: Path | str, step: int) -> Path:
+    """The `checkpoint-N` folder the Trainer saves at `step` in `folder` (its own naming, which `checkpoint_step`
+    reads back).
+
+    >>> checkpoint_path("runs/r/checkpoints", 120).as_posix()
+    'runs/r/checkpoints/checkpoint-120'
+    """
+    return Path(folder) / f"checkpoint-{step}"
 
 
 def checkpoint_step(path: Path | str) -> int | None:
@@ -193,43 +207,6 @@ def checkpoint_folders(folder: Path) -> list[Path]:
 def complete_checkpoints(folder: Path) -> list[Path]:
     """The `checkpoint-N` subfolders of `folder` that pass the cheap check, by step (oldest first)."""
     return [path for path in checkpoint_folders(folder) if checkpoint_problem(path) is None]
-
-
-def agreed_by_all_ranks(value):
-    """Rank 0's `value` on every rank of a distributed job; `value` itself in a single process.
-
-    Resume and stage decisions are read from local disk, and two machines' disks can disagree (a save that
-    finished on one node only). Ranks that take different paths hang in the first collective, so every such
-    decision is rank 0's.
-    """
-    import torch.distributed as dist
-
-    from core.processes import start_distributed, world_size
-
-    if world_size() == 1:
-        return value
-    start_distributed()
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def gathered_from_all_ranks(value) -> list:
-    """Every rank's `value`, in rank order, on every rank; `[value]` in a single process.
-
-    For a decision each rank sees part of (a skip that happened in rank 1's loader): all ranks then act on the
-    same list at the same step, instead of one rank stopping while the others wait for it in a collective.
-    """
-    import torch.distributed as dist
-
-    from core.processes import start_distributed, world_size
-
-    if world_size() == 1:
-        return [value]
-    start_distributed()
-    values = [None] * dist.get_world_size()
-    dist.all_gather_object(values, value)
-    return values
 
 
 def resume_point(folder: Path) -> Path | None:
@@ -264,7 +241,7 @@ def set_aside(checkpoint: Path, reason: str) -> Path:
         The folder's new path.
     """
     checkpoint = Path(checkpoint)
-    base = f"set-aside-{checkpoint.name}"
+    base = f"{SET_ASIDE_PREFIX}{checkpoint.name}"
     target, k = checkpoint.with_name(base), 1
     # os.rename silently replaces an empty directory, so a taken name is checked first.
     while target.exists():
@@ -299,7 +276,7 @@ def choose_resume_checkpoint(folder: Path, restart: bool = False, log: Callable[
         log(f"{checkpoint.name} in {folder} is unusable ({problem}); set aside as {moved}")
     if not candidates:
         # Checkpoints set aside by an earlier launch and nothing saved since: still not a fresh start.
-        set_aside_before = sorted(folder.glob("set-aside-checkpoint-*")) if folder.is_dir() else []
+        set_aside_before = sorted(folder.glob(f"{SET_ASIDE_PREFIX}checkpoint-*")) if folder.is_dir() else []
         if not set_aside_before or restart:
             if set_aside_before:
                 log(f"no usable checkpoint in {folder} (--restart): training restarts from step 0")
@@ -360,7 +337,7 @@ def _rotation_after_seal(keep: int):
     class RotateAfterSeal(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             if args.should_save:
-                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                checkpoint = checkpoint_path(args.output_dir, state.global_step)
                 seal_and_rotate(checkpoint, keep, state.best_model_checkpoint)
 
     return RotateAfterSeal()
@@ -403,7 +380,7 @@ def _train_from(trainer, checkpoint: Path | None, log: Callable[[str], object]) 
         trainer.train()
         return
     try:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
     if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"]:

@@ -39,6 +39,57 @@ def start_distributed() -> None:
         PartialState(cpu=not torch.cuda.is_available())
 
 
+def _machines_asked(value: str) -> int | None:
+    """The fewest machines a torchrun `--nnodes` value (`N` or `MIN:MAX`) accepts, or None when unreadable."""
+    try:
+        return int(value.split(":")[0])
+    except ValueError:
+        return None
+
+
+def job_size_problem(env: dict[str, str] | None = None) -> str | None:
+    """Why this process must not train: its launcher asked for a bigger job than the one it joined. None when not.
+
+    What was asked is read from the launcher's own environment:
+    - `accelerate launch` with `--num_processes` or `--num_machines` above 1 sets MASTER_ADDR. Its process-group
+      launch (torchrun underneath) also sets WORLD_SIZE; its single-process path (`--cpu`, which on more than one
+      process or machine relies on mpirun) does not, and each machine then trains alone, on one run folder.
+    - torchrun's own settings given as environment (PET_NNODES, as Kubeflow's PyTorchJob sets it): the machines
+      found (WORLD_SIZE / LOCAL_WORLD_SIZE) must reach its minimum.
+
+    >>> job_size_problem({}) is None, job_size_problem({"MASTER_ADDR": "10.0.0.1", "WORLD_SIZE": "2"}) is None
+    (True, True)
+    >>> job_size_problem({"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29500", "ACCELERATE_USE_CPU": "True"})[:87]
+    'the launcher asked for a job of several processes (MASTER_ADDR=10.0.0.1:29500) but this'
+    >>> job_size_problem({"PET_NNODES": "2", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})[:60]
+    'the launcher asked for 2 machines (PET_NNODES=2) but the job'
+    >>> job_size_problem({"PET_NNODES": "1:2", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}) is None
+    True
+    """
+    env = os.environ if env is None else env
+    processes = int(env.get("WORLD_SIZE") or env.get("PMI_SIZE") or env.get("OMPI_COMM_WORLD_SIZE") or 0)
+    if env.get("MASTER_ADDR") and not processes:
+        where = f"{env['MASTER_ADDR']}:{env.get('MASTER_PORT', '29500')}"
+        alone = env.get("ACCELERATE_USE_CPU", "").lower() == "true"
+        cpu = "; accelerate launch --cpu starts each machine's process alone" if alone else ""
+        return (
+            f"the launcher asked for a job of several processes (MASTER_ADDR={where}) but this process joined none: "
+            f"it would train alone and share the run folder with the others{cpu}. Launch without --cpu (with "
+            "--config_file configs/accelerate/ddp.yaml the job forms over gloo on CPU too) or with torchrun; "
+            "docs/containers.md has the two-machine command"
+        )
+    asked = _machines_asked(env.get("PET_NNODES", ""))
+    if asked and processes:
+        found = processes // max(1, int(env.get("LOCAL_WORLD_SIZE") or processes))
+        if found < asked:
+            return (
+                f"the launcher asked for {asked} machines (PET_NNODES={env['PET_NNODES']}) but the job has {found} "
+                f"({processes} process{'es' if processes > 1 else ''}): start the same command on every machine, "
+                "each with its own --node_rank / --machine_rank"
+            )
+    return None
+
+
 def distributed_mode(cuda: bool | None = None) -> str:
     """What really runs, from the launcher's environment, for the first lines of `train.log`.
 
@@ -148,3 +199,36 @@ def pid_alive(pid: int | None) -> bool:
         except (OSError, IndexError):
             return True
     return True
+
+
+def agreed_by_all_ranks(value):
+    """Rank 0's `value` on every rank of a distributed job; `value` itself in a single process.
+
+    Resume and stage decisions are read from local disk, and two machines' disks can disagree (a save that
+    finished on one node only). Ranks that take different paths hang in the first collective, so every such
+    decision is rank 0's.
+    """
+    import torch.distributed as dist
+
+    if world_size() == 1:
+        return value
+    start_distributed()
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gathered_from_all_ranks(value) -> list:
+    """Every rank's `value`, in rank order, on every rank; `[value]` in a single process.
+
+    For a decision each rank sees part of (a skip that happened in rank 1's loader): all ranks then act on the
+    same list at the same step, instead of one rank stopping while the others wait for it in a collective.
+    """
+    import torch.distributed as dist
+
+    if world_size() == 1:
+        return [value]
+    start_distributed()
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values

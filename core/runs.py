@@ -1,18 +1,8 @@
-"""The run folder: the one contract between the CLI that writes a run and the UI, evaluation and export that read it.
+"""The run folder: the one contract between the processes that write a run and the UI that reads it.
 
-    runs/<run-id>/
-        config.yaml      resolved config, written once at launch
-        status.json      state, owner, step, total, started/ended, error (written atomically)
-        heartbeat        touched every few seconds by the live trainer: its age says whether the run is alive
-        stop.json        a stop request, saying who asks, written by whoever wants the run to stop; the trainer obeys
-        .launch.lock     held by a launcher from its check of the state to the trainer's start: one trainer per run
-        metrics.jsonl    one JSON object per log event (train + eval)
-        rollouts.jsonl   sampled completions with their rewards (GRPO)
-        skipped.jsonl    one object per training sample left out: clip, metadata line, kind, message (video)
-        train.log        stdout/stderr of the job
-        checkpoints/     Trainer checkpoints (adapter + optimizer state + checksums.json)
-        adapter/ | model/  final artifact (PEFT adapter or full model)
-        eval/*.json      evaluation reports (base and tuned)
+`RunDir` owns every path in it, and `RunDir.LAYOUT` names each entry with its one writer: the trainer, the
+launcher (a page's Start, Resume or Evaluate), evaluation, export, or whoever asks a run to stop. The README's
+run-folder section lists the same entries, with what each holds.
 
 The folder is also the control channel between the two containers, which share `runs/` but not a PID
 namespace: liveness comes from the heartbeat's age, stopping is a request file, and a pid is signalled
@@ -28,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -35,9 +26,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from core.checkpoints import CHECKSUMS, complete_checkpoints
+from core.checkpoints import CHECKSUMS, SET_ASIDE_PREFIX, checkpoint_step, complete_checkpoints
 from core.config import HEARTBEAT_TIMEOUT_S, absolute_data_paths, read_yaml
 from core.files import write_json_atomic
 from core.jsonl import read_jsonl
@@ -50,6 +41,9 @@ CRASHED = "crashed"  # derived on read: an active run whose trainer stopped beat
 # Environment the launcher hands its child: which pending launch it is, and when it was asked for.
 LAUNCH_ID_ENV = "VLM_LAUNCH_ID"
 LAUNCH_TIME_ENV = "VLM_LAUNCH_TIME"
+
+# Who writes what in a run folder (RunDir.LAYOUT): each entry has one writer.
+TRAINER, LAUNCHER, EVALUATION, EXPORT, STOP = "trainer", "launcher", "evaluation", "export", "stop"
 
 # status.json is read-modified-written by the trainer's main thread and its heartbeat thread.
 _status_lock = threading.RLock()
@@ -78,6 +72,12 @@ def new_run_id(prefix: str) -> str:
     return f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def form_values_path(recipe_name: str, root: Path | None = None) -> Path:
+    """A page's last form values for one recipe, beside the run folders (`.form-<recipe>.yaml`), so a reload keeps
+    them."""
+    return (root or runs_root()) / f".form-{recipe_name}.yaml"
+
+
 def _mtime(path: Path) -> float | None:
     try:
         return path.stat().st_mtime
@@ -87,10 +87,36 @@ def _mtime(path: Path) -> float | None:
 
 @dataclass(frozen=True)
 class RunDir:
-    """One run folder. Writers are the training CLI (rank 0) and the launcher; everyone else only reads,
-    except for the stop request, which anyone may write."""
+    """One run folder. Each entry has one writer (`LAYOUT`): a page writes only as the launcher and as stop, and
+    otherwise reads."""
 
     path: Path
+
+    # Every entry of a run folder and its one writer; the README's run-folder listing names the same ones
+    # (tests/test_run_folder_contract.py holds them equal). A folder ends in "/".
+    LAYOUT: ClassVar[dict[str, str]] = {
+        "launch.yaml": LAUNCHER,  # a page's config for a new run, handed to the CLI as --config
+        ".launch.lock": LAUNCHER,
+        "train.log": LAUNCHER,  # the trainer's output, for a run a page started
+        "eval.log": LAUNCHER,  # the evaluation's output, for one a page started
+        "config.yaml": TRAINER,
+        "status.json": TRAINER,  # the launcher writes its first `starting`, before the trainer exists
+        "heartbeat": TRAINER,
+        "estimate.json": TRAINER,
+        "metrics.jsonl": TRAINER,
+        "rollouts.jsonl": TRAINER,
+        "candidates.jsonl": TRAINER,
+        "pairs.jsonl": TRAINER,
+        "pairs_summary.json": TRAINER,
+        "skipped.jsonl": TRAINER,
+        "checkpoints/": TRAINER,
+        "stages/": TRAINER,
+        "adapter/": TRAINER,
+        "model/": TRAINER,
+        "stop.json": STOP,
+        "eval/": EVALUATION,
+        "merged/": EXPORT,
+    }
 
     def __init__(self, path: str | Path):
         object.__setattr__(self, "path", Path(path))
@@ -100,20 +126,36 @@ class RunDir:
     def id(self) -> str:
         return self.path.name
 
+    launch_config_path = property(lambda self: self.path / "launch.yaml")
+    launch_lock_path = property(lambda self: self.path / ".launch.lock")
+    log_path = property(lambda self: self.path / "train.log")
+    eval_log_path = property(lambda self: self.path / "eval.log")
     config_path = property(lambda self: self.path / "config.yaml")
     status_path = property(lambda self: self.path / "status.json")
     heartbeat_path = property(lambda self: self.path / "heartbeat")
-    stop_path = property(lambda self: self.path / "stop.json")
-    launch_lock_path = property(lambda self: self.path / ".launch.lock")
+    estimate_path = property(lambda self: self.path / "estimate.json")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     rollouts_path = property(lambda self: self.path / "rollouts.jsonl")
+    candidates_path = property(lambda self: self.path / "candidates.jsonl")
+    pairs_path = property(lambda self: self.path / "pairs.jsonl")
+    pairs_summary_path = property(lambda self: self.path / "pairs_summary.json")
     skipped_path = property(lambda self: self.path / "skipped.jsonl")
-    log_path = property(lambda self: self.path / "train.log")
-    estimate_path = property(lambda self: self.path / "estimate.json")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    stages_dir = property(lambda self: self.path / "stages")
     adapter_dir = property(lambda self: self.path / "adapter")
     model_dir = property(lambda self: self.path / "model")
+    stop_path = property(lambda self: self.path / "stop.json")
     eval_dir = property(lambda self: self.path / "eval")
+    merged_dir = property(lambda self: self.path / "merged")
+
+    def eval_report_path(self, split: str, baseline: str | None = None) -> Path:
+        """Where evaluation writes its report on `split`, against the base or against a finished stage `baseline`.
+
+        >>> run = RunDir("runs/r")
+        >>> run.eval_report_path("test").name, run.eval_report_path("test", "warm_start").name
+        ('test.json', 'test-vs-warm_start.json')
+        """
+        return self.eval_dir / (f"{split}-vs-{baseline}.json" if baseline else f"{split}.json")
 
     def exists(self) -> bool:
         return self.path.is_dir()
@@ -263,6 +305,17 @@ class RunDir:
         rows = list(read_jsonl(self.rollouts_path))
         return rows[-last:] if last else rows
 
+    def record_skip(self, record: dict[str, Any]) -> None:
+        """Append one training sample left out to `skipped.jsonl`. DataLoader workers call this too: one short
+        write per line, so their appends do not interleave."""
+        self.skipped_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.skipped_path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+    def read_skips(self, stage: str | None = None) -> list[dict[str, Any]]:
+        """The `skipped.jsonl` records of one stage (None: a run of one stage); none when there is no file yet."""
+        return [record for record in read_jsonl(self.skipped_path) if record.get("stage") == stage]
+
     def forget_after(self, step: int, stage: str | None = None) -> int:
         """Drop metric and rollout lines logged after `step` (of `stage`): a resume from that step logs them again.
 
@@ -281,19 +334,13 @@ class RunDir:
         return dropped
 
     # ------------------------------------------------------------------------------------------ artifacts
-    def checkpoints(self) -> list[Path]:
-        """Complete checkpoint folders sorted by step (oldest first); half-written or half-deleted ones are skipped."""
-        return complete_checkpoints(self.checkpoints_dir)
-
-    def latest_checkpoint(self) -> Path | None:
-        ckpts = self.checkpoints()
-        return ckpts[-1] if ckpts else None
-
     def checkpoint_roots(self) -> list[Path]:
         """Every folder that holds `checkpoint-N` folders: `checkpoints/` and, in a curriculum, `checkpoints/<stage>/`."""
         if not self.checkpoints_dir.is_dir():
             return []
-        return [self.checkpoints_dir, *sorted(p for p in self.checkpoints_dir.iterdir() if p.is_dir() and not p.name.startswith(("checkpoint-", "set-aside-")))]
+        stages = (p for p in self.checkpoints_dir.iterdir()
+                  if p.is_dir() and checkpoint_step(p) is None and not p.name.startswith(SET_ASIDE_PREFIX))
+        return [self.checkpoints_dir, *sorted(stages)]
 
     def final_artifact(self) -> Path | None:
         """`adapter/` for LoRA runs, `model/` for full fine-tuning, or None before the run finishes."""
@@ -305,7 +352,14 @@ class RunDir:
     def artifact_dir(self, stage: str | None, full: bool) -> Path:
         """Where trained weights go: `stages/<stage>/` for a stage of several, else the run folder itself; then
         `model/` for full fine-tuning, `adapter/` otherwise."""
-        return (self.path / "stages" / stage if stage else self.path) / ("model" if full else "adapter")
+        folder = RunDir(self.stages_dir / stage) if stage else self  # a stage's weights are laid out as a run's
+        return folder.model_dir if full else folder.adapter_dir
+
+    def finished_stages(self) -> list[str]:
+        """The stages whose weights are saved (`stages/<name>/adapter|model`), by name."""
+        if not self.stages_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.stages_dir.iterdir() if self.stage_artifact(p.name))
 
     def stage_artifact(self, name: str) -> Path | None:
         """A finished stage's saved weights (`stages/<name>/adapter` or `/model`), or None."""
@@ -325,7 +379,7 @@ class RunDir:
         # A finished stage against a later stage's checkpoints (a run stopped in GRPO after its warm start):
         # whichever was saved last. Within a folder the step decides, not the mtime: deleting files inside an
         # old checkpoint (rotation) makes it look new.
-        saved = {p: p.stat().st_mtime for p in self.path.glob("stages/*/*") if holds_weights(p)}
+        saved = {p: p.stat().st_mtime for p in map(self.stage_artifact, self.finished_stages()) if p}
         for folder in self.checkpoint_roots():
             if ckpts := complete_checkpoints(folder):
                 saved[ckpts[-1]] = (ckpts[-1] / CHECKSUMS).stat().st_mtime
@@ -347,7 +401,7 @@ def list_runs(root: str | Path | None = None) -> list[RunDir]:
     root = Path(root) if root else runs_root()
     if not root.is_dir():
         return []
-    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "status.json").exists()]
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and RunDir(p).status_path.exists()]
     return sorted(runs, key=lambda r: _mtime(r.status_path) or 0, reverse=True)
 
 
@@ -375,12 +429,24 @@ def error_line(err: BaseException) -> str:
     'no clip of the batch could be used'
     >>> error_line(ValueError("plain"))
     'plain'
+
+    A machine of a multi-machine job that died shows as gloo's or NCCL's socket error on the others:
+    >>> error_line(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:29500"))
+    'lost the machine at [10.0.0.2]:29500 (its process ended or its network went away); launch every machine again to resume from the last checkpoint'
     """
     text = str(err)
     if text.startswith("Caught ") and "\nOriginal Traceback" in text:
         last = text.rstrip().splitlines()[-1]
         return last.split(": ", 1)[1] if ": " in last else last
+    peer = LOST_PEER.search(text)
+    if peer:
+        return (f"lost the machine at {peer.group(1)} (its process ended or its network went away); launch every "
+                "machine again to resume from the last checkpoint")
     return text
+
+
+# How gloo (and NCCL's socket transport) report a peer whose process or connection is gone.
+LOST_PEER = re.compile(r"(?:Connection closed by peer|Connection reset by peer|Read error|Socket Timeout)[^\[]{0,40}(\[[^\]]+\]:\d+)")
 
 
 def dict_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -416,7 +482,7 @@ def resolve_run_dir(run_dir: str | Path | None, prefix: str) -> RunDir:
 
 
 def is_own_pending_launch(status: dict[str, Any]) -> bool:
-    """The `starting` status that this process's launcher wrote for it (see core.gpu_lease.launch_training)."""
+    """The `starting` status that this process's launcher wrote for it (see core.launch.launch_training)."""
     launch_id = os.environ.get(LAUNCH_ID_ENV)
     return bool(launch_id) and status.get("launch_id") == launch_id and status.get("state") == "starting"
 
