@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.config import read_yaml, to_yaml, validate_config
 from core.processes import process_owner
+from core.runs import ENDED_STATES, RunDir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
@@ -190,27 +191,35 @@ def write_audio_only(path) -> None:
 
 
 def fake_checkpoint(folder: Path, step: int, record: bool = True) -> Path:
-    """A `checkpoint-N` folder with real files, laid out as the Trainer saves a LoRA run."""
-    import json
-
+    """A `checkpoint-N` folder with real files (a LoRA run's adapter, optimizer and scheduler state, processor), at
+    the product's own name (`checkpoint_path`); with `record`, sealed as a save ends (`record_checksums`) and then
+    complete by the product's own check (`checkpoint_problem`)."""
     import torch
     from safetensors.torch import save_file
 
-    from core.checkpoints import record_checksums
+    from core.checkpoints import TRAINER_STATE, checkpoint_path, checkpoint_problem, record_checksums
 
-    ckpt = folder / f"checkpoint-{step}"
+    ckpt = checkpoint_path(folder, step)
     ckpt.mkdir(parents=True)
     weights = {"lora_A.weight": torch.randn(4, 16), "lora_B.weight": torch.zeros(16, 4)}
     save_file(weights, ckpt / "adapter_model.safetensors", metadata={"format": "pt"})
     (ckpt / "adapter_config.json").write_text(json.dumps({"r": 4, "peft_type": "LORA"}))
     torch.save({"state": {0: {"exp_avg": torch.randn(4, 16)}}, "param_groups": [{"lr": 1e-4}]}, ckpt / "optimizer.pt")
     torch.save({"last_epoch": step}, ckpt / "scheduler.pt")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    (ckpt / TRAINER_STATE).write_text(json.dumps({"global_step": step, "log_history": []}))
     (ckpt / "processor").mkdir()
     (ckpt / "processor" / "tokenizer_config.json").write_text("{}")
     if record:
         record_checksums(ckpt)
+        assert checkpoint_problem(ckpt, full=True) is None, "the fake must be complete as the product defines it"
     return ckpt
+
+
+def latest_checkpoint(run: RunDir) -> Path | None:
+    """The newest complete checkpoint of a run of one stage (`checkpoints/checkpoint-N`), or None."""
+    from core.checkpoints import complete_checkpoints
+
+    return next(reversed(complete_checkpoints(run.checkpoints_dir)), None)
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +231,6 @@ def learned_image_run(tmp_path_factory):
     """
     import torch
 
-    from core.runs import RunDir
     from image_vlm import train
 
     base = tmp_path_factory.mktemp("learned-image")
@@ -246,8 +254,6 @@ def learned_video_run(tmp_path_factory):
     """(run, the training process) of `make train-video CONFIG=video_vlm/configs/tiny.yaml` as the CLI runs it,
     once per session, into an empty runs folder: the round-trip test evaluates it, the browser test compares and
     evaluates it in the UI."""
-    from core.runs import RunDir
-
     base = tmp_path_factory.mktemp("learned-video")
     runs = base / "runs"
     # As the README runs the preset, with its own relative data.root, from a working folder of the test's own:
@@ -268,7 +274,6 @@ def tiny_run(tmp_path: Path, method: str):
 
     from core.config import read_yaml, to_yaml, validate_config
     from core.models import load_model, load_processor
-    from core.runs import RunDir
     from image_vlm.config import ImageConfig
     from image_vlm.task import image_size_arguments
 
@@ -277,8 +282,7 @@ def tiny_run(tmp_path: Path, method: str):
     data.setdefault("eval", {})["max_new_tokens"] = 24
     cfg = validate_config(ImageConfig, data)
     run = RunDir(tmp_path / f"image-{method}")
-    run.path.mkdir()
-    run.config_path.write_text(to_yaml(cfg))
+    run.write_config(to_yaml(cfg))
     processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
     model = load_model(cfg.model)
     torch.manual_seed(0)
@@ -350,32 +354,31 @@ def button(at: AppTest, label: str):
 
 def make_run(runs: Path, run_id: str, state: str, recipe: str = "image", pid: int | None = None, adapter: bool = False,
              config_overrides: dict | None = None) -> Path:
-    """A run folder as the training CLI leaves it: config.yaml, status.json, a few metrics."""
+    """A run folder as the training CLI leaves it, written by the product's own writers (`RunDir`): config.yaml,
+    status.json (a launch that started 2026-01-01 10:00 and, when it ended, ended a minute later), a few metrics."""
     cls, preset = (ImageConfig, "image_vlm") if recipe == "image" else (VideoConfig, "video_vlm")
     data = read_yaml(ROOT / preset / "configs" / "tiny.yaml")
     data.setdefault("data", {})["root"] = str(runs.parent / "data" / f"synthetic-{recipe}")
     for section, values in (config_overrides or {}).items():
         data.setdefault(section, {}).update(values)
-    run = runs / run_id
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(to_yaml(validate_config(cls, data)))
+    run = RunDir(runs / run_id)
+    assert not run.exists(), f"{run.path} exists already"
+    run.write_config(to_yaml(validate_config(cls, data)))
     pid = pid or 999_999_999
     # Owned by this namespace, so a dead pid reads `crashed` at once (as from the trainer's own container).
-    status = {"state": state, "pid": pid, "owner": {**process_owner(), "pid": pid}, "step": 3, "total": 6,
-              "started": "2026-01-01T10:00:00+00:00"}
-    if state in ("finished", "stopped", "failed"):
-        status["ended"] = "2026-01-01T10:01:00+00:00"
-    if state == "failed":
-        status["error"] = "RuntimeError: out of GPU memory"
-    (run / "status.json").write_text(json.dumps(status))
-    with (run / "metrics.jsonl").open("w") as f:
-        for step in (1, 2, 3):
-            f.write(json.dumps({"step": step, "time": 100.0 + step, "loss": 1.0 / step, "learning_rate": 1e-4,
-                                "grad_norm": 0.5, "reward": 0.1 * step, "rewards/format_reward/mean": 0.2}) + "\n")
+    owner = {**process_owner(), "pid": pid}
+    run.write_status("starting", pid=pid, owner=owner, started="2026-01-01T10:00:00+00:00")
+    error = {"error": "RuntimeError: out of GPU memory"} if state == "failed" else {}
+    run.write_status(state, pid=pid, owner=owner, step=3, total=6, **error)
+    if state in ENDED_STATES:
+        run.update_status(ended="2026-01-01T10:01:00+00:00", active_s=60.0)
+    for step in (1, 2, 3):
+        run.append_metric({"step": step, "time": 100.0 + step, "loss": 1.0 / step, "learning_rate": 1e-4,
+                           "grad_norm": 0.5, "reward": 0.1 * step, "rewards/format_reward/mean": 0.2})
     if adapter:
-        (run / "adapter").mkdir()
-        (run / "adapter" / "adapter_config.json").write_text("{}")
-    return run
+        run.adapter_dir.mkdir()
+        (run.adapter_dir / "adapter_config.json").write_text("{}")
+    return run.path
 
 
 def png_bytes(size: int = 32) -> bytes:
@@ -384,13 +387,14 @@ def png_bytes(size: int = 32) -> bytes:
     return buffer.getvalue()
 
 
-def hold_gpu_lock(runs: Path, run_id: str = "x"):
-    """Hold `<runs>/.gpu.lock` the way a trainer does (flock, plus the record naming the run)."""
-    handle = open(runs / ".gpu.lock", "a+")  # noqa: SIM115 - held open for the test's duration
+def hold_gpu_lock(runs: Path, run_id: str = "x", app: str = "Image VLM page"):
+    """Hold `<runs>/.gpu.lock` as another process's trainer does: its own open file, flocked, holding the record the
+    lease writes (`core.gpu_lease.lock_record`, here for a trainer that `app` started)."""
+    from core.gpu_lease import lock_path, lock_record, write_lock_record
+
+    handle = open(lock_path(runs), "a+")  # noqa: SIM115 - held open for the test's duration
     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    handle.truncate(0)
-    handle.write(json.dumps({"run_id": run_id, "pid": os.getpid(), "since": "2026-01-01T00:00:00+00:00"}))
-    handle.flush()
+    write_lock_record(handle.fileno(), lock_record(run_id, kind="training", app=app))
     return handle
 
 

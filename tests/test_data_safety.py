@@ -18,7 +18,8 @@ import pytest
 
 from core.checkpoints import CHECKSUMS, choose_resume_checkpoint, complete_checkpoints, train_from
 from core.config import ConfigError
-from core.gpu_lease import busy_message, gpu_lock_holder, launch_training
+from core.gpu_lease import busy_message, gpu_lock_holder
+from core.launch import launch_training
 from core.runs import RunDir, RunError, stop_run
 
 # ---------------------------------------------------------------------------------------------- synthetic data
@@ -249,7 +250,7 @@ class CrashOnSave:
 
 
 def test_a_crash_between_the_trainers_save_and_its_checksums_leaves_a_checkpoint_to_resume_from(tmp_path):
-    from core.metrics import RunMetricsCallback
+    from core.callbacks import RunMetricsCallback
 
     run = RunDir(tmp_path / "run")
     run.write_status("running")
@@ -265,7 +266,7 @@ def test_a_crash_between_the_trainers_save_and_its_checksums_leaves_a_checkpoint
 def test_rotation_keeps_the_newest_complete_checkpoints_and_a_crash_inside_it_loses_nothing(tmp_path, monkeypatch):
     import shutil
 
-    from core.metrics import RunMetricsCallback
+    from core.callbacks import RunMetricsCallback
 
     run = RunDir(tmp_path / "run")
     run.write_status("running")

@@ -1,5 +1,6 @@
-"""The house's arrows: `core/` has no import circle (lazy imports inside functions count too), no recipe imports
-the other, and `core/` imports neither a recipe nor the UI (ARCHITECTURE.md)."""
+"""The house's arrows point one way: `core/` has no import circle (lazy imports inside functions count too), no
+recipe imports the other, and `core/` imports neither a recipe nor the UI. What two modules both need lives in a
+third, so each concern keeps one home (the README's layout section is their index)."""
 
 from __future__ import annotations
 

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from core.checkpoints import checkpoint_step
-from core.gpu_lease import GpuBusy, acquire_gpu_lock, launch_training, release_gpu_lock
+from conftest import latest_checkpoint
+from core.checkpoints import checkpoint_step, complete_checkpoints
+from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.jsonl import read_jsonl
+from core.launch import launch_training
 from core.processes import namespace_id
 from core.runs import RunDir, stop_run
 
@@ -124,7 +126,7 @@ def test_a_trainer_in_another_pid_namespace_reads_running_stops_resumes_and_cras
         status = run.read_status()
         assert status["state"] == "stopped"
         stopped_at = status["step"]
-        assert checkpoint_step(run.latest_checkpoint()) == stopped_at, "the stop saves a checkpoint at its step"
+        assert checkpoint_step(latest_checkpoint(run)) == stopped_at, "the stop saves a checkpoint at its step"
     finally:
         if trainer.poll() is None:
             os.killpg(trainer.pid, signal.SIGKILL)
@@ -160,7 +162,7 @@ def test_a_stop_request_during_start_up_ends_stopped_before_any_step(runs):
     assert code == 0 and message.startswith("Stopping")
     assert finish(process) == 0
     status = run.read_status()
-    assert status["state"] == "stopped" and not status.get("step") and run.latest_checkpoint() is None
+    assert status["state"] == "stopped" and not status.get("step") and latest_checkpoint(run) is None
 
 
 @pytest.mark.slow
@@ -230,7 +232,7 @@ def stopped_run(tmp_path_factory, video_data):
             os.environ.pop("VLM_RUNS_DIR", None)
         else:
             os.environ["VLM_RUNS_DIR"] = env_before
-    assert len(run.checkpoints()) >= 2
+    assert len(complete_checkpoints(run.checkpoints_dir)) >= 2
     return run
 
 
@@ -249,7 +251,7 @@ def stop_soon_after(run: RunDir, step: int, process: subprocess.Popen) -> int:
 @pytest.mark.slow
 def test_a_corrupt_latest_checkpoint_is_set_aside_and_resume_uses_the_previous(stopped_run, runs, tmp_path):
     run = copy_run(stopped_run, runs)
-    latest, previous = run.checkpoints()[-1], run.checkpoints()[-2]
+    latest, previous = complete_checkpoints(run.checkpoints_dir)[-1], complete_checkpoints(run.checkpoints_dir)[-2]
     weights = latest / "adapter_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF  # same size, flipped bits: only the checksum can tell
@@ -268,12 +270,12 @@ def test_a_corrupt_latest_checkpoint_is_set_aside_and_resume_uses_the_previous(s
 @pytest.mark.slow
 def test_no_usable_checkpoint_refuses_a_silent_restart_until_told(stopped_run, runs, tmp_path):
     run = copy_run(stopped_run, runs)
-    for checkpoint in run.checkpoints():
+    for checkpoint in complete_checkpoints(run.checkpoints_dir):
         (checkpoint / "trainer_state.json").unlink()
     refused = subprocess.run(train_command(run.path), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--restart" in refused.stderr and "Traceback" not in refused.stderr
     assert run.read_status()["state"] == "failed"
-    assert not run.checkpoints() and len(list(run.checkpoints_dir.glob("set-aside-checkpoint-*"))) >= 2
+    assert not complete_checkpoints(run.checkpoints_dir) and len(list(run.checkpoints_dir.glob("set-aside-checkpoint-*"))) >= 2
     again = subprocess.run(train_command(run.path), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--restart" in again.stderr, "set aside is not the same as never saved"
     process = start(train_command(run.path, extra=("--restart",)), tmp_path / "restart.log")
@@ -284,12 +286,12 @@ def test_no_usable_checkpoint_refuses_a_silent_restart_until_told(stopped_run, r
 @pytest.mark.slow
 def test_a_folder_half_deleted_by_rotation_is_never_the_newest_weights(stopped_run, runs):
     run = copy_run(stopped_run, runs)
-    oldest, newest = run.checkpoints()[0], run.checkpoints()[-1]
+    oldest, newest = complete_checkpoints(run.checkpoints_dir)[0], complete_checkpoints(run.checkpoints_dir)[-1]
     # shutil.rmtree killed midway through the Trainer's rotation: some files gone, the folder's mtime fresh.
     (oldest / "adapter_model.safetensors").unlink()
     (oldest / "scheduler.pt").unlink()
     os.utime(oldest)
-    assert oldest not in run.checkpoints()
+    assert oldest not in complete_checkpoints(run.checkpoints_dir)
     assert run.newest_weights() == newest
 
 
@@ -377,12 +379,12 @@ def test_compose_style_sigterm_leaves_this_containers_trainers_stopped_with_a_ch
             os.killpg(ui.pid, signal.SIGKILL)
     status = run.read_status()
     assert status["state"] == "stopped", output
-    assert checkpoint_step(run.latest_checkpoint()) == status["step"]
+    assert checkpoint_step(latest_checkpoint(run)) == status["step"]
 
 
 LAUNCH_LIKE_THE_UI = f"""
 import sys, time
-from core.gpu_lease import launch_training
+from core.launch import launch_training
 from core.runs import RunDir
 launch_training("video_vlm.train", RunDir(sys.argv[1]), config_path={TINY_VIDEO!r}, overrides=sys.argv[2:])
 time.sleep(600)

@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel
 
 from core.config import ConfigError, read_yaml, redact_secrets, to_yaml, validate_config
-from core.gpu_lease import launch_cli, launch_training
+from core.launch import launch_cli, launch_training
 from core.page_paths import data_dir, page_path_problems
-from core.runs import RunDir, list_runs, runs_root, unique_run_dir
+from core.runs import RunDir, form_values_path, list_runs, runs_root, unique_run_dir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
@@ -208,7 +208,7 @@ def preset_values(recipe: Recipe, path: Path | None) -> dict[str, Any]:
 
 def saved_form_path(recipe: Recipe) -> Path:
     """The form's last values, one small file per recipe under the runs folder, so a reload keeps them."""
-    return runs_root() / f".form-{recipe.name}.yaml"
+    return form_values_path(recipe.name)
 
 
 def save_form(recipe: Recipe, preset: str, values: dict[str, Any]) -> None:
@@ -331,7 +331,8 @@ def start_evaluation(recipe: Recipe, run: RunDir) -> subprocess.Popen:
     Raises:
         GpuBusy: Another job holds the GPU (the lock is taken here and handed to the job).
     """
-    return launch_cli([sys.executable, "-m", recipe.eval_module, "--run", str(run.path)], run, "eval.log", kind="evaluation")
+    return launch_cli([sys.executable, "-m", recipe.eval_module, "--run", str(run.path)], run, run.eval_log_path,
+                      kind="evaluation")
 
 
 def tail(path: Path, lines: int = 40, max_bytes: int = 64_000) -> str:
