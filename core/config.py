@@ -12,7 +12,7 @@ import os
 import re
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -220,35 +220,66 @@ PRODUCT_ARGUMENTS = (
 )
 
 
-class DPOSection(Section):
+# The optimizers and learning-rate schedules a stage may pick, named once: every stage's section (and the memory
+# estimate's optimizer state, core/estimate.py) reads them from here.
+Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"]
+Schedule = Literal["constant", "constant_with_warmup", "linear", "cosine"]
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+
+
+class OptimizerSection(Section):
+    """What every training stage's section holds (GRPO, SFT, DPO, the warm start): its length, batch, optimizer,
+    schedule and seed, under the trainer's own argument names. A stage's section overrides a field only where its
+    default or its meaning differs; its YAML keys stay flat (`train.learning_rate`, `dpo.learning_rate`)."""
+
+    # The `trainer:` pass-through's allowlist for this stage's TRL config.
+    knobs: ClassVar[tuple[str, ...]] = TRAINER_KNOBS
+
     max_steps: int = Field(100, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
-    num_train_epochs: float = Field(1.0, gt=0, description="Epochs over the pairs, used when max_steps is -1")
-    per_device_train_batch_size: int = Field(4, ge=1, description="Pairs per device per step (each is a chosen and a rejected sequence)")
+    num_train_epochs: float = Field(1.0, gt=0, description="Epochs, used when max_steps is -1")
+    per_device_train_batch_size: int = Field(4, ge=1, description="Examples per device per step")
     gradient_accumulation_steps: int = Field(2, ge=1, description="Steps accumulated before each optimizer update")
     learning_rate: float = Field(1e-5, gt=0, lt=1, description="Peak learning rate")
-    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
-        "cosine", description="Learning-rate schedule"
-    )
+    lr_scheduler_type: Schedule = Field("cosine", description="Learning-rate schedule (fresh at every stage)")
     warmup_steps: int = Field(5, ge=0, description="Warm-up steps")
-    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
-        "adamw_torch", description="Optimizer"
-    )
-    beta: float = Field(0.1, gt=0, description="How far from the reference model the policy may move (DPO's beta)")
-    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field("sigmoid", description="DPO loss (sigmoid is the paper's)")
-    sft_weight: float = Field(
-        0.0, ge=0, description="Weight of a likelihood term on the chosen answers (RPO); keeps a small model's format from drifting"
-    )
+    optim: Optimizer = Field("adamw_torch", description="Optimizer")
     seed: int = Field(42, description="Training seed")
     trainer: dict[str, Any] = Field(
         default_factory=dict,
-        description="Other DPOConfig arguments: optimizer, schedule and speed knobs "
+        description="Other trainer arguments: optimizer, schedule and speed knobs "
         "(not where or how the run saves, logs or publishes), validated by TRL",
     )
 
     @field_validator("trainer")
     @classmethod
     def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
-        return passthrough_knobs(trainer, DPO_KNOBS, cls)
+        return passthrough_knobs(trainer, cls.knobs, cls)
+
+    def trainer_arguments(self) -> dict[str, Any]:
+        """The trainer arguments this section's shared fields set (each field is named as TRL's argument is).
+
+        >>> DPOSection(learning_rate=1e-4).trainer_arguments()  # doctest: +NORMALIZE_WHITESPACE
+        {'max_steps': 100, 'num_train_epochs': 1.0, 'per_device_train_batch_size': 4, 'gradient_accumulation_steps': 2,
+         'learning_rate': 0.0001, 'lr_scheduler_type': 'cosine', 'warmup_steps': 5, 'optim': 'adamw_torch', 'seed': 42}
+        """
+        return {name: getattr(self, name) for name in OptimizerSection.model_fields
+                if name != "trainer" and name in type(self).model_fields}
+
+
+class DPOSection(OptimizerSection):
+    knobs: ClassVar[tuple[str, ...]] = DPO_KNOBS
+
+    per_device_train_batch_size: int = Field(4, ge=1, description="Pairs per device per step (each is a chosen and a rejected sequence)")
+    beta: float = Field(0.1, gt=0, description="How far from the reference model the policy may move (DPO's beta)")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field("sigmoid", description="DPO loss (sigmoid is the paper's)")
+    sft_weight: float = Field(
+        0.0, ge=0, description="Weight of a likelihood term on the chosen answers (RPO); keeps a small model's format from drifting"
+    )
+    trainer: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Other DPOConfig arguments: optimizer, schedule and speed knobs "
+        "(not where or how the run saves, logs or publishes), validated by TRL",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- loading

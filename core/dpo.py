@@ -21,25 +21,11 @@ def dpo_arguments(cfg, dpo: DPOSection, run: RunDir, output_dir: Path):
     from core.models import trainer_config
 
     return trainer_config(
-        DPOConfig,
-        cfg,
-        run,
-        output_dir,
-        "dpo",
-        dpo.trainer,
-        max_steps=dpo.max_steps,
-        num_train_epochs=dpo.num_train_epochs,
-        per_device_train_batch_size=dpo.per_device_train_batch_size,
-        gradient_accumulation_steps=dpo.gradient_accumulation_steps,
-        learning_rate=dpo.learning_rate,
-        lr_scheduler_type=dpo.lr_scheduler_type,
-        warmup_steps=dpo.warmup_steps,
-        optim=dpo.optim,
+        DPOConfig, cfg, run, output_dir, "dpo", dpo.trainer, **dpo.trainer_arguments(),
         beta=dpo.beta,
         # RPO (Pang et al. 2024): the chosen answers' negative log-likelihood beside the preference loss.
         **({"loss_type": [dpo.loss_type, "sft"], "loss_weights": [1.0, dpo.sft_weight]} if dpo.sft_weight else
            {"loss_type": [dpo.loss_type]}),
-        seed=dpo.seed,
         # Pairs are never truncated: a cut answer is not the answer that was scored.
         max_length=None,
     )

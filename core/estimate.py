@@ -29,15 +29,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config import FinetuneSection, ModelSection
+from core.config import OPTIMIZERS, FinetuneSection, ModelSection
 from core.families import FAMILIES, Family, family_of_config
 
 GIB = 2**30
 NF4_BYTES_PER_WEIGHT = 4.127 / 8  # 4-bit codes + 8-bit absmax per 64 weights + fp32 per 256 absmax blocks
 RUNTIME_FIXED_GIB = 0.75  # CUDA context, cuBLAS workspaces
 ALLOCATOR_SLACK = 0.08  # the caching allocator's fragmentation on top of live tensors
-# Bytes of optimizer state per trainable weight, as a multiple of the weight's own bytes (AdamW: two moments).
-OPTIMIZER_STATE = {"adamw_torch": 2.0, "adamw_torch_fused": 2.0, "adamw_8bit": None, "paged_adamw_8bit": None, "sgd": 0.0}
+# Bytes of optimizer state per trainable weight, as a multiple of the weight's own bytes, for each optimizer a stage
+# may pick (core.config.OPTIMIZERS): AdamW keeps two moments; None marks 8-bit AdamW (ADAM_8BIT_BYTES); plain SGD none.
+OPTIMIZER_STATE = {name: None if "8bit" in name else 0.0 if name == "sgd" else 2.0 for name in OPTIMIZERS}
 ADAM_8BIT_BYTES = 2.0  # two moments of one byte each, whatever the weight's dtype
 MAX_COMBINED_CHANGES = 6  # advice beyond this many changes at once is no longer advice
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import ConfigError
+from core.config import ConfigError, PairsSection
 from core.control import RunControl
 from core.files import write_json_atomic
 from core.jsonl import json_object_lines, read_jsonl
@@ -32,9 +32,6 @@ from core.runs import RunDir
 
 PAIRS = "pairs"
 DPO = "dpo"
-CANDIDATES_FILE = "candidates.jsonl"
-PAIRS_FILE = "pairs.jsonl"
-SUMMARY_FILE = "pairs_summary.json"
 # The DPO metrics TRL logs that the run view plots; the trainer logs them with these names.
 DPO_CURVES = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
@@ -128,7 +125,7 @@ def finish_pairs(run: RunDir, samples_per_prompt: int, temperature: float, model
     Raises:
         ConfigError: no prompt showed any contrast.
     """
-    candidates = list(read_jsonl(run.path / CANDIDATES_FILE))
+    candidates = list(read_jsonl(run.candidates_path))
     pairs = [pair for pair in map(pair_from_candidates, candidates) if pair is not None]
     margins = [pair["margin"] for pair in pairs]
     summary = PairsSummary(
@@ -140,7 +137,7 @@ def finish_pairs(run: RunDir, samples_per_prompt: int, temperature: float, model
         raise ConfigError(no_contrast_message(len(candidates), samples_per_prompt, temperature))
     if is_main_process():
         write_pairs(run, pairs)
-        write_json_atomic(run.path / SUMMARY_FILE, vars(summary))
+        write_json_atomic(run.pairs_summary_path, vars(summary))
     return summary
 
 
@@ -149,9 +146,9 @@ def write_pairs(run: RunDir, pairs: Sequence[dict[str, Any]]) -> None:
     the run folder shows what DPO trained on."""
     if not is_main_process():
         return
-    staging = run.path / f".{PAIRS_FILE}.tmp"
+    staging = run.pairs_path.with_name(f".{run.pairs_path.name}.tmp")
     staging.write_text("".join(json.dumps(pair) + "\n" for pair in pairs))
-    staging.replace(run.path / PAIRS_FILE)
+    staging.replace(run.pairs_path)
 
 
 def sample_pairs(
@@ -184,7 +181,7 @@ def sample_pairs(
     """
     from tqdm import tqdm
 
-    path = run.path / CANDIDATES_FILE
+    path = run.candidates_path
     done = {row["prompt_id"] for row in read_jsonl(path)} if path.exists() else set()
     todo = [prompt for prompt in prompts if prompt["prompt_id"] not in done]
     if done:
@@ -299,6 +296,22 @@ def read_pairs(
     return result
 
 
+def checked_training_pairs(
+    section: PairsSection,
+    run: RunDir,
+    check_media: Callable[[dict[str, Any]], str | None],
+    model: str,
+    schema: str | None = None,
+) -> list[dict[str, Any]]:
+    """The pairs DPO trains on: `pairs.file`, else the run's own `pairs.jsonl`, read by `read_pairs` with the
+    recipe's `check_media`; each bad line is reported and left out."""
+    source = Path(section.file) if section.file else run.pairs_path
+    pairs = read_pairs(source, check_media, model=model, schema=schema)
+    report_pairs_problems(pairs, lambda line: print(line, flush=True))
+    print(f"[{DPO}] training on {len(pairs.pairs)} pairs from {source}", flush=True)
+    return pairs.pairs
+
+
 def recorded_name(value: Any, what: str) -> str:
     """How a refusal names the model or schema a pairs line records: a name as written, anything else by its kind.
 
@@ -326,13 +339,13 @@ def report_pairs_problems(pairs: PairsFile, log: Callable[[str], None] = print, 
 
 def read_run_pairs(run: RunDir, last: int | None = None) -> list[dict[str, Any]]:
     """The run's `pairs.jsonl` (the last `last` lines), for the run view; empty before the pairs stage ends."""
-    rows = list(read_jsonl(run.path / PAIRS_FILE)) if (run.path / PAIRS_FILE).exists() else []
+    rows = list(read_jsonl(run.pairs_path)) if run.pairs_path.exists() else []
     return rows[-last:] if last else rows
 
 
 def read_pairs_summary(run: RunDir) -> dict[str, Any] | None:
     try:
-        return json.loads((run.path / SUMMARY_FILE).read_text())
+        return json.loads(run.pairs_summary_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,7 +14,9 @@ from core.config import (
     FinetuneSection,
     LoggingSection,
     ModelSection,
+    OptimizerSection,
     PairsSection,
+    Schedule,
     Section,
     passthrough_knobs,
 )
@@ -77,25 +79,17 @@ class RewardSection(Section):
 VLLM_SWITCHES = ("use_vllm", "vllm_mode", "vllm_server_base_url", "vllm_server_host", "vllm_server_port")
 
 
-class GRPOSection(Section):
+class GRPOSection(OptimizerSection):
+    knobs: ClassVar[tuple[str, ...]] = GRPO_KNOBS
+
     max_steps: int = Field(300, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
-    num_train_epochs: float = Field(1.0, gt=0, description="Epochs, used when max_steps is -1")
     per_device_train_batch_size: int = Field(4, ge=1, description="Completions per device per step (prompts x generations)")
-    gradient_accumulation_steps: int = Field(2, ge=1, description="Steps accumulated before each optimizer update")
     num_generations: int = Field(4, ge=2, description="Completions sampled per prompt; GRPO compares them within the group")
     max_completion_length: int = Field(256, ge=8, description="Longest completion in tokens")
-    learning_rate: float = Field(1e-5, gt=0, lt=1, description="Peak learning rate")
-    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
-        "constant_with_warmup", description="Learning-rate schedule"
-    )
-    warmup_steps: int = Field(5, ge=0, description="Warm-up steps")
-    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
-        "adamw_torch", description="Optimizer"
-    )
+    lr_scheduler_type: Schedule = Field("constant_with_warmup", description="Learning-rate schedule (fresh at every stage)")
     temperature: float = Field(1.0, gt=0, le=2, description="Sampling temperature for rollouts")
     beta: float = Field(0.0, ge=0, description="KL penalty against the reference model (0 skips the reference pass)")
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = Field("dapo", description="GRPO loss normalisation")
-    seed: int = Field(42, description="Training seed")
     use_vllm: bool = Field(
         False, description="Generate rollouts with vLLM instead of transformers' generate(); needs the vllm package and a CUDA GPU"
     )
@@ -124,24 +118,21 @@ class GRPOSection(Section):
 
     @field_validator("trainer")
     @classmethod
-    def vllm_switch_is_a_field(cls, trainer: dict[str, Any]) -> dict[str, Any]:
-        # The launch checks vLLM and CUDA from train.use_vllm; a switch hidden in the pass-through would skip that
-        # check and fail minutes later, deep in TRL.
+    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
+        # Replaces OptimizerSection's check, to name the vLLM switches first: the launch checks vLLM and CUDA from
+        # train.use_vllm, and a switch hidden in the pass-through would skip that check and fail minutes later.
         named = sorted(set(trainer) & set(VLLM_SWITCHES))
         if named:
             raise ValueError(
                 f"{', '.join(named)}: use train.use_vllm and train.vllm_server_url instead "
                 "(other vllm_* arguments pass through as usual)"
             )
-        return trainer
-
-    @field_validator("trainer")
-    @classmethod
-    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
-        return passthrough_knobs(trainer, GRPO_KNOBS, cls)
+        return passthrough_knobs(trainer, cls.knobs, cls)
 
 
-class WarmStartSection(Section):
+class WarmStartSection(OptimizerSection):
+    knobs: ClassVar[tuple[str, ...]] = SFT_KNOBS
+
     enabled: bool = Field(False, description="Run a short SFT stage before GRPO, so the model already writes the answer format")
     answers: Literal["random", "labels"] = Field(
         "random", description="random: coin-flip answers teach the format only (GRPO learns the task); labels: the true answers too"
@@ -151,10 +142,14 @@ class WarmStartSection(Section):
         None, description="JSONL of your own targets, one {\"image\", \"answer\" or \"label\", \"reasoning\"} per line; empty uses the template"
     )
     max_samples: int | None = Field(None, ge=1, description="Warm-start on at most this many examples; empty uses them all")
+    # Counted in steps, never epochs (the form adds the warm start's steps to the next stage's): a ClassVar here
+    # drops OptimizerSection's num_train_epochs field from this section.
     max_steps: int = Field(50, ge=1, description="Optimizer steps of the warm start")
-    per_device_train_batch_size: int = Field(4, ge=1, description="Examples per device per step")
+    num_train_epochs: ClassVar[float]
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps accumulated before each optimizer update")
-    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Learning rate (constant)")
+    learning_rate: float = Field(1e-4, gt=0, lt=1, description="Learning rate")
+    lr_scheduler_type: Schedule = Field("constant", description="Learning-rate schedule (fresh at every stage)")
+    warmup_steps: int = Field(0, ge=0, description="Warm-up steps")
     freeze_vision: bool = Field(True, description="Keep the vision tower fixed: random answers would teach it to ignore the image")
     seed: int = Field(0, description="Seed for the random answers and the data order")
     trainer: dict[str, Any] = Field(
@@ -162,11 +157,6 @@ class WarmStartSection(Section):
         description="Other SFTConfig arguments: optimizer, schedule and speed knobs "
         "(not where or how the run saves, logs or publishes), validated by TRL",
     )
-
-    @field_validator("trainer")
-    @classmethod
-    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
-        return passthrough_knobs(trainer, SFT_KNOBS, cls)
 
 
 class EvalSection(Section):

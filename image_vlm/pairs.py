@@ -16,20 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.cli import run_training_main
-from core.config import ConfigError
 from core.control import RunControl
 from core.media.paths import dataset_relative, in_dataset
-from core.preference import (
-    PAIRS,
-    PAIRS_FILE,
-    PairsSummary,
-    read_pairs,
-    report_pairs_problems,
-    sample_pairs,
-    source_run_option,
-)
+from core.preference import PairsSummary, checked_training_pairs, sample_pairs
 from core.runs import RunDir
+from core.stages import pairs_main
 from image_vlm.config import ImageConfig
 from image_vlm.rewards import weighted_reward
 
@@ -108,11 +99,7 @@ def training_pairs(cfg: ImageConfig, run: RunDir) -> list[dict[str, Any]]:
         line["image_path"] = line.get("image_path") or line.pop("image")  # as written: `in_dataset` reads it back
         return None
 
-    source = Path(cfg.pairs.file) if cfg.pairs.file else run.path / PAIRS_FILE
-    pairs = read_pairs(source, check, model=cfg.model.name)
-    report_pairs_problems(pairs, lambda line: print(line, flush=True))
-    print(f"[dpo] training on {len(pairs.pairs)} pairs from {source}", flush=True)
-    return pairs.pairs
+    return checked_training_pairs(cfg.pairs, run, check, cfg.model.name)
 
 
 def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]]):
@@ -130,26 +117,19 @@ def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]]):
     return Dataset.from_list(rows).cast_column("image", Image())
 
 
-def make_pairs(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
-    """The pairs stage on its own: the base model's answers, or `pairs.source_run`'s."""
-    from core.dpo import load_sampling_model
+def pairs_sampler(cfg: ImageConfig, run: RunDir, control: RunControl):
+    """For the pairs CLI: the training images checked and the processor loaded before any weights, then
+    model -> the pairs stage with it."""
     from core.models import load_processor
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
-    if cfg.pairs.file:
-        raise ConfigError("pairs.file is set: these pairs exist already; python -m image_vlm.pairs samples new ones")
-    dataset = training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric)
+    rows = dataset_rows(training_dataset(cfg.data, cfg.data.train_split, cfg.data.max_train_samples, record=run.append_metric))
     processor = load_processor(cfg.model, **image_size_arguments(cfg.model, cfg.data.max_pixels))
-    model, source = load_sampling_model(cfg.pairs, cfg.model, cfg.finetune)
-    print(f"[{PAIRS}] sampling with {source}", flush=True)
-    run_pairs_stage(cfg, run, control, processor, model, dataset_rows(dataset))
+    return lambda model: run_pairs_stage(cfg, run, control, processor, model, rows)
 
 
 def main(argv=None) -> int:
-    return run_training_main(
-        source_run_option(argv), config_cls=ImageConfig, prefix="image-pairs", default_config=DEFAULT_CONFIG,
-        description=__doc__, train=make_pairs, modality="image",
-    )
+    return pairs_main(argv, ImageConfig, "image", DEFAULT_CONFIG, __doc__, pairs_sampler)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,11 @@ from pathlib import Path
 from core.cli import run_training_main
 from core.control import RunControl
 from core.dpo import unused_stages_problem
-from core.preference import DPO, PAIRS, PAIRS_FILE
+from core.preference import DPO, PAIRS
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
 from image_vlm.vllm_rollouts import vllm_arguments, vllm_problem
-from image_vlm.warm_start import WARM_START, run_warm_start, warm_start_rows
+from image_vlm.warm_start import WARM_START, WarmStartCollator, warm_start_rows
 
 GRPO = "grpo"
 DPO_STAGES = [PAIRS, DPO]
@@ -51,26 +51,12 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None
 
     t = cfg.train
     return trainer_config(
-        GRPOConfig,
-        cfg,
-        run,
-        output_dir or run.checkpoints_dir,
-        "train",
-        t.trainer,
-        max_steps=t.max_steps,
-        num_train_epochs=t.num_train_epochs,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        GRPOConfig, cfg, run, output_dir or run.checkpoints_dir, "train", t.trainer, **t.trainer_arguments(),
         num_generations=t.num_generations,
         max_completion_length=t.max_completion_length,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps,
-        optim=t.optim,
         temperature=t.temperature,
         beta=t.beta,
         loss_type=t.loss_type,
-        seed=t.seed,
         # The UI's reward weights reach the trainer here; the reference playbook dropped them.
         reward_weights=list(cfg.rewards.weights.values()),
         **vllm_arguments(t),
@@ -79,12 +65,14 @@ def grpo_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path | None = None
 
 def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     from accelerate import PartialState
+    from datasets import Dataset
     from trl import GRPOTrainer
 
-    from core.metrics import GracefulStop, RolloutRecorder, RunMetricsCallback
+    from core.callbacks import GracefulStop, RunMetricsCallback
+    from core.metrics import RolloutRecorder
     from core.models import apply_memory_cap, load_processor, load_stage_start, trainable_summary
-    from core.stages import train_stage
-    from image_vlm.pairs import training_pairs
+    from core.stages import dpo_stage, finished_stage, sft_arguments, sft_stage, stage_checkpoints, train_stage
+    from image_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
     from image_vlm.rewards import completion_text, get_reward
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
 
@@ -108,14 +96,26 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     if control.poll():  # a stop during start-up: nothing trained, nothing to save
         return
 
-    # Warm start (SFT): the answer format, so that GRPO's rewards are not all 0
+    # Warm start (SFT): the answer format, so that GRPO's rewards are not all 0; a relaunch skips it once done
     start = None
     if cfg.warm_start.enabled:
-        start = run_warm_start(cfg, run, control, processor, warm_rows, stages)
+        start = finished_stage(run, WARM_START) or sft_stage(
+            cfg, run, control, processor, start=None, stage=WARM_START, stages=stages,
+            args=sft_arguments(cfg, cfg.warm_start, run, stage_checkpoints(run, WARM_START), WARM_START),
+            dataset=Dataset.from_list(warm_rows), collator=WarmStartCollator(processor, cfg.data, cfg.warm_start),
+            freeze_vision=cfg.warm_start.freeze_vision,
+        )
         if start is None:
             return
+
+    # Pairs, then DPO (image_vlm/pairs.py): answers ranked by the rewards, batched by TRL's vision collator
     if cfg.method == DPO:
-        return train_dpo(cfg, run, control, processor, dataset_rows(dataset), start, stages, user_pairs)
+        rows = dataset_rows(dataset)
+        return dpo_stage(
+            cfg, run, control, processor, start, stages, user_pairs,
+            sample=lambda model: run_pairs_stage(cfg, run, control, processor, model, rows, stages),
+            read=lambda: training_pairs(cfg, run), dataset=lambda pairs: pairs_dataset(cfg, pairs),
+        )
     model = load_stage_start(cfg.model, cfg.finetune, start)
     stage = GRPO if stages else None
     print(f"[{stage or 'train'}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
@@ -124,7 +124,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights], completion_text)
 
     # Training (GRPO): the final weights go to adapter/ (model/ for full fine-tuning)
-    output_dir = run.checkpoints_dir / GRPO if stage else run.checkpoints_dir
+    output_dir = stage_checkpoints(run, stage)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards.wrapped(),
@@ -135,45 +135,6 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     )
     train_stage(trainer, run, control, output_dir, run.artifact_dir(None, cfg.finetune.method == "full"),
                 cfg.model.max_memory_gb, stage=stage, stages=stages)
-
-
-def train_dpo(cfg: ImageConfig, run: RunDir, control: RunControl, processor, rows: list[dict], start: Path | None,
-              stages: list[str], user_pairs: list[dict] | None = None) -> None:
-    """Pairs, then DPO, both from `start` (the warm start's weights), else `pairs.source_run`'s, else the base;
-    `user_pairs` (from `pairs.file`) replace the pairs stage."""
-    from trl import DPOTrainer
-
-    from core.dpo import dpo_arguments, reference_model, source_run_start
-    from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import load_stage_start, trainable_summary
-    from core.preference import write_pairs
-    from core.stages import train_stage
-    from image_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
-
-    start = source_run_start(cfg.pairs, cfg.model) or start
-    model = load_stage_start(cfg.model, cfg.finetune, start)
-    print(f"[{PAIRS}] starting from {start or cfg.model.name}; {trainable_summary(model)}", flush=True)
-
-    # Pairs: the start's own answers, ranked by the rewards (skipped with pairs.file, or once written)
-    if user_pairs is not None:
-        write_pairs(run, user_pairs)  # the usable lines, for the run view and the record
-    elif not (run.path / PAIRS_FILE).exists():
-        if run_pairs_stage(cfg, run, control, processor, model, rows, stages) is None:
-            return
-    dataset = pairs_dataset(cfg, user_pairs or training_pairs(cfg, run))
-
-    # DPO: the reference is the start (the adapter switched off under LoRA); final weights to adapter/ or model/
-    output_dir = run.checkpoints_dir / DPO
-    trainer = DPOTrainer(
-        model=model,
-        ref_model=reference_model(cfg.model, cfg.finetune, start),
-        args=dpo_arguments(cfg, cfg.dpo, run, output_dir),
-        train_dataset=dataset,
-        processing_class=processor,
-        callbacks=[RunMetricsCallback(run, stage=DPO), GracefulStop(control)],
-    )
-    train_stage(trainer, run, control, output_dir, run.artifact_dir(None, cfg.finetune.method == "full"),
-                cfg.model.max_memory_gb, stage=DPO, stages=stages)
 
 
 def main(argv=None) -> int:

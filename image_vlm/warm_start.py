@@ -1,4 +1,5 @@
-"""The SFT warm start that runs before GRPO: its targets, a user's own targets from JSONL, its batches, and the stage.
+"""The SFT warm start that runs before GRPO: its targets, a user's own targets from JSONL, its batches and rows
+(image_vlm/train.py runs it with `core.stages.sft_stage`).
 
 A model that has never seen the tags (random weights, or a base model that answers in prose) never writes a
 `<SOLUTION>` block, so every reward is 0, the group advantages vanish, and GRPO has nothing to learn from.
@@ -23,9 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.config import ConfigError
-from core.control import RunControl
 from core.jsonl import json_object_lines
-from core.runs import RunDir
 from image_vlm.config import ImageConfig, ImageDataSection, WarmStartSection
 from image_vlm.rewards import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
 
@@ -187,33 +186,7 @@ class WarmStartCollator:
         return inputs
 
 
-# ---------------------------------------------------------------------------------------------- the stage
-
-
-def sft_arguments(cfg: ImageConfig, run: RunDir, output_dir: Path):
-    """TRL's SFTConfig for the warm start; `warm_start.trainer` passes through verbatim and TRL validates it."""
-    from trl import SFTConfig
-
-    from core.models import trainer_config
-
-    w = cfg.warm_start
-    return trainer_config(
-        SFTConfig,
-        cfg,
-        run,
-        output_dir,
-        "warm_start",
-        w.trainer,
-        max_steps=w.max_steps,
-        per_device_train_batch_size=w.per_device_train_batch_size,
-        gradient_accumulation_steps=w.gradient_accumulation_steps,
-        learning_rate=w.learning_rate,
-        lr_scheduler_type="constant",
-        seed=w.seed,
-        # The warm-start collator builds input_ids and labels; TRL must neither tokenise nor truncate.
-        max_length=None,
-        dataset_kwargs={"skip_prepare_dataset": True},
-    )
+# ---------------------------------------------------------------------------------------------- the stage's rows
 
 
 def warm_start_rows(cfg: ImageConfig, train_rows: list[dict]) -> list[dict]:
@@ -238,40 +211,6 @@ def warm_start_rows(cfg: ImageConfig, train_rows: list[dict]) -> list[dict]:
             f"which has {len(rows)} example(s)"
         )
     return rows
-
-
-def run_warm_start(cfg: ImageConfig, run: RunDir, control: RunControl, processor, rows: list[dict], stages: list[str]) -> Path | None:
-    """Run (or resume, or skip when done) the SFT warm start; returns its saved weights, None when stopped."""
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    from core.checkpoints import agreed_by_all_ranks
-    from core.metrics import GracefulStop, RunMetricsCallback
-    from core.models import freeze_vision_tower, load_stage_start, release_memory, trainable_summary
-    from core.stages import train_stage
-
-    done = agreed_by_all_ranks(run.stage_artifact(WARM_START))
-    if done:
-        print(f"[{WARM_START}] finished earlier: {done}", flush=True)
-        return done
-    model = load_stage_start(cfg.model, cfg.finetune, None)
-    if cfg.warm_start.freeze_vision:
-        freeze_vision_tower(model)
-    print(f"[{WARM_START}] {len(rows)} example(s), {cfg.warm_start.answers} answers; {trainable_summary(model)}", flush=True)
-    output_dir = run.checkpoints_dir / WARM_START
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_arguments(cfg, run, output_dir),
-        data_collator=WarmStartCollator(processor, cfg.data, cfg.warm_start),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=processor,
-        callbacks=[RunMetricsCallback(run, stage=WARM_START), GracefulStop(control)],
-    )
-    out = train_stage(trainer, run, control, output_dir, run.artifact_dir(WARM_START, cfg.finetune.method == "full"),
-                      cfg.model.max_memory_gb, stage=WARM_START, stages=stages)
-    del trainer, model
-    release_memory()
-    return out
 
 
 def main(argv=None) -> int:

@@ -81,6 +81,77 @@ def test_every_shipped_yaml_validates_and_names_its_command(path):
         load_config(VideoConfig, path)
 
 
+# A preset names the model it is for, default or not: the reader should not need to know the recipe's default model.
+NAMED_EVEN_AT_DEFAULT = {"model.name"}
+
+
+def restated_defaults(cls, data: dict, path: tuple[str, ...] = (), whole: dict | None = None) -> list[str]:
+    """The dotted keys of a preset's mapping whose removal leaves the validated config the same: defaults restated.
+
+    Judged on the whole config, so a default that depends on another field (the answer-only prompt) or a
+    curriculum stage's inherited value counts as what it is there.
+    """
+    whole = data if whole is None else whole
+    reference = cls.model_validate(whole).model_dump()
+    restated = []
+    for key, value in list(data.items()):
+        dotted = ".".join((*path, key))
+        if dotted in NAMED_EVEN_AT_DEFAULT:
+            continue
+        node = whole
+        for part in path:
+            node = node[part]
+        node.pop(key)
+        try:
+            same = cls.model_validate(whole).model_dump() == reference
+        finally:
+            node[key] = value
+        if same:
+            restated.append(dotted)
+        elif isinstance(value, dict):
+            restated += restated_defaults(cls, value, (*path, key), whole)
+    return restated
+
+
+PRESETS = [path for path in SHIPPED if not path.name.startswith("schema")]
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_no_preset_restates_a_default(path):
+    """A preset lists only what differs from the config's defaults (written once, in the config classes), so a
+    reader sees what makes it this preset and a changed default reaches every preset."""
+    cls = recipe_config("image" if path.parent.parent.name == "image_vlm" else "video")
+    assert restated_defaults(cls, yaml.safe_load(path.read_text())) == []
+
+
+def test_every_stage_section_hands_its_shared_fields_to_the_trainer(tmp_path):
+    """GRPO, the warm start, SFT and DPO take their length, batch, optimizer, schedule and seed from one section
+    (`OptimizerSection`): every field, set away from its default, reaches the stage's TRL config."""
+    from core.config import OptimizerSection
+    from core.dpo import dpo_arguments
+    from core.runs import RunDir
+    from core.stages import sft_arguments
+    from image_vlm.train import grpo_arguments
+    from video_vlm.config import VideoConfig
+
+    shared = {"max_steps": 12, "num_train_epochs": 2.0, "per_device_train_batch_size": 8,
+              "gradient_accumulation_steps": 3, "learning_rate": 3e-4, "lr_scheduler_type": "linear", "warmup_steps": 2,
+              "optim": "sgd", "seed": 7}
+    assert set(shared) == set(OptimizerSection.model_fields) - {"trainer"}
+    run = RunDir(tmp_path / "run")
+    # The warm start counts steps only: it has no epochs to set.
+    overrides = [f"{section}.{key}={value}" for section in ("train", "warm_start", "dpo") for key, value in shared.items()
+                 if (section, key) != ("warm_start", "num_train_epochs")]
+    image = load_config(ImageConfig, None, [*overrides, "logging.report_to=none", "train.num_generations=4"])
+    video = load_config(VideoConfig, None, [o for o in overrides if not o.startswith("warm_start")] + ["logging.report_to=none"])
+    warm_start = sft_arguments(image, image.warm_start, run, tmp_path, "warm_start")
+    for args in (grpo_arguments(image, run), warm_start,
+                 dpo_arguments(image, image.dpo, run, tmp_path), sft_arguments(video, video.train, run, tmp_path),
+                 dpo_arguments(video, video.dpo, run, tmp_path)):
+        expected = {**shared, "num_train_epochs": args.num_train_epochs} if args is warm_start else shared
+        assert {key: getattr(args, key) for key in shared} == expected, type(args).__name__  # TRL's enums equal names
+
+
 def test_yaml_dump_round_trips_with_description_comments():
     cfg = load_config(ImageConfig, None, ["train.max_steps=7"])
     text = to_yaml(cfg)
@@ -179,7 +250,7 @@ def test_secret_looking_values_are_redacted_wherever_a_config_is_written(tmp_pat
     (data / "set").mkdir(parents=True)
     monkeypatch.setenv("VLM_DATA_DIR", str(data))
     monkeypatch.setenv("VLM_RUNS_DIR", str(runs))
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen([]))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen([]))
     cfg = ImageConfig(data={"root": str(data / "set")})
     # Built without validation: the allowlist refuses such keys, so this stands for anything that slips past it.
     trainer = {"wandb_api_key": SECRET, "weight_decay": 0.1}

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, launch_run, stop_in_stage
 from core.config import ConfigError
-from core.preference import CANDIDATES_FILE, PAIRS_FILE, finish_pairs, read_pairs, sample_pairs
+from core.preference import finish_pairs, read_pairs, sample_pairs
 from core.runs import RunDir
 from image_vlm.config import ImageConfig
 
@@ -65,7 +65,7 @@ def test_pairs_are_ranked_by_the_recipes_own_scorer(tmp_path, monkeypatch):
     # A task row's image_path is joined onto the dataset root; the pairs line keeps it relative to the root.
     row = {"image_path": f"{cfg.data.root}/train/a.png", "answer": "Yes", "label": "x"}
     summary = pairs.run_pairs_stage(cfg, run, StopAfter(), None, Model(), [row])
-    (line,) = [json.loads(text) for text in (run.path / PAIRS_FILE).read_text().splitlines()]
+    (line,) = [json.loads(text) for text in run.pairs_path.read_text().splitlines()]
     assert (line["chosen"], line["rejected"], line["chosen_score"], line["rejected_score"]) == (YES, "Yes", 3.0, 0.0)
     assert line["image_path"] == "train/a.png" and line["model"] == cfg.model.name and summary.pairs == 1
 
@@ -74,7 +74,7 @@ def test_pairs_are_ranked_by_the_recipes_own_scorer(tmp_path, monkeypatch):
     run = RunDir(tmp_path / "second")
     run.path.mkdir()
     pairs.run_pairs_stage(cfg, run, StopAfter(), None, Model(), [{"image_path": "a.png", "answer": "Yes", "label": "x"}])
-    (line,) = [json.loads(text) for text in (run.path / PAIRS_FILE).read_text().splitlines()]
+    (line,) = [json.loads(text) for text in run.pairs_path.read_text().splitlines()]
     assert (line["chosen"], line["rejected"]) == (YES, "Yes")  # 24 characters against 3
     assert line["margin"] == len(YES) - len("Yes")
 
@@ -96,8 +96,8 @@ def test_pairs_stage_stops_between_batches_and_continues_where_it_stopped(tmp_pa
 
     arguments = dict(batch_size=2, samples_per_prompt=2, temperature=1.0, model="m")
     assert sample_pairs(run, StopAfter(after=2), prompts(6), sample, flat_for_odd, **arguments) is None
-    assert len(calls) == 2 and not (run.path / PAIRS_FILE).exists()
-    assert len((run.path / CANDIDATES_FILE).read_text().splitlines()) == 4
+    assert len(calls) == 2 and not run.pairs_path.exists()
+    assert len(run.candidates_path.read_text().splitlines()) == 4
     summary = sample_pairs(run, StopAfter(), prompts(6), sample, flat_for_odd, **arguments)
     assert calls[2:] == [["img4.png", "img5.png"]]  # only what the stop left
     assert (summary.prompts, summary.pairs, summary.no_contrast, summary.mean_margin) == (6, 3, 3, 1.0)
@@ -181,7 +181,7 @@ def test_a_users_pairs_file_trains_lora_dpo_against_the_adapter_off_model(tmp_pa
     assert code == 0 and run.read_status()["state"] == "finished"
     assert f"{path}:5: image" in out and "cannot be read" in out  # reported, never trained on
     assert f"training on 4 pairs from {path}" in out
-    kept = [json.loads(line) for line in (run.path / PAIRS_FILE).read_text().splitlines()]
+    kept = [json.loads(line) for line in run.pairs_path.read_text().splitlines()]
     assert [Path(p["image_path"]) for p in kept] == images  # the run folder records what DPO trained on
     assert (run.path / "adapter" / "adapter_config.json").exists() and not (run.path / "model").exists()
     # A fresh adapter starts as the base model, and the reference is the model with its adapter off: at the first
@@ -216,6 +216,20 @@ def test_a_source_run_with_the_warm_start_on_is_refused_before_anything_trains(t
     assert not run.metrics_path.exists()
 
 
+@pytest.mark.parametrize("recipe", ["image", "video"])
+def test_the_pairs_cli_refuses_a_pairs_file_before_the_run_folder_or_the_data(recipe, tmp_path, capsys):
+    """`python -m <recipe>.pairs` samples new pairs: with `pairs.file` set they exist already, so the command stops
+    in one line before it makes a run folder or reads the data."""
+    import importlib
+
+    pairs = importlib.import_module(f"{recipe}_vlm.pairs")
+    run = RunDir(tmp_path / "run")
+    assert pairs.main(["--run-dir", str(run.path), "pairs.file=mine.jsonl", f"data.root={tmp_path / 'nothing'}"]) == 2
+    err = capsys.readouterr().err
+    assert "error: pairs.file is set (mine.jsonl): these pairs exist already; drop pairs.file to sample new ones" in err
+    assert not run.path.exists()
+
+
 def launch(run: RunDir, workdir: Path) -> subprocess.Popen:
     """The preset as the README runs it, with its own relative data.root, from `workdir` (the test's own folder,
     where the synthetic images are generated)."""
@@ -232,8 +246,8 @@ def test_tiny_dpo_preset_stopped_in_each_stage_beats_its_warm_start(tmp_path):
 
     run, data = RunDir(tmp_path / "image-dpo"), tmp_path
     stop_in(run, data, "pairs", 2)
-    sampled = len((run.path / CANDIDATES_FILE).read_text().splitlines())
-    assert 0 < sampled < run.read_status()["total"] and not (run.path / PAIRS_FILE).exists()
+    sampled = len(run.candidates_path.read_text().splitlines())
+    assert 0 < sampled < run.read_status()["total"] and not run.pairs_path.exists()
 
     stop_in(run, data, "dpo", 3)
     log = (tmp_path / "image-dpo.log").read_text()

@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from core.preference import CANDIDATES_FILE, sample_pairs
+from core.preference import sample_pairs
 from core.runs import RunDir
 
 
@@ -42,7 +42,7 @@ def candidates(tmp_path, name: str, stop_after: int | None) -> list[dict]:
         assert sample_pairs(run, StopAfter(stop_after), prompts, sample, score, **arguments) is None
         torch.rand(17)  # the relaunch is a new process: its generator is not where the first launch left it
     assert sample_pairs(run, StopAfter(), prompts, sample, score, **arguments) is not None
-    return [json.loads(line) for line in (run.path / CANDIDATES_FILE).read_text().splitlines()]
+    return [json.loads(line) for line in run.candidates_path.read_text().splitlines()]
 
 
 def test_a_stop_between_batches_does_not_change_what_is_sampled(tmp_path):

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import ROOT, launch_run, stop_in_stage
 from core.config import ConfigError
-from core.preference import CANDIDATES_FILE, PAIRS_FILE
 from core.runs import RunDir
 from video_vlm.config import VideoConfig
 
@@ -50,7 +49,7 @@ def started_run(path: Path) -> RunDir:
 
 
 def only_line(run: RunDir) -> dict:
-    (line,) = [json.loads(text) for text in (run.path / PAIRS_FILE).read_text().splitlines()]
+    (line,) = [json.loads(text) for text in run.pairs_path.read_text().splitlines()]
     return line
 
 
@@ -182,8 +181,8 @@ def stopped_twice(tmp_path_factory):
     base = tmp_path_factory.mktemp("video-dpo")
     run, data = RunDir(base / "video-dpo"), base
     stop_in(run, data, "pairs", 4)
-    sampled = len((run.path / CANDIDATES_FILE).read_text().splitlines())
-    in_pairs = (sampled, run.read_status()["total"], (run.path / PAIRS_FILE).exists())
+    sampled = len(run.candidates_path.read_text().splitlines())
+    in_pairs = (sampled, run.read_status()["total"], run.pairs_path.exists())
     stop_in(run, data, "dpo", 3)
     in_dpo = run.newest_weights()
     proc = launch(run, data)
@@ -208,7 +207,7 @@ def test_stop_and_resume_in_the_pairs_and_dpo_stages(stopped_twice):
 
     frame = metrics_frame(run.read_metrics())
     assert frame.loc[frame["stage"] == "dpo", "run_step"].min() == frame.loc[frame["stage"] == "sft", "run_step"].max() + 1
-    candidates = [json.loads(line) for line in (run.path / CANDIDATES_FILE).read_text().splitlines()]
+    candidates = [json.loads(line) for line in run.candidates_path.read_text().splitlines()]
     assert len({c["prompt_id"] for c in candidates}) == len(candidates) == total  # no clip sampled twice
     summary = json.loads((run.path / "pairs_summary.json").read_text())
     assert run.read_config()["data"]["root"] == str(run.path.parent / "data" / "synthetic-dashcam"), "the preset's relative root, recorded absolute"

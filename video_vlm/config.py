@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from core.config import (
     SFT_KNOBS,
@@ -13,10 +13,10 @@ from core.config import (
     FinetuneSection,
     LoggingSection,
     ModelSection,
+    OptimizerSection,
     PairsSection,
     Section,
     describe_error,
-    passthrough_knobs,
 )
 
 SYSTEM_PROMPT = "You are a driving-safety analyst. You watch dashcam clips and report what happened as JSON."
@@ -42,31 +42,21 @@ class VideoDataSection(DataLoadingSection):
     )
 
 
-class SFTSection(Section):
+class SFTSection(OptimizerSection):
+    knobs: ClassVar[tuple[str, ...]] = SFT_KNOBS
+
     max_steps: int = Field(-1, ge=-1, description="Optimizer steps; -1 trains for num_train_epochs instead")
     num_train_epochs: float = Field(3.0, gt=0, description="Epochs, used when max_steps is -1")
     per_device_train_batch_size: int = Field(1, ge=1, description="Clips per device per step")
     gradient_accumulation_steps: int = Field(8, ge=1, description="Steps accumulated before each optimizer update")
     learning_rate: float = Field(1e-4, gt=0, lt=1, description="Peak learning rate")
-    lr_scheduler_type: Literal["constant", "constant_with_warmup", "linear", "cosine"] = Field(
-        "cosine", description="Learning-rate schedule (fresh at every curriculum stage)"
-    )
     warmup_steps: int = Field(10, ge=0, description="Warm-up steps")
-    optim: Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit", "sgd"] = Field(
-        "adamw_torch", description="Optimizer"
-    )
     max_length: int = Field(8192, ge=64, description="Longest sample in tokens; a longer one is refused, never truncated")
-    seed: int = Field(42, description="Training seed")
     trainer: dict[str, Any] = Field(
         default_factory=dict,
         description="Other SFTConfig arguments: optimizer, schedule and speed knobs "
         "(not where or how the run saves, logs or publishes), validated by TRL",
     )
-
-    @field_validator("trainer")
-    @classmethod
-    def trainer_knobs_only(cls, trainer: dict[str, Any]) -> dict[str, Any]:
-        return passthrough_knobs(trainer, SFT_KNOBS, cls)
 
 
 class StageSection(Section):

@@ -20,20 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.cli import run_training_main
 from core.config import ConfigError
 from core.control import RunControl
 from core.media.paths import in_dataset
-from core.preference import (
-    PAIRS,
-    PAIRS_FILE,
-    PairsSummary,
-    read_pairs,
-    report_pairs_problems,
-    sample_pairs,
-    source_run_option,
-)
+from core.preference import PairsSummary, checked_training_pairs, sample_pairs
 from core.runs import RunDir
+from core.stages import pairs_main
 from video_vlm.config import VideoConfig, VideoDataSection
 from video_vlm.evaluate import answer_score
 from video_vlm.schema import SchemaSpec
@@ -154,11 +146,7 @@ def training_pairs(cfg: VideoConfig, run: RunDir) -> list[dict[str, Any]]:
             by_line = {item.line_no: item for item in verified_items(data, schema, write_manifest=False).items}
         return clip_problem(cfg, line, by_line or {})
 
-    source = Path(cfg.pairs.file) if cfg.pairs.file else run.path / PAIRS_FILE
-    pairs = read_pairs(source, check, model=cfg.model.name, schema=schema.name)
-    report_pairs_problems(pairs, lambda line: print(line, flush=True))
-    print(f"[dpo] training on {len(pairs.pairs)} pairs from {source}", flush=True)
-    return pairs.pairs
+    return checked_training_pairs(cfg.pairs, run, check, cfg.model.name, schema.name)
 
 
 def pairs_dataset(pairs: list[dict[str, Any]]):
@@ -176,25 +164,18 @@ def pairs_dataset(pairs: list[dict[str, Any]]):
     ])
 
 
-def make_pairs(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
-    """The pairs stage on its own: the base model's answers, or `pairs.source_run`'s."""
-    from core.dpo import load_sampling_model
+def pairs_sampler(cfg: VideoConfig, run: RunDir, control: RunControl):
+    """For the pairs CLI: the data checked (a dataset with no training clip is refused) and the processor loaded
+    before any weights, then model -> the pairs stage with it."""
     from core.models import load_processor
 
-    if cfg.pairs.file:
-        raise ConfigError("pairs.file is set: these pairs exist already; python -m video_vlm.pairs samples new ones")
-    training_items(cfg.final_data)  # a dataset with no training clip is refused before any weights load
+    training_items(cfg.final_data)
     processor = load_processor(cfg.model)
-    model, source = load_sampling_model(cfg.pairs, cfg.model, cfg.finetune)
-    print(f"[{PAIRS}] sampling with {source}", flush=True)
-    run_pairs_stage(cfg, run, control, processor, model)
+    return lambda model: run_pairs_stage(cfg, run, control, processor, model)
 
 
 def main(argv=None) -> int:
-    return run_training_main(
-        source_run_option(argv), config_cls=VideoConfig, prefix="video-pairs", default_config=DEFAULT_CONFIG,
-        description=__doc__, train=make_pairs, modality="video",
-    )
+    return pairs_main(argv, VideoConfig, "video", DEFAULT_CONFIG, __doc__, pairs_sampler)
 
 
 if __name__ == "__main__":
