@@ -268,7 +268,8 @@ def run_variant(variant: Variant, args, processor, data_root: Path, work: Path) 
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    from core.metrics import RolloutRecorder, RunMetricsCallback
+    from core.callbacks import RunMetricsCallback
+    from core.metrics import RolloutRecorder
     from core.runs import RunDir
     from image_vlm.rewards import completion_text, get_reward
     from image_vlm.task import training_dataset

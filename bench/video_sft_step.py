@@ -190,9 +190,10 @@ def run_variant(name: str, pad_to: int | None, workers: int, cfg, args, processo
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    from core.metrics import RunMetricsCallback
+    from core.callbacks import RunMetricsCallback
     from core.runs import RunDir
-    from video_vlm.collator import SkippedClipsCallback, VideoSFTCollator, read_skips
+    from video_vlm.collator import VideoSFTCollator
+    from video_vlm.skipped_clips import SkippedClipsCallback
     from video_vlm.task import load_task_schema
     from video_vlm.train import sft_arguments
 
@@ -202,7 +203,7 @@ def run_variant(name: str, pad_to: int | None, workers: int, cfg, args, processo
     model = build_model(cfg, args, processor)
     collator = VideoSFTCollator(
         processor, cfg.data, load_task_schema(cfg.data), cfg.train.max_length, replacements=list(dataset),
-        seed=cfg.train.seed, skip_log=run.skipped_path,
+        seed=cfg.train.seed, run=run,
     )
     marks: list[float] = []  # end of each optimizer step
 
@@ -216,7 +217,7 @@ def run_variant(name: str, pad_to: int | None, workers: int, cfg, args, processo
         data_collator=PadToLength(collator, pad_to) if pad_to else collator,
         train_dataset=dataset,
         processing_class=processor,
-        callbacks=[SkippedClipsCallback(run.skipped_path, len(dataset), 1.0), RunMetricsCallback(run), StepClock()],
+        callbacks=[SkippedClipsCallback(run, len(dataset), 1.0), RunMetricsCallback(run), StepClock()],
     )
     common.remove_printer(trainer)
     fetches = time_batch_fetches(trainer)
@@ -266,7 +267,7 @@ def run_variant(name: str, pad_to: int | None, workers: int, cfg, args, processo
         "peak_gib": peak,
         "peak_reserved_gib": reserved,
         **common.estimated_memory("video_vlm.estimate", cfg, peak),
-        "skipped_samples": len(read_skips(run.skipped_path)),
+        "skipped_samples": len(run.read_skips()),
     }
     del trainer, model
     common.free_memory()
@@ -284,9 +285,9 @@ def cfg_image_size(processor) -> int:
 
 def full_size_budget(args, work: Path) -> dict[str, Any]:
     """Tokens of one full-size sample (16 frames at 448 px by default), from the processor alone."""
-    from video_vlm.collator import token_budget
     from video_vlm.synthetic import synthetic_label
     from video_vlm.task import load_task_schema
+    from video_vlm.token_budget import token_budget
 
     full = parse_args(["--frames", str(16 if args.tiny else args.frames)])
     cfg = video_config(full)
@@ -372,8 +373,8 @@ def main(argv=None) -> int:
                 processor = load_processor(cfg.model)
             else:
                 processor = full_size_processor(work)
-            from video_vlm.collator import token_budget
             from video_vlm.task import load_task_schema
+            from video_vlm.token_budget import token_budget
 
             dataset = make_dataset(cfg, args, work)
             schema = load_task_schema(cfg.data)

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from core.config import FinetuneSection, ModelSection
+from core.config import ConfigError, FinetuneSection, ModelSection
 from core.families import ATTENTION_PARTS, FAMILIES, MLP_PARTS, Family, family_of_config
 from core.processes import world_size
-from core.runs import holds_adapter
+from core.runs import RunDir, holds_adapter
 from core.tiny import resolve_model_name
 
 # Projections between the towers and the head are trained in full fine-tuning only: adapting them with
@@ -283,8 +283,6 @@ def full_update_arguments(model: ModelSection, finetune: FinetuneSection, optim:
     weights loses most of training. 8-bit AdamW with stochastic rounding (torchao) rounds up or down with the
     odds that keep every update in expectation, at ~6 bytes a weight; fp32 master weights would take ~16.
     """
-    from core.config import ConfigError
-
     if finetune.method != "full" or finetune.full_precision != "bf16_stochastic_rounding" or resolve_dtype(model.dtype) != torch.bfloat16:
         return {}
     if optim == "sgd":
@@ -299,7 +297,6 @@ def trainer_config(args_cls, cfg, run, output_dir: Path, section: str, passthrou
     """TRL's GRPOConfig or SFTConfig: a stage's own `arguments`, what every stage shares (activation
     checkpointing, bf16 on CUDA, logging, saving, W&B, the run's name), then the section's `trainer:` mapping
     verbatim, which TRL validates. A rejected value is a ConfigError naming the section."""
-    from core.config import ConfigError
     from core.metrics import configure_wandb
 
     shared = dict(
@@ -460,3 +457,30 @@ def merge_adapter(model: ModelSection, adapter_dir: Path, out_dir: Path) -> dict
     if not torch.allclose(reloaded.state_dict()[probe].float(), merged_weights[probe].float()):
         raise RuntimeError(f"{out_dir}: reloaded weights differ from the merged ones ({probe})")
     return {"out_dir": str(out_dir), "changed_tensors": len(changed), "checked_tensor": probe}
+
+
+def load_run_model(run: RunDir, cfg, baseline: str | None = None, **processor_kwargs):
+    """(tuned model, model for base answers, processor, artifact) of a run, for evaluation.
+
+    The artifact is the run's newest weights: the final adapter/ or model/, else its latest checkpoint (with a
+    note). With an adapter both models are the same object (the adapter is switched off for base answers); a
+    fully fine-tuned run needs a second copy of the base weights. `baseline` names a finished stage of the run
+    (`warm_start`, an SFT stage) whose weights answer in the base's place: what a later stage (DPO) started from,
+    so the comparison shows what that stage added.
+    """
+    artifact = run.newest_weights()
+    if artifact is None:
+        raise ConfigError(f"{run.path}: no adapter/ or checkpoint yet; train first (state: {run.read_status()['state']})")
+    if artifact != run.final_artifact():
+        print(f"note: {run.id} has not finished; evaluating {artifact.relative_to(run.path)}", flush=True)
+    if baseline:
+        start = run.stage_artifact(baseline)
+        if start is None:
+            finished = run.finished_stages() or ["none"]
+            raise ConfigError(f"{run.path}: no finished stage {baseline!r} to compare against (finished stages: "
+                              f"{', '.join(finished)})")
+        model = load_tuned(cfg.model, artifact, cfg.finetune)
+        base = load_tuned(cfg.model, start, cfg.finetune)
+    else:
+        model, base = load_base_and_tuned(cfg.model, artifact, cfg.finetune)
+    return model, base, load_processor(cfg.model, **processor_kwargs), artifact

@@ -24,8 +24,8 @@ from typing import Any
 
 from core.cli import run_evaluation_main
 from core.config import deep_merge, eval_settings, validate_config
-from core.export import load_run_model, report_name
 from core.files import write_json_atomic
+from core.models import load_run_model
 from core.runs import RunDir
 from core.verdict import (
     constant_answer,
@@ -224,7 +224,7 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
         {"image_path": r["image_path"], "answer": r["answer"], "base": outputs["base"][i], "tuned": outputs["tuned"][i]}
         for i, r in enumerate(rows[:50])
     ]
-    write_json_atomic(run.eval_dir / f"{report_name(split, baseline)}.json", report)
+    write_json_atomic(run.eval_report_path(split, baseline), report)
     return report
 
 
@@ -276,7 +276,7 @@ def _summarise(run: RunDir, report: dict) -> None:
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"verdict: {verdict_sentence(report['headline'], stage or 'base')}")
-    print(f"wrote {run.eval_dir / (report_name(report['split'], stage) + '.json')}")
+    print(f"wrote {run.eval_report_path(report['split'], stage)}")
 
 
 if __name__ == "__main__":

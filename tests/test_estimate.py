@@ -54,8 +54,8 @@ def test_video_sequence_tokens_follow_the_measured_budget():
     """The tiny video preset's visual and prompt counts agree with what the recipe measures with its processor
     (`token_budget`), frame wrappers within a few tokens a frame."""
     from core.models import load_processor
-    from video_vlm.collator import token_budget
     from video_vlm.schema import load_schema
+    from video_vlm.token_budget import token_budget
 
     cfg = load_config(VideoConfig, VIDEO_TINY)
     schema = load_schema(None)

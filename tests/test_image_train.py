@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import IMAGE_SMOKE, ROOT, assert_learned_the_red_blob, run_cli
+from conftest import IMAGE_SMOKE, ROOT, assert_learned_the_red_blob, latest_checkpoint, run_cli
 from core.runs import RunDir, stop_run
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export
@@ -163,7 +163,7 @@ def test_stop_saves_a_checkpoint_and_ends_stopped(tmp_path, warm_qwen, wildfire_
             os.killpg(proc.pid, signal.SIGKILL)
     status = run.read_status()
     assert status["state"] == "stopped", status
-    checkpoint = run.latest_checkpoint()
+    checkpoint = latest_checkpoint(run)
     assert checkpoint is not None and checkpoint.name == f"checkpoint-{status['step']}"
     assert "Nothing to stop" in stop_run(run)[1]
 
@@ -176,12 +176,12 @@ def test_kill_9_then_relaunch_continues_from_the_checkpoint(tmp_path, warm_qwen,
     extra = (f"train.max_steps={steps}", "logging.save_steps=2")
     proc = launch(run.path, warm_qwen, wildfire_synthetic, *extra)
     try:
-        wait_until(run.latest_checkpoint, 300, "the first checkpoint")
+        wait_until(lambda: latest_checkpoint(run), 300, "the first checkpoint")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert run.read_status()["state"] == "crashed"
-    resumed_from = int(run.latest_checkpoint().name.split("-")[1])
+    resumed_from = int(latest_checkpoint(run).name.split("-")[1])
     result = run_cli("image_vlm.train", *tiny_args(run.path, warm_qwen, wildfire_synthetic, *extra))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     checkpoint = run.checkpoints_dir / f"checkpoint-{resumed_from}"

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from conftest import fake_checkpoint
 from core.checkpoints import complete_checkpoints, record_checksums
 from core.processes import distributed_mode
+from core.runs import RunDir
 
 
 def free_port() -> int:
@@ -86,9 +87,9 @@ def skip_rank_main(rank: int, port: int, logs: list[Path], out: Path) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
-    from video_vlm.collator import SkippedClipsCallback, TooManySkippedClips
+    from video_vlm.skipped_clips import SkippedClipsCallback, TooManySkippedClips
 
-    callback = SkippedClipsCallback(logs[rank], dataset_size=10, max_fraction=0.1)
+    callback = SkippedClipsCallback(RunDir(logs[rank].parent), dataset_size=10, max_fraction=0.1)
     outcome = "trained on"
     for step in (1, 2):
         if step == 2 and rank == 1:  # between steps, rank 1's loader skips three clips on its own machine

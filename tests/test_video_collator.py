@@ -15,12 +15,11 @@ from video_vlm.collator import (
     VideoDPOCollator,
     VideoSFTCollator,
     answer_affixes,
-    budget_problem,
-    token_budget,
 )
 from video_vlm.config import VideoConfig, VideoDataSection
 from video_vlm.schema import UNKNOWN, load_schema
 from video_vlm.task import clip_frames, item_row, prompt_messages, row_item, verified_items
+from video_vlm.token_budget import budget_problem, token_budget
 
 TINY_CONFIG = "video_vlm/configs/tiny.yaml"
 

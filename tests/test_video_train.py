@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, VIDEO_SMOKE, run_cli, write_audio_only
+from conftest import ROOT, VIDEO_SMOKE, latest_checkpoint, run_cli, write_audio_only
+from core.checkpoints import complete_checkpoints
 from core.runs import RunDir
 
 TINY_CONFIG = "video_vlm/configs/tiny.yaml"
@@ -79,7 +80,7 @@ def test_tiny_sft_writes_metrics_and_trains_the_lora_weights(dataset_root, tmp_p
     b_matrices = {name: t for name, t in weights.items() if "lora_B" in name}
     assert b_matrices and all(t.abs().sum() > 0 for t in b_matrices.values())
     assert any("vision_tower" in name for name in b_matrices)  # the tiny preset adapts the vision tower too
-    assert [p.name for p in run.checkpoints()] == ["checkpoint-2", "checkpoint-4"]
+    assert [p.name for p in complete_checkpoints(run.checkpoints_dir)] == ["checkpoint-2", "checkpoint-4"]
     print(f"tiny SFT: 4 steps of 4 clips in {seconds:.1f}s including model load")
 
 
@@ -100,14 +101,14 @@ def test_sigterm_saves_a_checkpoint_and_a_relaunch_resumes_the_step_count(datase
     )
     run = RunDir(run_dir)
     deadline = time.monotonic() + 240
-    while not run.checkpoints() and time.monotonic() < deadline and process.poll() is None:
+    while not complete_checkpoints(run.checkpoints_dir) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-    assert run.checkpoints(), "no checkpoint appeared"
+    assert complete_checkpoints(run.checkpoints_dir), "no checkpoint appeared"
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=240)
     assert process.returncode == 0, output
     assert run.read_status()["state"] == "stopped", output
-    stopped_at = int(run.latest_checkpoint().name.split("-")[1])
+    stopped_at = int(latest_checkpoint(run).name.split("-")[1])
     assert 2 <= stopped_at < 30
     assert not run.adapter_dir.exists()
 
@@ -115,7 +116,7 @@ def test_sigterm_saves_a_checkpoint_and_a_relaunch_resumes_the_step_count(datase
 
     assert train.main(args) == 0
     assert run.read_status()["state"] == "finished"
-    state = json.loads((run.latest_checkpoint() / "trainer_state.json").read_text())
+    state = json.loads((latest_checkpoint(run) / "trainer_state.json").read_text())
     assert state["global_step"] == 30
     steps = [line["step"] for line in metric_lines(run_dir)]
     assert steps == list(range(1, 31))  # 1..k before the stop, k+1..30 after the relaunch: no step twice

@@ -20,23 +20,20 @@ So the model learns the very tokens it has to generate, and the labels are -100 
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from transformers import TrainerCallback
 
 from core.generation import build_inputs
 from core.media.errors import MediaError, plain_reason
 from core.media.paths import in_dataset
-from core.runs import RunError
+from core.runs import RunDir, RunError
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import UNKNOWN, SchemaSpec
+from video_vlm.skipped_clips import skip_record
 from video_vlm.task import SampledClip, prompt_messages, row_item, sample_clip
 
 IGNORE_INDEX = -100
@@ -136,7 +133,7 @@ class VideoSFTCollator:
         max_length: int | None = None,
         replacements: list[dict] | None = None,
         seed: int = 0,
-        skip_log: Path | None = None,
+        run: RunDir | None = None,
         stage: str | None = None,
     ):
         self.processor = processor
@@ -149,9 +146,9 @@ class VideoSFTCollator:
         self.pad_id = processor.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = processor.tokenizer.eos_token_id
-        self.skip_log = skip_log
+        self.run = run  # where skips are recorded (`skipped.jsonl`); None records nothing
         self.stage = stage
-        self.skipped = 0  # in this process only: with DataLoader workers, `skip_log` holds the run's count
+        self.skipped = 0  # in this process only: with DataLoader workers, the run's `skipped.jsonl` holds its count
         self.skipped_kinds: Counter[str] = Counter()
         self.last_skip = ""  # the last skipped clip's line: which file was looked for, and why it could not be used
 
@@ -190,7 +187,8 @@ class VideoSFTCollator:
         message = plain_reason(error) if isinstance(error, OSError) else str(error)
         self.last_skip = f"{where} [{kind}]: {message}"
         print(f"skipped clip {self.last_skip}", file=sys.stderr, flush=True)
-        record_skip(self.skip_log, row, kind, message, self.stage)
+        if self.run is not None:
+            self.run.record_skip(skip_record(row, kind, message, self.stage))
 
     def try_encode(self, row: dict[str, Any]) -> dict[str, Any] | None:
         try:
@@ -249,7 +247,7 @@ class VideoDPOCollator(VideoSFTCollator):
     (`answer_affixes`), as SFT's labels are, so the scored tokens are the ones generation would write.
 
     A row holds `video` (an absolute path, or one relative to `data.root`, whatever the working folder), `start_s`, `end_s`, `chosen`, `rejected`.
-    A pair whose clip fails to decode is skipped, counted and recorded like SFT's (`record_skip`); a batch with
+    A pair whose clip fails to decode is skipped, counted and recorded like SFT's (`RunDir.record_skip`); a batch with
     none left draws replacements from `replacements`. Pairs are never truncated (a cut answer is not the answer
     that was scored): a pair past `max_length` is skipped likewise. Construction, skipping and replacement are
     SFT's (`VideoSFTCollator`); the encoding and the batch layout are DPO's.
@@ -306,162 +304,3 @@ def media_batch(samples: list[dict[str, Any]], width: int) -> dict[str, torch.Te
         else:
             batch[key] = torch.cat(values, dim=0)
     return batch
-
-
-def record_skip(skip_log: Path | None, row: dict[str, Any], kind: str, message: str, stage: str | None) -> None:
-    """Append one skipped sample to the run's `skipped.jsonl` (`row` holds video, line_no, start_s, end_s)."""
-    if skip_log is None:
-        return
-    record = {
-        "video": row.get("video"), "line_no": row.get("line_no"), "start_s": row.get("start_s"),
-        "end_s": row.get("end_s"), "kind": kind, "message": message, "stage": stage,
-    }
-    skip_log.parent.mkdir(parents=True, exist_ok=True)
-    with skip_log.open("a") as stream:  # one short write per line: appends from workers do not interleave
-        stream.write(json.dumps(record) + "\n")
-
-
-def read_skips(path: Path | None, stage: str | None = None) -> list[dict[str, Any]]:
-    """The skip records of one stage from a run's `skipped.jsonl` (none when there is no file yet)."""
-    from core.jsonl import read_jsonl
-
-    if path is None or not path.is_file():
-        return []
-    return [record for record in read_jsonl(path) if record.get("stage") == stage]
-
-
-class TooManySkippedClips(RunError):
-    """More than `data.max_skipped_fraction` of the training clips could not be used (the run fails with
-    this one-line message, no traceback: the dataset is at fault, not the code)."""
-
-
-class SkippedClipsCallback(TrainerCallback):
-    """Adds the run's skip count to every log line, so `metrics.jsonl` shows bad clips as they happen, and
-    fails the run once more than `max_fraction` of the `dataset_size` distinct training clips were skipped.
-
-    The count comes from `skipped.jsonl`, which the collators write from whichever process they run in; it is
-    read again only when the file has grown. Put it before `RunMetricsCallback`: callbacks share one `logs`
-    dict, in order. In a distributed job every rank reads its own machine's file, and all of them stop at the
-    same step when any one is past the limit.
-    """
-
-    def __init__(self, skip_log: Path, dataset_size: int, max_fraction: float, stage: str | None = None):
-        self.skip_log = skip_log
-        self.dataset_size = dataset_size
-        self.max_fraction = max_fraction
-        self.stage = stage
-        self._read: tuple[int, list[dict[str, Any]]] = (-1, [])
-
-    def skips(self) -> list[dict[str, Any]]:
-        try:
-            size = self.skip_log.stat().st_size
-        except OSError:
-            size = 0
-        if size != self._read[0]:
-            self._read = (size, read_skips(self.skip_log, self.stage))
-        return self._read[1]
-
-    def on_step_end(self, args, state, control, **kwargs):
-        from core.checkpoints import gathered_from_all_ranks
-
-        skips = self.skips()
-        distinct = {(record["video"], record["start_s"], record["end_s"]) for record in skips}
-        seen = gathered_from_all_ranks((len(distinct), dict(Counter(record["kind"] for record in skips))))
-        worst, kinds = max(seen, key=lambda counted: counted[0])
-        if worst > self.max_fraction * self.dataset_size:
-            where = f" (rank {seen.index((worst, kinds))}'s count)" if len(seen) > 1 else ""
-            raise TooManySkippedClips(
-                f"{worst} of {self.dataset_size} training clips could not be used{where} ({kinds}), more than "
-                f"data.max_skipped_fraction={self.max_fraction}; each is listed in {self.skip_log}. "
-                "Check the dataset with: python -m video_vlm.data verify --root <data.root> --deep"
-            )
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is not None and "loss" in logs:
-            logs["skipped_clips"] = len(self.skips())
-
-    def on_train_end(self, args, state, control, **kwargs):
-        """One summary line of the stage's skips when its training ends (finished or stopped)."""
-        skips = self.skips()
-        if skips and state.is_world_process_zero:
-            kinds = dict(Counter(record["kind"] for record in skips))
-            print(f"[{self.stage or 'train'}] skipped {len(skips)} sample(s): {kinds} (listed in {self.skip_log})", flush=True)
-
-
-# ---------------------------------------------------------------------------------------------- budget
-
-
-def token_budget(processor, data: VideoDataSection, schema: SchemaSpec, sample_label: dict) -> dict[str, Any]:
-    """Tokens one training sample needs: measured with the real processor on blank frames of the configured size.
-
-    Frames are `frame_max_side` pixels square, the largest a clip can give, so the estimate is an upper bound
-    for processors whose token count grows with the picture (Qwen2.5-VL); InternVL gives every frame the same.
-
-    Returns:
-        frames, tokens_per_frame, video_tokens, prompt_tokens (text and template), answer_tokens (label JSON
-        and end token), total.
-    """
-    side = data.frame_max_side
-    frames = np.zeros((data.num_frames, side, side, 3), dtype=np.uint8)
-    clip = SampledClip(frames, [index + 0.5 for index in range(data.num_frames)])  # one frame a second
-    with_video = build_inputs(processor, [prompt_messages(data, schema, video=clip)])["input_ids"].shape[1]
-    text_only = processor.apply_chat_template(prompt_messages(data, schema), tokenize=False, add_generation_prompt=True)
-    prompt_tokens = len(processor.tokenizer(text_only, add_special_tokens=False)["input_ids"])
-    answer_tokens = len(answer_labels(processor.tokenizer, schema, sample_label, answer_affixes(processor))[0])
-    video_tokens = with_video - prompt_tokens
-    return {
-        "frames": data.num_frames,
-        "tokens_per_frame": round(video_tokens / data.num_frames, 1),
-        "video_tokens": video_tokens,
-        "prompt_tokens": prompt_tokens,
-        "answer_tokens": answer_tokens,
-        "total": with_video + answer_tokens,
-    }
-
-
-def over_long_items(
-    processor, data: VideoDataSection, schema: SchemaSpec, items: list, max_length: int
-) -> tuple[dict[str, Any], list[tuple[Any, int]]]:
-    """(the token budget of the shortest answer, [(item, tokens its sample needs)] for each item past `max_length`).
-
-    Exact, and cheap for a large dataset: an answer is tokenised only when its UTF-8 bytes could pass the room the
-    frames and prompt leave (no tokenizer makes more tokens than bytes, plus one for a leading-space marker).
-    """
-    shortest = min(items, key=lambda item: len(schema.render_label(item.label)))
-    budget = token_budget(processor, data, schema, shortest.label)
-    fixed = budget["total"] - budget["answer_tokens"]
-    affixes = answer_affixes(processor)
-    over = []
-    for item in items:
-        if fixed + len((affixes[0] + schema.render_label(item.label) + affixes[1]).encode("utf-8")) + 1 <= max_length:
-            continue
-        needed = fixed + len(answer_labels(processor.tokenizer, schema, item.label, affixes)[0])
-        if needed > max_length:
-            over.append((item, needed))
-    return budget, over
-
-
-def format_budget(budget: dict[str, Any], max_length: int) -> str:
-    """One line for the launch log.
-
-    >>> format_budget({"frames": 4, "tokens_per_frame": 10.0, "video_tokens": 40, "prompt_tokens": 300,
-    ...                "answer_tokens": 60, "total": 400}, 512)
-    'token budget per sample: 4 frames x 10.0 tokens = 40 video + 300 prompt + 60 answer = 400 of train.max_length 512'
-    """
-    return (
-        f"token budget per sample: {budget['frames']} frames x {budget['tokens_per_frame']} tokens = "
-        f"{budget['video_tokens']} video + {budget['prompt_tokens']} prompt + {budget['answer_tokens']} answer = "
-        f"{budget['total']} of train.max_length {max_length}"
-    )
-
-
-def budget_problem(budget: dict[str, Any], max_length: int) -> str | None:
-    """Why a sample would not fit, with what to change; None when it fits."""
-    if budget["total"] <= max_length:
-        return None
-    return (
-        f"one sample needs {budget['total']} tokens ({budget['video_tokens']} for {budget['frames']} frames, "
-        f"{budget['prompt_tokens']} prompt, {budget['answer_tokens']} answer) but train.max_length is {max_length}. "
-        f"Raise train.max_length to at least {budget['total']}, or lower data.num_frames or data.frame_max_side. "
-        "Samples are never truncated: cutting video tokens would break the model's input."
-    )

@@ -26,8 +26,8 @@ from typing import Any
 
 from core.cli import run_evaluation_main
 from core.config import deep_merge, eval_settings, validate_config
-from core.export import load_run_model, report_name
 from core.files import write_json_atomic
+from core.models import load_run_model
 from core.runs import RunDir
 from core.verdict import (
     bootstrap_interval,
@@ -328,7 +328,7 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
         }
         for i, item in enumerate(scored[:50])
     ]
-    write_json_atomic(run.eval_dir / f"{report_name(SPLIT, baseline)}.json", report)
+    write_json_atomic(run.eval_report_path(SPLIT, baseline), report)
     return report
 
 
@@ -392,7 +392,7 @@ def _summarise(run: RunDir, report: dict) -> None:
     for warning in report["warnings"]:
         print(f"warning: {warning}")
     print(f"verdict: {verdict_sentence(report['headline'], stage or 'base')}")
-    print(f"wrote {run.eval_dir / (report_name(SPLIT, stage) + '.json')}")
+    print(f"wrote {run.eval_report_path(SPLIT, stage)}")
 
 
 if __name__ == "__main__":
