@@ -1,4 +1,4 @@
-"""The training panel (ui/components.py): start, stop, resume, run states, dataset checks and times."""
+"""The training panel (ui/training.py, ui/run_view.py): start, stop, resume, run states, dataset checks and times."""
 
 from __future__ import annotations
 
@@ -23,14 +23,14 @@ from video_vlm.config import VideoConfig
 def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch):
     runs, _ = dirs
     started = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(started))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(started))
     lock = hold_gpu_lock(runs)
     try:
         at = app("image")
         assert "Start is refused until it ends or is stopped (there is no queue)" in texts(at.info)
         button(at, "Start training").click().run()
         assert not at.exception
-        assert "GPU busy: run x is training" in texts(at.error)
+        assert "GPU busy: run x (Image VLM page) is training" in texts(at.error)
     finally:
         lock.close()
     assert started == []
@@ -40,7 +40,7 @@ def test_start_while_gpu_busy_shows_message_and_starts_nothing(dirs, monkeypatch
 def test_start_launches_the_cli_with_the_form_config(dirs, monkeypatch):
     runs, data = dirs
     calls = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(calls))
     at = app("image")
     [s for s in at.selectbox if s.label == "Fine-tuning method"][0].set_value("lora").run()
     [r for r in at.number_input if r.label == "LoRA rank (r)"][0].set_value(4)
@@ -155,7 +155,7 @@ def test_newest_active_run_is_shown_by_default(dirs):
 def test_resume_is_offered_for_stopped_and_crashed_runs(dirs, monkeypatch):
     runs, _ = dirs
     calls = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(calls))
     make_run(runs, "image-20260101-100000", "running", pid=999_999_999)  # its process is gone: crashed
     at = app("image")
     assert "crashed" in texts(at.error) or "gone without finishing" in texts(at.error)
@@ -171,7 +171,7 @@ def test_resume_clicked_twice_starts_one_trainer(dirs, monkeypatch):
     """Two clicks (or two tabs) on Resume before the first redraw: the second sees the pending launch."""
     runs, _ = dirs
     calls = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(calls))
     make_run(runs, "image-20260101-100000", "stopped")
     first, second = app("image"), app("image")  # both drawn while the run is stopped
     button(first, "Resume training").click().run()

@@ -118,7 +118,7 @@ def test_dpo_metrics_draw_their_curves_beside_grpo_rewards(dirs):
 
 def test_picking_dpo_shows_its_fields_and_starts_a_dpo_run(dirs, monkeypatch):
     calls = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(calls))
     at = app("image")
     method = [s for s in at.selectbox if s.label == "Training method"]
     assert method, f"no method field; selects: {[s.label for s in at.selectbox]}"
@@ -174,14 +174,14 @@ def test_a_report_against_a_stage_is_labelled_by_the_stage(dirs, page):
 
 
 def test_video_form_offers_dpo_once_its_config_has_the_method(dirs, monkeypatch):
-    from ui import components
+    from ui import training
     from video_vlm.config import VideoConfig
 
     if "method" not in VideoConfig.model_fields:
         pytest.skip("the video config has no `method` field yet")
     built = []
-    real_build = components.build_config
-    monkeypatch.setattr(components, "build_config", lambda *args: built.append(real_build(*args)) or built[-1])
+    real_build = training.build_config
+    monkeypatch.setattr(training, "build_config", lambda *args: built.append(real_build(*args)) or built[-1])
     at = app("video")
     (method,) = [s for s in at.selectbox if s.label == "Training method"]
     assert method.value == "sft"

@@ -127,7 +127,7 @@ def test_evaluate_button_refused_while_gpu_busy(dirs, monkeypatch):
     finally:
         lock.close()
     assert not at.exception
-    assert "GPU busy: run other-run is training" in texts(at.error)
+    assert "GPU busy: run other-run (Image VLM page) is training" in texts(at.error)
 
 
 # ------------------------------------------------------------------------------------- the verdict on the page

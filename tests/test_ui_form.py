@@ -105,7 +105,7 @@ def test_build_config_reports_bad_values_by_field():
 def test_form_values_survive_a_reload(dirs, monkeypatch):
     """The values of the last start come back in a new session (a page reload), from runs/.form-image.yaml."""
     runs, _ = dirs
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen([]))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen([]))
     at = app("image")
     select(at, "Fine-tuning method").set_value("lora").run()
     number(at, "LoRA rank (r)").set_value(4)
@@ -135,7 +135,7 @@ def test_loading_a_config_replaces_what_was_typed(dirs, monkeypatch):
     Start launches."""
     runs, _ = dirs
     calls = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(calls))
     make_run(runs, "image-20260101-100000", "finished", adapter=True, config_overrides={"train": {"max_steps": 7}})
     at = app("image")
     number(at, "Max steps").set_value(9).run()
@@ -154,7 +154,7 @@ def test_loading_a_config_replaces_what_was_typed(dirs, monkeypatch):
 def test_enter_in_a_field_starts_nothing(dirs, monkeypatch):
     """Enter in a number field commits it and starts no run; only a click on Start does."""
     calls = []
-    monkeypatch.setattr("core.gpu_lease.subprocess.Popen", fake_popen(calls))
+    monkeypatch.setattr("core.launch.subprocess.Popen", fake_popen(calls))
     at = app("image")
     press_enter(at, number(at, "Max steps").set_value(40))
     assert not at.exception, at.exception

@@ -72,12 +72,14 @@ def test_ui_doctests():
     import ui.evaluation
     import ui.form
     import ui.recipes
+    import ui.run_view
+    import ui.runs_page
     import ui.signin
     import ui.uploads
     import ui.widgets
 
-    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.compare_models, ui.recipes, ui.signin, ui.uploads,
-               ui.widgets)
+    modules = (ui.charts, ui.estimate, ui.evaluation, ui.form, ui.compare_models, ui.recipes, ui.run_view, ui.runs_page,
+               ui.signin, ui.uploads, ui.widgets)
     assert sum(len(t.examples) for m in modules for t in doctest.DocTestFinder().find(m)) > 20
     for module in modules:
         result = doctest.testmod(module)

@@ -45,7 +45,7 @@ def evaluation_panel(recipe: Recipe) -> None:
         evaluation_progress(recipe.name, run.id)
     elif process is not None and process.returncode not in (0, None):
         st.error(f"Evaluation failed (exit code {process.returncode}).")
-        log_tail(run, run.path / "eval.log", expanded=True, label="Evaluation log")
+        log_tail(run, run.eval_log_path, expanded=True, label="Evaluation log")
     try:
         reports = run.eval_reports()
     except OSError:
@@ -66,7 +66,7 @@ def evaluation_progress(recipe_name: str, run_id: str) -> None:
         st.rerun()  # done: redraw the panel with the new report
     run = run_at(run_id)
     st.info("Evaluating base and tuned on the held-out split…", icon=":material/hourglass_top:")
-    st.code(tail(run.path / "eval.log", 6) or "starting…", language=None, wrap_lines=True)
+    st.code(tail(run.eval_log_path, 6) or "starting…", language=None, wrap_lines=True)
 
 
 def render_report(report: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-from ui.components import ensure_router, runs_overview
+from ui.components import ensure_router
+from ui.runs_page import runs_overview
 
 ensure_router("runs")
 

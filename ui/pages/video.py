@@ -2,8 +2,11 @@
 
 import streamlit as st
 
-from ui.components import compare_panel, ensure_router, evaluation_panel, training_panel
+from ui.compare import compare_panel
+from ui.components import ensure_router
+from ui.evaluation import evaluation_panel
 from ui.recipes import VIDEO
+from ui.training import training_panel
 
 ensure_router("video")
 st.title("Video VLM: dashcam clips to JSON")
