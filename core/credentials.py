@@ -16,16 +16,12 @@ from pathlib import Path
 
 __all__ = [
     "KAGGLE_TOKEN_URL",
-    "HF_TOKEN_URL",
     "WANDB_KEY_URL",
     "kaggle_credentials_problem",
-    "hf_token_hint",
-    "hf_token_problem",
     "wandb_mode",
 ]
 
 KAGGLE_TOKEN_URL = "https://www.kaggle.com/settings/api"
-HF_TOKEN_URL = "https://huggingface.co/settings/tokens"
 WANDB_KEY_URL = "https://wandb.ai/authorize"
 
 # `report_to` values that turn W&B on: "auto" is the config default (online with a key, offline without).
@@ -92,44 +88,6 @@ def kaggle_credentials_problem(env: Mapping[str, str] | None = None, home: Path 
         "  3. export KAGGLE_USERNAME=<your username> and KAGGLE_KEY=<your key>",
     ]
     return "\n".join(lines)
-
-
-def hf_token_hint(env: Mapping[str, str] | None = None, home: Path | None = None) -> str | None:
-    """A gentle note when no Hugging Face token is configured, or None when one is.
-
-    Public models download fine without a token, just with lower rate limits,
-    so this is advice to show, never a reason to stop.
-    """
-    if _hf_token_present(env, home):
-        return None
-    return (
-        "HF_TOKEN is not set: public models still download, but anonymously and with lower rate limits. "
-        f"Create a read token at {HF_TOKEN_URL} and export HF_TOKEN=<token> (or run `hf auth login`)."
-    )
-
-
-def hf_token_problem(
-    model_name: str,
-    *,
-    gated: bool = False,
-    env: Mapping[str, str] | None = None,
-    home: Path | None = None,
-) -> str | None:
-    """Say how to get access when a gated Hub model is requested without a token.
-
-    Qwen2.5-VL and InternVL3 are not gated, so callers pass `gated=True` only
-    for models they know need an accepted licence. A local folder never needs
-    a token.
-
-    >>> hf_token_problem("Qwen/Qwen2.5-VL-3B-Instruct") is None
-    True
-    """
-    if not gated or Path(model_name).expanduser().is_dir() or _hf_token_present(env, home):
-        return None
-    return (
-        f"{model_name} is a gated model: accept its licence on https://huggingface.co/{model_name}, "
-        f"create a read token at {HF_TOKEN_URL}, then export HF_TOKEN=<token> (or run `hf auth login`)."
-    )
 
 
 def wandb_mode(
@@ -199,16 +157,6 @@ def _non_empty_file(path: Path) -> bool:
         return path.is_file() and path.stat().st_size > 0
     except OSError:
         return False
-
-
-def _hf_token_present(env: Mapping[str, str] | None, home: Path | None) -> bool:
-    env = os.environ if env is None else env
-    if env.get("HF_TOKEN", "").strip() or env.get("HUGGING_FACE_HUB_TOKEN", "").strip():
-        return True
-    home = Path.home() if home is None else Path(home)
-    hf_home = Path(env.get("HF_HOME", "").strip() or home / ".cache" / "huggingface")
-    token_path = Path(env.get("HF_TOKEN_PATH", "").strip() or hf_home / "token")
-    return _non_empty_file(token_path)
 
 
 def _wandb_netrc_login(home: Path | None) -> bool:

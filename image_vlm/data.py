@@ -43,7 +43,6 @@ __all__ = [
     "DatasetError",
     "ImageManifest",
     "balanced_sample",
-    "check_label_mapping",
     "download_dataset",
     "find_split_root",
     "format_counts_table",
@@ -372,22 +371,6 @@ def label_to_answer(label: str, mapping: Mapping[str, str]) -> str:
         raise DatasetError(
             f"class {label!r} has no answer in the label mapping (data.labels); mapped classes: {allowed}"
         ) from None
-
-
-def check_label_mapping(classes: Iterable[str], mapping: Mapping[str, str]) -> None:
-    """Fail early, naming every class folder that the label mapping misses.
-
-    >>> check_label_mapping(["wildfire", "smoke"], {"wildfire": "Yes"})
-    Traceback (most recent call last):
-    ...
-    image_vlm.data.DatasetError: class folder(s) smoke have no answer in the label mapping (data.labels: wildfire)
-    """
-    missing = sorted(set(classes) - set(mapping))
-    if missing:
-        raise DatasetError(
-            f"class folder(s) {', '.join(missing)} have no answer in the label mapping "
-            f"(data.labels: {', '.join(sorted(mapping)) or 'empty'})"
-        )
 
 
 def find_split_root(folder: str | Path, max_depth: int = 3) -> Path | None:

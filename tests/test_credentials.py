@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.credentials import hf_token_hint, hf_token_problem, kaggle_credentials_problem, wandb_mode
+from core.credentials import kaggle_credentials_problem, wandb_mode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,10 +118,3 @@ def test_wandb_login_in_netrc_counts_as_online(tmp_path: Path) -> None:
     assert wandb_mode("auto", env={}, home=tmp_path)[0] == "online"
 
 
-def test_hf_token(tmp_path: Path) -> None:
-    assert hf_token_problem("Qwen/Qwen2.5-VL-3B-Instruct", env={}, home=tmp_path) is None
-    problem = hf_token_problem("meta-llama/Llama-3.2-11B-Vision", gated=True, env={}, home=tmp_path)
-    assert problem and "HF_TOKEN" in problem
-    assert hf_token_problem("meta-llama/x", gated=True, env={"HF_TOKEN": "t"}, home=tmp_path) is None
-    assert "HF_TOKEN" in (hf_token_hint(env={}, home=tmp_path) or "")
-    assert hf_token_hint(env={"HF_TOKEN": "t"}, home=tmp_path) is None
