@@ -7,7 +7,7 @@ a name the rotation does not glob, so the one before it is used.
 
 Rotation (`save_total_limit`) is ours, not the Trainer's: the Trainer deletes old checkpoints
 before the new one's `checksums.json` exists, so with a limit of 1 a crash in between would
-leave nothing to resume from. `train_from` turns the Trainer's rotation off and rotates after
+leave nothing to resume from. `rotated_after_seal` turns the Trainer's rotation off and rotates after
 each save is sealed, keeping the newest complete ones.
 """
 
@@ -365,20 +365,15 @@ def rotated_after_seal(trainer) -> Iterator[None]:
         trainer.args.save_total_limit = keep
 
 
-def train_from(trainer, checkpoint: Path | None, log: Callable[[str], object] = print) -> None:
-    """`trainer.train()`, resuming from `checkpoint` when there is one, its checkpoints rotated after they are sealed.
+def resume_arguments(trainer, checkpoint: Path | None, log: Callable[[str], object] = print) -> dict[str, str] | None:
+    """The keyword arguments of `trainer.train()` that resume from `checkpoint` ({} to start afresh), or None when
+    nothing is left to train.
 
     A checkpoint saved at the last step (`global_step >= max_steps`, a run killed between its last save
     and its end) is loaded instead of resumed: the Trainer's loop would run one step past `max_steps`.
     """
-    with rotated_after_seal(trainer):
-        _train_from(trainer, checkpoint, log)
-
-
-def _train_from(trainer, checkpoint: Path | None, log: Callable[[str], object]) -> None:
     if checkpoint is None:
-        trainer.train()
-        return
+        return {}
     try:
         state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
     except (OSError, json.JSONDecodeError):
@@ -386,6 +381,6 @@ def _train_from(trainer, checkpoint: Path | None, log: Callable[[str], object]) 
     if state.get("max_steps") and state.get("global_step", 0) >= state["max_steps"]:
         log(f"{checkpoint} is the last step ({state['global_step']} of {state['max_steps']}): keeping its weights, nothing left to train")
         trainer._load_from_checkpoint(str(checkpoint))
-        return
+        return None
     log(f"resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=str(checkpoint))
+    return {"resume_from_checkpoint": str(checkpoint)}

@@ -167,7 +167,7 @@ def train_stage(
     """
     import torch
 
-    from core.checkpoints import resume_point, train_from
+    from core.checkpoints import resume_arguments, resume_point, rotated_after_seal
     from core.models import memory_hint, save_trained
 
     if control.poll():  # a stop during start-up: nothing trained in this stage, nothing to save
@@ -176,7 +176,10 @@ def train_stage(
         # Steps count from 0 in each stage: the trainer's first callback writes the real step and total.
         run.write_status("running", pid=os.getpid(), stage=stage, stages=stages or [stage], step=0, total=None)
     try:
-        train_from(trainer, resume_point(checkpoints), log=lambda line: print(line, flush=True))
+        with rotated_after_seal(trainer):
+            resume = resume_arguments(trainer, resume_point(checkpoints), log=lambda line: print(line, flush=True))
+            if resume is not None:
+                trainer.train(**resume)
     except torch.OutOfMemoryError as err:
         raise RuntimeError(memory_hint(err, max_memory_gb)) from err
     if control.requested:

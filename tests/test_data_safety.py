@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.checkpoints import CHECKSUMS, choose_resume_checkpoint, complete_checkpoints, train_from
+from core.checkpoints import CHECKSUMS, choose_resume_checkpoint, complete_checkpoints, rotated_after_seal
 from core.config import ConfigError
 from core.gpu_lease import busy_message, gpu_lock_holder
 from core.launch import launch_training
@@ -256,8 +256,8 @@ def test_a_crash_between_the_trainers_save_and_its_checksums_leaves_a_checkpoint
     run.write_status("running")
     folder = run.checkpoints_dir
     trainer = tiny_trainer(folder, [CrashOnSave(2), RunMetricsCallback(run)], save_total_limit=1)
-    with pytest.raises(Crash):
-        train_from(trainer, None)
+    with pytest.raises(Crash), rotated_after_seal(trainer):
+        trainer.train()
     assert [p.name for p in complete_checkpoints(folder)] == ["checkpoint-1"]
     assert not (folder / "checkpoint-2" / CHECKSUMS).exists(), "the crash came before the new checkpoint was sealed"
     assert choose_resume_checkpoint(folder, log=lambda line: None) == folder / "checkpoint-1"
@@ -271,7 +271,8 @@ def test_rotation_keeps_the_newest_complete_checkpoints_and_a_crash_inside_it_lo
     run = RunDir(tmp_path / "run")
     run.write_status("running")
     trainer = tiny_trainer(run.checkpoints_dir, [RunMetricsCallback(run)], save_total_limit=2, max_steps=4)
-    train_from(trainer, None)
+    with rotated_after_seal(trainer):
+        trainer.train()
     assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["checkpoint-3", "checkpoint-4"]
     assert [p.name for p in complete_checkpoints(run.checkpoints_dir)] == ["checkpoint-3", "checkpoint-4"]
     assert trainer.args.save_total_limit == 2, "the Trainer's own setting is given back"
@@ -286,8 +287,8 @@ def test_rotation_keeps_the_newest_complete_checkpoints_and_a_crash_inside_it_lo
 
     monkeypatch.setattr(shutil, "rmtree", dies_midway)
     trainer = tiny_trainer(other.checkpoints_dir, [RunMetricsCallback(other)], save_total_limit=1, max_steps=3)
-    with pytest.raises(Crash):
-        train_from(trainer, None)
+    with pytest.raises(Crash), rotated_after_seal(trainer):
+        trainer.train()
     assert [p.name for p in complete_checkpoints(other.checkpoints_dir)] == ["checkpoint-2"]
 
 
