@@ -113,6 +113,17 @@ def launch_run(module: str, run_dir: Path, *args: str, cwd: Path = ROOT) -> subp
     )
 
 
+class StopAfter:
+    """A run's stop control (`RunControl.poll`) that reports a stop request from its `after`-th poll on (None: never)."""
+
+    def __init__(self, after: int | None = None):
+        self.after, self.polls = after, 0
+
+    def poll(self) -> bool:
+        self.polls += 1
+        return self.after is not None and self.polls > self.after
+
+
 def stop_in_stage(launch, run, stage: str, min_step: int, timeout_s: float = 600) -> None:
     """Start a run with `launch()`, ask it to stop once its `stage` has reached `min_step`, and check it ends
     `stopped` with exit 0."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, launch_run, stop_in_stage
+from conftest import ROOT, StopAfter, launch_run, stop_in_stage
 from core.config import ConfigError
 from core.preference import finish_pairs, read_pairs, sample_pairs
 from core.runs import RunDir
@@ -17,17 +17,6 @@ from image_vlm.config import ImageConfig
 
 TINY_DPO = "image_vlm/configs/tiny_dpo.yaml"
 YES, NO = "<SOLUTION>Yes</SOLUTION>", "<SOLUTION>No</SOLUTION>"
-
-
-class StopAfter:
-    """A run's stop control that reports a stop request from its `after`-th poll on (None: never)."""
-
-    def __init__(self, after: int | None = None):
-        self.after, self.polls = after, 0
-
-    def poll(self) -> bool:
-        self.polls += 1
-        return self.after is not None and self.polls > self.after
 
 
 def started_run(tmp_path: Path) -> RunDir:

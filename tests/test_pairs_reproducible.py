@@ -7,19 +7,9 @@ import json
 
 import torch
 
+from conftest import StopAfter
 from core.preference import sample_pairs
 from core.runs import RunDir
-
-
-class StopAfter:
-    """A stop control that reports a stop from its `after`-th poll on (None: never)."""
-
-    def __init__(self, after: int | None = None):
-        self.after, self.polls = after, 0
-
-    def poll(self) -> bool:
-        self.polls += 1
-        return self.after is not None and self.polls > self.after
 
 
 def sample(batch):

@@ -269,11 +269,22 @@ def test_a_prompt_replaces_the_question_for_both_answers(dirs, monkeypatch, reci
     assert [(side, text) for side, text, _ in asked] == [("base", [own]), ("tuned", [own])], asked
 
 
+def hold_the_gpu(runs, run_id: str, seconds: float):
+    """A process that takes the GPU lease for `run_id` as a trainer does, holds it `seconds`, then exits."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from core.gpu_lease import acquire_gpu_lock; "
+        f"acquire_gpu_lock({run_id!r}, root={str(runs)!r}, kind='training'); print('held', flush=True); time.sleep({seconds})"
+    )], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def test_generate_right_after_a_run_finished_waits_for_its_process_to_let_go(tmp_path, monkeypatch):
     """The trainer writes `finished` and then releases the GPU as its process exits: a Generate in between
     waits for it instead of calling the finished run busy."""
-    import subprocess
-    import sys
     import time
 
     from core.gpu_lease import release_gpu_lock
@@ -284,12 +295,8 @@ def test_generate_right_after_a_run_finished_waits_for_its_process_to_let_go(tmp
     run = RunDir(tmp_path / "just-finished")
     run.path.mkdir()
     run.write_status("finished")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from core.gpu_lease import acquire_gpu_lock; "
-        f"acquire_gpu_lock('just-finished', root={str(tmp_path)!r}, kind='training'); print('held', flush=True); time.sleep(3)"
-    )], stdout=subprocess.PIPE, text=True)
+    holder = hold_the_gpu(tmp_path, "just-finished", 3)
     try:
-        assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         take_compare_lease("other-run")
         assert time.monotonic() - started >= 1.0  # it waited for the finished run's process, then took the GPU
@@ -299,8 +306,6 @@ def test_generate_right_after_a_run_finished_waits_for_its_process_to_let_go(tmp
 
 
 def test_generate_while_a_run_trains_says_busy_at_once(tmp_path, monkeypatch):
-    import subprocess
-    import sys
     import time
 
     from core.gpu_lease import GpuBusy
@@ -311,12 +316,8 @@ def test_generate_while_a_run_trains_says_busy_at_once(tmp_path, monkeypatch):
     run = RunDir(tmp_path / "training-now")
     run.path.mkdir()
     run.write_status("running", pid=1)
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from core.gpu_lease import acquire_gpu_lock; "
-        f"acquire_gpu_lock('training-now', root={str(tmp_path)!r}, kind='training'); print('held', flush=True); time.sleep(20)"
-    )], stdout=subprocess.PIPE, text=True)
+    holder = hold_the_gpu(tmp_path, "training-now", 20)
     try:
-        assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         with pytest.raises(GpuBusy, match=r"GPU busy: run training-now .*is training"):
             take_compare_lease("other-run")

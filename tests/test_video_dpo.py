@@ -10,23 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, launch_run, stop_in_stage
+from conftest import ROOT, StopAfter, launch_run, stop_in_stage
 from core.config import ConfigError
 from core.runs import RunDir
 from video_vlm.config import VideoConfig
 
 TINY_DPO = "video_vlm/configs/tiny_dpo.yaml"
-
-
-class StopAfter:
-    """A run's stop control that reports a stop request from its `after`-th poll on (None: never)."""
-
-    def __init__(self, after: int | None = None):
-        self.after, self.polls = after, 0
-
-    def poll(self) -> bool:
-        self.polls += 1
-        return self.after is not None and self.polls > self.after
 
 
 class Model:
