@@ -36,6 +36,7 @@ from core.gpu_lease import GpuBusy, acquire_gpu_lock, release_gpu_lock
 from core.hub import check_model_available
 from core.models import gpu_feature_problem
 from core.processes import distributed_mode, is_main_process, job_size_problem, start_distributed
+from core.provenance import end_provenance, start_provenance
 from core.runs import (
     RunDir,
     RunError,
@@ -195,8 +196,12 @@ def train_with_control(
     if is_main_process():
         print(f"distributed: {distributed_mode()}", flush=True)
         print("\n".join(family), flush=True)
+    provenance = None
     try:
         with run_lifecycle(run, control, cfg.logging.heartbeat_timeout_s):
+            # Inside the lifecycle, so the heartbeat runs while git and torch answer; completed below, once the
+            # lifecycle has written the end state, whatever it is.
+            provenance = start_provenance(run, cfg.model_dump(mode="json"))
             if not control.poll():
                 prepare_resume(run, args.restart)
                 log_estimate(run, cfg, estimate)
@@ -212,6 +217,7 @@ def train_with_control(
         print(f"error: {problem}", file=sys.stderr)
         return 2
     finally:
+        end_provenance(run, provenance)
         release_gpu_lock()
     print(f"state: {run.read_status()['state']}", flush=True)
     return 0

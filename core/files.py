@@ -104,3 +104,14 @@ def link_tree(source: Path, target: Path) -> None:
     full model is not duplicated on disk)."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def human_bytes(size: float) -> str:
+    """
+    >>> human_bytes(512), human_bytes(12_345), human_bytes(3_400_000)
+    ('512 B', '12.3 KB', '3.4 MB')
+    """
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{int(size)} B"

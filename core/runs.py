@@ -103,6 +103,7 @@ class RunDir:
         "status.json": TRAINER,  # the launcher writes its first `starting`, before the trainer exists
         "heartbeat": TRAINER,
         "estimate.json": TRAINER,
+        "provenance.json": TRAINER,  # what made the run: written at its start, completed at its end (core/provenance.py)
         "metrics.jsonl": TRAINER,
         "rollouts.jsonl": TRAINER,
         "candidates.jsonl": TRAINER,
@@ -134,6 +135,7 @@ class RunDir:
     status_path = property(lambda self: self.path / "status.json")
     heartbeat_path = property(lambda self: self.path / "heartbeat")
     estimate_path = property(lambda self: self.path / "estimate.json")
+    provenance_path = property(lambda self: self.path / "provenance.json")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     rollouts_path = property(lambda self: self.path / "rollouts.jsonl")
     candidates_path = property(lambda self: self.path / "candidates.jsonl")

@@ -26,6 +26,7 @@ from core.cli import run_evaluation_main
 from core.config import deep_merge, eval_settings, validate_config
 from core.files import write_json_atomic
 from core.models import load_run_model
+from core.provenance import model_and_data
 from core.runs import RunDir
 from core.verdict import (
     constant_answer,
@@ -194,6 +195,8 @@ def evaluate(run: RunDir, split: str | None = None, limit: int | None = None, ba
     report: dict[str, Any] = {
         "run": run.id, "split": split, "artifact": str(artifact), "baseline": baseline or "base", "created": time.time(),
         "max_new_tokens": cfg.eval.max_new_tokens, "models": {},
+        # What was scored: the weights' revision and the data's fingerprint, as the trainer recorded them.
+        "provenance": model_and_data(run),
     }
     outputs: dict[str, list[str]] = {}
     truncated: dict[str, list[bool]] = {}

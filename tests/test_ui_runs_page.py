@@ -112,3 +112,29 @@ def test_stop_from_a_page_records_the_page_as_who_asked(dirs):
     assert not at.exception
     request = json.loads((run / "stop.json").read_text())
     assert request["by"]["app"] == "Image VLM page", request
+
+
+def test_push_from_the_runs_page_shows_what_would_leave_then_needs_a_token(dirs, monkeypatch):
+    """The page checks the repository id, lists the exported folder's files (a dry run of the push CLI) before it
+    offers the upload, pushes privately only, and without a token says which variable to set."""
+    runs, _ = dirs
+    run = make_run(runs, "image-20260101-110000", "finished")
+    merged = run / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    (merged / "model.safetensors").write_bytes(b"\0" * 12_345)
+    (merged / "README.md").write_text("---\nbase_model: tiny:qwen2_5_vl\ntags:\n- vlm-playbook\n---\n# card\n")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    at = open_run(app("runs"), run.name)
+    repo = next(t for t in at.text_input if t.label == "Hub repository (ORG/NAME)")
+    repo.set_value("--public").run()
+    assert "'--public' is not a repository id" in texts(at.error)
+    assert button(at, "Check what would be pushed").disabled and button(at, "Push (private)").disabled
+
+    repo.set_value("me/wildfire-tiny").run()
+    button(at, "Check what would be pushed").click().run()
+    listing = next(str(c.value) for c in at.code if "nothing sent" in str(c.value))
+    assert "README.md" in listing and "model.safetensors  12.3 KB" in listing and "private" in listing, listing
+    assert "checkpoints" not in listing and "train.log" not in listing
+    button(at, "Push (private)").click().run()
+    assert "no Hugging Face token: set HF_TOKEN" in texts(at.error), texts(at.error)

@@ -301,9 +301,11 @@ def test_make_train_then_eval_video_round_trip(learned_video_run):
 
     from video_vlm import export
 
-    # The preset fine-tunes in full: model/ is already standalone, and export says so instead of merging.
-    assert export.main(["--run", str(run_dir)]) == 2
-    assert (run_dir / "model" / "config.json").is_file()
+    # The preset fine-tunes in full: model/ is already standalone; export writes its model card there.
+    assert export.main(["--run", str(run_dir)]) == 0
+    assert (run_dir / "model" / "config.json").is_file() and (run_dir / "model" / "README.md").is_file()
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "base_model: tiny:internvl" in card and str(run_dir) not in card
 
 
 def test_inference_validates_a_clip_and_rolls_over_a_video(dataset_root, tmp_path):

@@ -5,13 +5,18 @@ its curves, config, full logs (with their download) and evaluation reports.
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from core.files import human_bytes
 from core.gpu_lease import gpu_lock_holder
+from core.provenance import read_provenance
 from core.runs import RunDir, list_runs, runs_root
 from ui import charts
 from ui.evaluation import render_report
@@ -145,6 +150,7 @@ def run_detail(run_id: str) -> None:
     state = status.get("state", "missing")
     if state not in ACTIVE and state != "missing":
         archive_button(run)
+        push_controls(run)
     metrics = run.read_metrics()
     progress_bar(status, metrics, active=state in ACTIVE)
     overview, config, log, evaluation = st.tabs(["Metrics", "Config", "Log", "Evaluation"])
@@ -153,6 +159,7 @@ def run_detail(run_id: str) -> None:
         with st.expander(run.status_path.name):
             st.json(status)
     with config:
+        provenance_block(run, state)
         try:
             st.code(run.config_path.read_text(), language="yaml")
         except OSError:
@@ -171,6 +178,84 @@ def run_detail(run_id: str) -> None:
         for name, report in reports.items():
             st.markdown(f"**{name}**")
             render_report(report)
+
+
+def provenance_block(run: RunDir, state: str) -> None:
+    """What made the run (provenance.json), in a few lines; a run without one says so, never looks complete."""
+    document = read_provenance(run)
+    with st.expander("Provenance", expanded=document is None):
+        if document is None:
+            st.warning(
+                f"No provenance recorded: this run's folder has no {run.provenance_path.name} (a run from before runs "
+                "recorded what made them, or one whose trainer never started). Its code version, library versions, "
+                "hardware, data fingerprint and model revision are unknown."
+            )
+            return
+        if document.get("ended") is None:
+            if state in ACTIVE:
+                st.caption("Recorded at the start of this launch; completed when it ends.")
+            else:
+                st.warning(f"Incomplete: the launch that started {document.get('started', '?')} never recorded its end "
+                           f"(the run reads {state}).")
+        st.markdown("\n".join(f"- {line}" for line in provenance_lines(document)))
+        command = document.get("command")
+        if isinstance(command, list) and command:
+            st.code(" ".join(str(part) for part in command), language="bash", wrap_lines=True)
+
+
+def provenance_lines(document: dict[str, Any]) -> list[str]:
+    """A provenance document in words, one line per fact, for the Runs page.
+
+    >>> lines = provenance_lines({"code": {"git_commit": "0123456789abcdef", "dirty": True, "package_version": "0.1.0"},
+    ...     "libraries": {"torch": "2.9.0", "bitsandbytes": None}, "python": "3.11.9", "platform": "Linux-x86_64",
+    ...     "cpu": "Intel Xeon (2 cores)", "gpu": None, "data": {"root": "/data/w", "fingerprint": "sha256:" + "ab" * 32},
+    ...     "model": {"id": "tiny:qwen2_5_vl", "revision": "tiny"}, "seed": 42, "started": "2026-01-01T10:00:00+00:00",
+    ...     "ended": "2026-01-01T10:01:00+00:00", "state": "finished"})
+    >>> print("\\n".join(lines))
+    **Code**: git `0123456789ab` with uncommitted changes (package 0.1.0)
+    **Libraries**: torch 2.9.0 · bitsandbytes not installed
+    **Hardware**: CPU only, Intel Xeon (2 cores); Python 3.11.9 on Linux-x86_64
+    **Data**: `/data/w`, fingerprint `sha256:abababababab…`
+    **Model**: `tiny:qwen2_5_vl`, a tiny model built locally
+    **Seed**: 42
+    **Launch**: started 2026-01-01T10:00:00+00:00, ended 2026-01-01T10:01:00+00:00, finished
+    """
+    code = document.get("code") or {}
+    commit = code.get("git_commit")
+    package = f"package {code.get('package_version') or 'version unknown'}"
+    if commit:
+        changes = {True: " with uncommitted changes", False: ", clean"}.get(code.get("dirty"), "")
+        code_text = f"git `{str(commit)[:12]}`{changes} ({package})"
+    else:
+        code_text = f"{package} (not a git checkout)"
+    libraries = " · ".join(f"{name} {version or 'not installed'}" for name, version in (document.get("libraries") or {}).items())
+    gpu = document.get("gpu")
+    if isinstance(gpu, dict):
+        extra = ", ".join(f"{key} {gpu[key]}" for key in ("driver", "cuda") if gpu.get(key))
+        hardware = f"{gpu.get('count', 1)} × {gpu.get('name', 'GPU')}" + (f" ({extra})" if extra else "")
+        hardware += f", CPU {document.get('cpu', '?')}"
+    else:
+        hardware = f"CPU only, {document.get('cpu', '?')}"
+    hardware += f"; Python {document.get('python', '?')} on {document.get('platform', '?')}"
+    data = document.get("data") or {}
+    fingerprint = data.get("fingerprint")
+    data_text = f"`{data.get('root')}`, " + (
+        f"fingerprint `{str(fingerprint)[:19]}…`" if fingerprint else "no fingerprint (its manifest records none)")
+    model = document.get("model") or {}
+    revision = model.get("revision")
+    revision_text = {"tiny": "a tiny model built locally", "local": "a local folder", None: "revision unknown"}.get(
+        revision, f"commit `{str(revision)[:12]}`")
+    launch = f"started {document.get('started', '?')}"
+    launch += f", ended {document['ended']}, {document.get('state') or 'state unknown'}" if document.get("ended") else ", not ended"
+    return [
+        f"**Code**: {code_text}",
+        f"**Libraries**: {libraries or 'none recorded'}",
+        f"**Hardware**: {hardware}",
+        f"**Data**: {data_text}",
+        f"**Model**: `{model.get('id', '?')}`, {revision_text}",
+        f"**Seed**: {document.get('seed', '?')}",
+        f"**Launch**: {launch}",
+    ]
 
 
 # The most of a log drawn on the page; the download has all of it.
@@ -205,17 +290,6 @@ def full_log(run: RunDir, path: Path, name: str) -> None:
     st.code(text or "(empty)", language=None, wrap_lines=True, height=420 if text.count("\n") > 20 else "content")
 
 
-def human_bytes(size: float) -> str:
-    """
-    >>> human_bytes(512), human_bytes(12_345), human_bytes(3_400_000)
-    ('512 B', '12.3 KB', '3.4 MB')
-    """
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{int(size)} B"
-
-
 def archive_button(run: RunDir) -> None:
     """Archive an ended run: its folder moves under the runs folder's .archive/ (core.archive), nothing is deleted."""
     from core.archive import ArchiveError, archive_run
@@ -232,6 +306,32 @@ def archive_button(run: RunDir) -> None:
         flash("runs", "success", f"Archived run {run.id}: moved to {target}.")
         st.session_state.pop("runs:open", None)
     st.rerun()
+
+
+# A Hub repository id as the page accepts it: ORG/NAME, nothing that could read as an option or a path.
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+def push_controls(run: RunDir) -> None:
+    """Push an exported run to the Hub through the CLI (`python -m core.export push`): first what would be sent,
+    then the upload. Private only from the page: the token is the box owner's, so making a repository public is
+    left to the command line."""
+    with st.expander("Push to the Hugging Face Hub"):
+        repo = st.text_input("Hub repository (ORG/NAME)", key=f"runs:push-repo:{run.id}", max_chars=200).strip()
+        valid = bool(REPO_ID.fullmatch(repo))
+        if repo and not valid:
+            st.error(f"{repo!r} is not a repository id: ORG/NAME, letters, digits, '-', '_' and '.' only.")
+        command = [sys.executable, "-m", "core.export", "push", "--run", str(run.path), "--repo", repo]
+        checked = f"runs:push-checked:{run.id}"
+        if st.button("Check what would be pushed", key=f"runs:push-dry:{run.id}", disabled=not valid):
+            done = subprocess.run([*command, "--dry-run"], capture_output=True, text=True, timeout=120)
+            st.session_state[checked] = repo if done.returncode == 0 else None
+            (st.code if done.returncode == 0 else st.error)((done.stdout + done.stderr).strip())
+        if st.button("Push (private)", key=f"runs:push:{run.id}", disabled=st.session_state.get(checked) != repo or not valid):
+            with st.spinner(f"Pushing {run.id} to {repo}…"):
+                done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+            lines = (done.stdout + done.stderr).strip().splitlines() or ["(no output)"]
+            (st.success if done.returncode == 0 else st.error)(lines[-1])
 
 
 live_run_detail = st.fragment(run_every=3)(run_detail)

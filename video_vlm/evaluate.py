@@ -28,6 +28,7 @@ from core.cli import run_evaluation_main
 from core.config import deep_merge, eval_settings, validate_config
 from core.files import write_json_atomic
 from core.models import load_run_model
+from core.provenance import model_and_data
 from core.runs import RunDir
 from core.verdict import (
     bootstrap_interval,
@@ -313,6 +314,8 @@ def evaluate(run: RunDir, limit: int | None = None, batch_size: int | None = Non
         "created": time.time(),
         "skipped": skipped,
         "max_new_tokens": cfg.eval.max_new_tokens,
+        # What was scored: the weights' revision and the data's fingerprint, as the trainer recorded them.
+        "provenance": model_and_data(run),
     }
     report.update(compare_outputs(schema, outputs, labels, truncated, cfg.eval.max_new_tokens, base_label=baseline or "base"))
     for name in MODELS:
