@@ -23,8 +23,10 @@ def failure_output(result: subprocess.CompletedProcess) -> str:
 def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, wildfire_synthetic):
     run = RunDir(tmp_path / "ddp-run")
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
+        # Not --cpu: accelerate then starts one lone process (the run refuses it); the DDP config forms the job over
+        # gloo on CPU as it does over NCCL on GPUs.
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml",
+        "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
         "-m", "image_vlm.train", "--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path), *IMAGE_SMOKE,
         f"model.name={warm_qwen}", f"data.root={wildfire_synthetic}", "train.max_steps=2",
         "train.per_device_train_batch_size=4", "train.max_completion_length=24", "logging.save_steps=2",
@@ -34,6 +36,7 @@ def test_two_process_grpo_only_rank0_writes_the_run_folder(tmp_path, warm_qwen, 
     assert result.returncode == 0, failure_output(result)
     status = run.read_status()
     assert status["state"] == "finished" and status["step"] == 2
+    assert status["distributed"] == "DDP over gloo on CPU, 2 processes", status  # one job of two, not two alone
     # Only rank 0 writes: one status owner, one metrics line per logged step, rollouts from one rank.
     assert status["pid"] != os.getpid()
     steps = [m["step"] for m in run.read_metrics() if "loss" in m]
