@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -219,7 +220,10 @@ def train_with_control(
     finally:
         end_provenance(run, provenance)
         release_gpu_lock()
-    print(f"state: {run.read_status()['state']}", flush=True)
+    if is_main_process():
+        print(f"state: {run.read_status()['state']}", flush=True)
+    else:  # rank 0 may still be saving: the state it has not written yet is not this rank's to report
+        print(f"rank {os.environ.get('RANK')}: done; rank 0 records the run's state in {run.status_path}", flush=True)
     return 0
 
 

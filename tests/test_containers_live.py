@@ -793,7 +793,9 @@ def test_two_machines_train_as_one_job_and_a_lost_machine_fails_the_run_then_bot
         steps = [line["step"] for line in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in line]
         assert steps == sorted(set(steps)) and steps[-1] == 24, steps
         assert "saved /app/runs/two" in logs[0] and "saved /app/runs/two" not in logs[1], logs[1][-3000:]
-        assert not any(line.startswith("distributed: ") for line in logs[1].splitlines()) and "state: finished" in logs[1]
+        assert not any(line.startswith(("distributed: ", "state: ")) for line in logs[1].splitlines()), logs[1][-3000:]
+        assert "rank 1: done; rank 0 records the run's state in /app/runs/two/status.json" in logs[1], logs[1][-3000:]
+        assert "state: finished" in logs[0], logs[0][-3000:]
         assert owners(machines.runs) == {1000}
         log(f"both machines resumed from {newest} and finished in {time.monotonic() - resumed:.0f} s")
     finally:
