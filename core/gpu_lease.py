@@ -23,12 +23,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.processes import process_owner
-from core.runs import now_iso, runs_root
+from core.runs import ENDED_STATES, RunDir, now_iso, runs_root
 
 LOCK_NAME = ".gpu.lock"
 RELEASE_NAME = ".gpu.release"
 LOCK_FD_ENV = "VLM_GPU_LOCK_FD"  # a launcher passes its locked file to the child under this name
-RELEASE_WAIT_S = 30.0  # how long a launch waits for a compare model to let go of the GPU
+RELEASE_WAIT_S = 30.0  # how long a taker waits for a compare model, or an ended run's exiting process, to let go
 KIND_VERBS = {"training": "training", "evaluation": "being evaluated", "compare": "loaded in the compare view"}
 
 
@@ -129,7 +129,8 @@ def acquire_gpu_lock(
 ) -> Path:
     """Take the GPU for `run_id`, or raise GpuBusy naming the holder and where it runs.
 
-    A compare holder is asked to release and given `wait_release_s` to do so. With `on_release_request`
+    A compare holder is asked to release and given `wait_release_s` to do so; so is a training job whose run folder
+    says it ended (it writes its last state, then releases as its process exits). With `on_release_request`
     (compare holders), a watcher thread calls it when someone else asks for the GPU. `app` names the holder
     when it is not this process's app (a page's launcher, holding the lease for the job it starts).
     """
@@ -164,21 +165,32 @@ def _lock_or_wait(path: Path, wait_release_s: float) -> int:
             return fd
         except BlockingIOError:
             holder = read_lock_record(path)
-            if holder.get("kind") != "compare" or wait_release_s <= 0:
+            compare, exiting = holder.get("kind") == "compare", holder_has_ended(path.parent, holder)
+            if not (compare or exiting) or wait_release_s <= 0:
                 os.close(fd)
                 raise GpuBusy(busy_message(holder)) from None
             if deadline is None:
-                from core.files import write_json_atomic
+                if compare:
+                    from core.files import write_json_atomic
 
-                write_json_atomic(release_request_path(path.parent), {"time": time.time(), "by": process_owner()})
+                    write_json_atomic(release_request_path(path.parent), {"time": time.time(), "by": process_owner()})
                 deadline = time.monotonic() + wait_release_s
             elif time.monotonic() > deadline:
                 os.close(fd)
+                what = "close the compare view there (or reload that page)" if compare else "its process has not exited"
                 raise GpuBusy(
-                    f"{busy_message(holder)} and did not release it within {wait_release_s:.0f} s; "
-                    "close the compare view there (or reload that page), then try again"
+                    f"{busy_message(holder)} and did not release it within {wait_release_s:.0f} s; {what}, then try again"
                 ) from None
             time.sleep(0.2)
+
+
+def holder_has_ended(root: Path, holder: dict) -> bool:
+    """Whether the lock's holder is a training job whose run folder (under `root`) says it ended: its process is on
+    its way out. Training only: an evaluation holds the lock of a run that ended long before it."""
+    folder = root / str(holder.get("run_id") or "")
+    if holder.get("kind") != "training" or not holder.get("run_id") or not folder.is_dir():
+        return False
+    return RunDir(folder).read_status().get("state") in ENDED_STATES
 
 
 def _watch_release_requests(path: Path, poll_s: float = 0.5) -> None:

@@ -12,7 +12,6 @@ import gc
 import re
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,10 @@ from typing import Any
 import streamlit as st
 
 from core.config import validate_config
-from core.gpu_lease import GpuBusy, acquire_gpu_lock, gpu_lock_holder, release_gpu_lock
-from core.runs import ENDED_STATES, RunDir, runs_root
+from core.gpu_lease import acquire_gpu_lock, release_gpu_lock
+from core.runs import RunDir
 from ui.recipes import IMAGE, RECIPES, Recipe
 
-# Seconds a Generate waits for an ended run's process to exit and let go of the GPU (it takes one or two).
-ENDED_HOLDER_WAIT_S = 30.0
 _REASONING = re.compile(r"<REASONING>(.*?)(?:</REASONING>|$)", re.DOTALL)
 
 
@@ -47,32 +44,10 @@ def run_config(recipe: Recipe, run: RunDir):
 _loaded: CompareModel | None = None  # the cached model, so a release from another thread can wait for its answer
 
 
-def take_compare_lease(run_id: str, ended_holder_wait_s: float = ENDED_HOLDER_WAIT_S) -> None:
-    """Hold the GPU for the compare view (GpuBusy names the training or evaluation job that has it).
-
-    A job whose run folder already says it ended still holds the lock while its process exits (it releases in its
-    last lines, after the final status). Generate right after a run finished waits for that, up to
-    `ended_holder_wait_s`, instead of calling a finished run busy.
-    """
-    deadline = time.monotonic() + ended_holder_wait_s
-    while True:
-        try:
-            acquire_gpu_lock(run_id, kind="compare", on_release_request=release_compare_model)
-            return
-        except GpuBusy:
-            if time.monotonic() > deadline or not holder_has_ended():
-                raise
-            time.sleep(0.25)
-
-
-def holder_has_ended() -> bool:
-    """Whether the GPU lock's holder is a run whose folder says it ended (its process is on its way out)."""
-    holder = gpu_lock_holder() or {}
-    folder = runs_root() / str(holder.get("run_id", ""))
-    # Training only: an evaluation holds the lock of a run that ended long before it.
-    if holder.get("kind") != "training" or not holder.get("run_id") or not folder.is_dir():
-        return False
-    return RunDir(folder).read_status().get("state") in ENDED_STATES
+def take_compare_lease(run_id: str) -> None:
+    """Hold the GPU for the compare view (GpuBusy names the training or evaluation job that has it; a run that has
+    just ended is waited for while its process exits, `acquire_gpu_lock`)."""
+    acquire_gpu_lock(run_id, kind="compare", on_release_request=release_compare_model)
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
