@@ -336,6 +336,10 @@ class RunDir:
         return dropped
 
     # ------------------------------------------------------------------------------------------ artifacts
+    def stage_checkpoints_dir(self, stage: str | None) -> Path:
+        """Where a stage's Trainer checkpoints: `checkpoints/<stage>/`, or `checkpoints/` for a run of one unnamed stage."""
+        return self.checkpoints_dir / stage if stage else self.checkpoints_dir
+
     def checkpoint_roots(self) -> list[Path]:
         """Every folder that holds `checkpoint-N` folders: `checkpoints/` and, in a curriculum, `checkpoints/<stage>/`."""
         if not self.checkpoints_dir.is_dir():

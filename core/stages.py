@@ -24,11 +24,6 @@ from core.processes import is_main_process
 from core.runs import RunDir
 
 
-def stage_checkpoints(run: RunDir, stage: str | None) -> Path:
-    """Where a stage's Trainer checkpoints: `checkpoints/<stage>/`, or `checkpoints/` for a run of one unnamed stage."""
-    return run.checkpoints_dir / stage if stage else run.checkpoints_dir
-
-
 def finished_stage(run: RunDir, stage: str | None) -> Path | None:
     """The weights an earlier launch saved for `stage` (rank 0's answer, on every rank), else None: a relaunch skips
     a finished stage."""
@@ -136,7 +131,7 @@ def dpo_stage(
 
     # DPO: TRL's loss; the reference is the start (the adapter switched off under LoRA); weights to adapter/ or model/
     collator, callbacks = batches(rows) if batches else (None, [])
-    output_dir = stage_checkpoints(run, DPO)
+    output_dir = run.stage_checkpoints_dir(DPO)
     trainer = DPOTrainer(
         model=model,
         ref_model=reference_model(cfg.model, cfg.finetune, start),

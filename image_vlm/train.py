@@ -71,7 +71,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     from core.callbacks import GracefulStop, RunMetricsCallback
     from core.metrics import RolloutRecorder
     from core.models import apply_memory_cap, load_processor, load_stage_start, trainable_summary
-    from core.stages import dpo_stage, finished_stage, sft_arguments, sft_stage, stage_checkpoints, train_stage
+    from core.stages import dpo_stage, finished_stage, sft_arguments, sft_stage, train_stage
     from image_vlm.pairs import pairs_dataset, run_pairs_stage, training_pairs
     from image_vlm.rewards import completion_text, get_reward
     from image_vlm.task import dataset_rows, image_size_arguments, training_dataset
@@ -101,7 +101,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     if cfg.warm_start.enabled:
         start = finished_stage(run, WARM_START) or sft_stage(
             cfg, run, control, processor, start=None, stage=WARM_START, stages=stages,
-            args=sft_arguments(cfg, cfg.warm_start, run, stage_checkpoints(run, WARM_START), WARM_START),
+            args=sft_arguments(cfg, cfg.warm_start, run, run.stage_checkpoints_dir(WARM_START), WARM_START),
             dataset=Dataset.from_list(warm_rows), collator=WarmStartCollator(processor, cfg.data, cfg.warm_start),
             freeze_vision=cfg.warm_start.freeze_vision,
         )
@@ -124,7 +124,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
     rewards = RolloutRecorder(run, [get_reward(name) for name in cfg.rewards.weights], completion_text)
 
     # Training (GRPO): the final weights go to adapter/ (model/ for full fine-tuning)
-    output_dir = stage_checkpoints(run, stage)
+    output_dir = run.stage_checkpoints_dir(stage)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=rewards.wrapped(),

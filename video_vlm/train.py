@@ -34,7 +34,7 @@ from core.dpo import unused_stages_problem
 from core.preference import DPO, PAIRS
 from core.processes import is_main_process
 from core.runs import RunDir
-from core.stages import dpo_stage, finished_stage, sft_arguments, sft_stage, stage_checkpoints
+from core.stages import dpo_stage, finished_stage, sft_arguments, sft_stage
 from video_vlm.config import SFTSection, StageSection, VideoConfig, VideoDataSection
 
 DEFAULT_CONFIG = "video_vlm/configs/internvl3_8b_sft.yaml"
@@ -150,7 +150,7 @@ def train(cfg: VideoConfig, run: RunDir, control: RunControl) -> None:
         skipped = SkippedClipsCallback(run, training_clips, data.max_skipped_fraction, stage=name)
         previous = sft_stage(
             cfg, run, control, processor, start=previous, stage=name, stages=stages,
-            args=sft_arguments(cfg, train_section, run, stage_checkpoints(run, name)),
+            args=sft_arguments(cfg, train_section, run, run.stage_checkpoints_dir(name)),
             dataset=dataset, collator=collator, callbacks=[skipped],
         )
         if previous is None:  # stopped: the latest checkpoint is where the next launch resumes
