@@ -13,7 +13,8 @@ this module turns it into memory, part by part:
 * activations: a per-token, per-layer count of the tensors autograd keeps (sdpa attention, so no seq^2
   term), with gradient checkpointing only each layer's input plus one layer being recomputed;
 * logits: the tokens whose logits are materialised, times the vocabulary, with the fp32 loss copies;
-* GRPO generation: the KV cache of the whole generation batch (it is not alive during the backward);
+* GRPO generation: the cache of the whole generation batch (it is not alive during the backward), layer by layer:
+  full attention keeps every token, a sliding window at most its window, linear attention a fixed-size state;
 * a reference model when the KL term needs one (beta > 0 with full fine-tuning);
 * runtime: CUDA context and allocator slack.
 
@@ -25,12 +26,13 @@ between steps; `peak_memory_gib` is what must fit. The figures are calibrated ag
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.config import OPTIMIZERS, FinetuneSection, ModelSection
-from core.families import FAMILIES, Family, family_of_config
+from core.families import FAMILIES, VISION_PARTS, Family, family_of_config
 
 GIB = 2**30
 NF4_BYTES_PER_WEIGHT = 4.127 / 8  # 4-bit codes + 8-bit absmax per 64 weights + fp32 per 256 absmax blocks
@@ -281,6 +283,89 @@ def _weights(model, finetune: FinetuneSection, dtype_bytes: float) -> tuple[floa
     return weight_bytes, total, trainable, targets
 
 
+# A language layer's key and value projections, by the names every family's text tower gives them.
+KV_PROJECTION = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|attention|attn)\.([kv])_proj$")
+
+
+def attention_cache_widths(empty) -> dict[int, int]:
+    """{language layer index: values one token adds to its cache (keys plus values)}, read from the meta model's
+    projections, so per-layer head sizes (Gemma 4's global layers) and shared keys and values count as built."""
+    widths: dict[int, dict[str, int]] = {}
+    for name, module in empty.named_modules():
+        found = KV_PROJECTION.search(name)
+        if found and not any(part in VISION_PARTS for part in name.split(".")):
+            widths.setdefault(int(found.group(1)), {})[found.group(2)] = module.out_features
+    # A layer whose values are its keys (Gemma 4's attention_k_eq_v) caches both all the same.
+    return {index: kv["k"] + kv.get("v", kv["k"]) for index, kv in widths.items() if "k" in kv}
+
+
+def linear_attention_state_bytes(text, dtype_bytes: int) -> float:
+    """One linear-attention layer's fixed state for one sequence, whatever its length (Qwen3.5's Gated DeltaNet): a
+    key x value matrix per value head, kept in fp32 by the kernels, and the short convolution's last inputs."""
+    key_dim = text.linear_num_key_heads * text.linear_key_head_dim
+    value_dim = text.linear_num_value_heads * text.linear_value_head_dim
+    recurrent = text.linear_num_value_heads * text.linear_key_head_dim * text.linear_value_head_dim * 4
+    convolution = (2 * key_dim + value_dim) * text.linear_conv_kernel_dim * dtype_bytes
+    return recurrent + convolution
+
+
+def generation_cache_bytes(config, empty, tokens: int, dtype_bytes: int) -> float:
+    """Bytes one generated sequence of `tokens` tokens keeps in its cache, layer by layer: a full-attention layer
+    caches every token, a sliding-window layer at most its window, a linear-attention layer a fixed-size state, and
+    a layer that reuses an earlier layer's keys and values (Gemma's `num_kv_shared_layers`) nothing of its own."""
+    text = getattr(config, "text_config", config)
+    layer_types = list(getattr(text, "layer_types", None) or ["full_attention"] * text.num_hidden_layers)
+    widths = attention_cache_widths(empty)
+    fallback = 2 * _shapes(config).kv
+    owners = len(layer_types) - (getattr(text, "num_kv_shared_layers", 0) or 0)
+    window = getattr(text, "sliding_window", None)
+    total = 0.0
+    for index, kind in enumerate(layer_types[:owners]):
+        if kind == "linear_attention":
+            total += linear_attention_state_bytes(text, dtype_bytes)
+            continue
+        span = min(tokens, window) if kind == "sliding_attention" and window else tokens
+        total += span * widths.get(index, fallback) * dtype_bytes
+    return total
+
+
+def mixture_of_experts(config) -> tuple[int, int] | None:
+    """(experts, experts each token uses) of a mixture-of-experts text tower, None for a dense one."""
+    text = getattr(config, "text_config", config)
+    experts = next((getattr(text, key) for key in ("num_experts", "num_local_experts", "n_routed_experts")
+                    if getattr(text, key, None)), None)
+    if not experts or getattr(text, "enable_moe_block", True) is False:
+        return None
+    used = next((getattr(text, key) for key in ("num_experts_per_tok", "top_k_experts", "num_experts_per_token")
+                 if getattr(text, key, None)), None)
+    return experts, used or 1
+
+
+def active_parameters(empty, experts: int, used: int) -> tuple[int, int]:
+    """(total, active per token) parameters of a mixture-of-experts meta model: a token runs `used` of the
+    `experts` experts' weights (every parameter under an `experts` module) and all of the rest."""
+    total = expert = 0
+    for name, param in empty.named_parameters():
+        total += param.numel()
+        if "experts" in name.split("."):
+            expert += param.numel()
+    return total, round(total - expert * (1 - used / experts))
+
+
+def refuse_mixture_of_experts(model: ModelSection, config, empty) -> None:
+    """An EstimateError, in one line, for a mixture-of-experts model: its parameters are counted (total and active),
+    but what routing keeps alive per step is not modelled, so no memory figure is given."""
+    moe = mixture_of_experts(config)
+    if moe is None:
+        return
+    total, active = active_parameters(empty, *moe)
+    raise EstimateError(
+        f"{model.name} is a mixture of experts ({moe[0]} experts, {moe[1]} per token): {human_count(total)} "
+        f"parameters in all, about {human_count(active)} active per token; the estimate does not model expert "
+        "routing's memory, so it gives no memory figure for it (training is not affected)"
+    )
+
+
 def known_architecture(model: ModelSection):
     """The model's architecture config (no weights), or an EstimateError saying what to download or set."""
     from core.architectures import UnknownArchitecture, architecture_config
@@ -314,6 +399,7 @@ def estimate_memory(
     architecture's meta-device model when the caller already built it (nothing here changes it)."""
     config = config if config is not None else known_architecture(model)
     empty = empty if empty is not None else empty_model(model, config)
+    refuse_mixture_of_experts(model, config, empty)
     dtype_bytes = 4 if model.dtype == "float32" else 2  # `auto` is bf16 on the GPU this estimates for
     full = finetune.method == "full"
     precision_note = None
@@ -356,7 +442,7 @@ def estimate_memory(
 
     generation = 0.0
     if workload.generated_sequences:
-        kv_cache = workload.generated_sequences * workload.sequence_tokens * shapes.layers * 2 * kv * dtype_bytes
+        kv_cache = workload.generated_sequences * generation_cache_bytes(config, empty, workload.sequence_tokens, dtype_bytes)
         generation = kv_cache + workload.generated_sequences * shapes.vocab * 4 * 2  # last-token logits, fp32
     reference = weight_bytes if workload.reference_model and full else 0.0
 
@@ -408,6 +494,7 @@ def estimate_config(
     to try when it does not fit (the advice)."""
     architecture = known_architecture(cfg.model)
     empty = empty_model(cfg.model, architecture)  # built once: every candidate of the advice shares it
+    refuse_mixture_of_experts(cfg.model, architecture, empty)  # before the family: a MoE id may be outside the table
     target = device_target(device, cfg.model)
 
     def one(c) -> Estimate:

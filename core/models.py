@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from core.config import ConfigError, FinetuneSection, ModelSection
-from core.families import ATTENTION_PARTS, FAMILIES, MLP_PARTS, Family, family_of_config
+from core.families import FAMILIES, Family, family_of_config
 from core.processes import world_size
 from core.runs import RunDir, holds_adapter
 from core.tiny import resolve_model_name
@@ -73,10 +73,36 @@ def memory_hint(err: BaseException, max_memory_gb: float | None) -> str:
     )
 
 
+# Put before a chat template: a model's own thinking mode (Qwen3.5, Gemma 4 and Qwen3 switch it with
+# `enable_thinking`) is off unless a caller asks for it by name. The product's reasoning is its own <REASONING> block
+# (`data.reasoning`); a thinking model would write a second one before it, which no reward or scorer reads. Every
+# renderer, TRL's included (its DPO collator passes no template kwargs), reads the processor's template, so the
+# default is set there once. A template without the variable is unchanged.
+THINKING_OFF = "{%- set enable_thinking = enable_thinking if enable_thinking is defined else false %}"
+
+
+def thinking_off(template: str | None) -> str | None:
+    """`template` with the model's own thinking off by default (`THINKING_OFF`); applied once.
+
+    >>> from jinja2 import Template
+    >>> text = thinking_off("{{ 'think' if enable_thinking is not defined or enable_thinking else 'answer' }}")
+    >>> Template(text).render(), Template(text).render(enable_thinking=True), thinking_off(text) == text
+    ('answer', 'think', True)
+    """
+    if not isinstance(template, str) or template.startswith(THINKING_OFF):
+        return template
+    return THINKING_OFF + template
+
+
 def load_processor(model: ModelSection, **kwargs: Any):
+    """The model's processor, its chat template with the model's own thinking mode off (`THINKING_OFF`)."""
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(resolve_model_name(model.name), revision=model.revision, **kwargs)
+    processor = AutoProcessor.from_pretrained(resolve_model_name(model.name), revision=model.revision, **kwargs)
+    for holder in (processor, getattr(processor, "tokenizer", None)):
+        if holder is not None and isinstance(getattr(holder, "chat_template", None), str):
+            holder.chat_template = thinking_off(holder.chat_template)
+    return processor
 
 
 def load_model(model: ModelSection, finetune: FinetuneSection | None = None):
@@ -206,9 +232,11 @@ def classify_module(name: str, family: Family | None = None) -> tuple[str, str] 
     if any(p in NEVER_ADAPTED or p in projector for p in parts):
         return None
     tower = "vision" if any(p in vision for p in parts) else "language"
-    if any(p in ATTENTION_PARTS for p in parts):
+    attention = {part for f in families for part in f.attention_parts}
+    mlp = {part for f in families for part in f.mlp_parts}
+    if any(p in attention for p in parts):
         return tower, "attention"
-    if any(p in MLP_PARTS for p in parts):
+    if any(p in mlp for p in parts):
         return tower, "mlp"
     return tower, "other"
 

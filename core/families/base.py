@@ -126,6 +126,8 @@ class Family:
             (InternVL3's Qwen2 and InternVL3.5's Qwen3); empty when `model_types` alone decides.
         vision_parts: Module-name parts of the vision tower.
         projector_parts: Module-name parts of what joins the towers (never LoRA-adapted, kept out of 4-bit).
+        attention_parts: Module-name parts of attention blocks, in either tower (the `attention` LoRA toggles).
+        mlp_parts: Module-name parts of MLP blocks, in either tower (the `mlp` LoRA toggles).
         system_role: Whether its chat template has a system turn (else the system text joins the first user turn).
         full_size_processor: (processor_config dict, preset config) -> that dict set to the full-size model's
             image processing, for random-weight checkpoints written with the tiny tokenizer.
@@ -146,6 +148,8 @@ class Family:
     text_model_types: tuple[str, ...] = ()
     vision_parts: tuple[str, ...] = VISION_PARTS
     projector_parts: tuple[str, ...] = PROJECTOR_PARTS
+    attention_parts: tuple[str, ...] = ATTENTION_PARTS
+    mlp_parts: tuple[str, ...] = MLP_PARTS
     system_role: bool = True
     full_size_processor: Callable[[dict[str, Any], Any], dict[str, Any]] = unchanged
 
