@@ -82,7 +82,7 @@ def meta_parameter_counts(model_cls, config) -> dict[str, int]:
     return counts
 
 
-def full_size_processor_files(kind: str, folder: str | Path) -> Path:
+def full_size_processor_files(kind: str, folder: str | Path, model_id: str | None = None) -> Path:
     """Write a processor for a shipped architecture at its real image processing, with no hub access.
 
     The tiny model's tokenizer, chat template and special tokens (a smaller BPE vocabulary) are copied, then set to
@@ -93,7 +93,7 @@ def full_size_processor_files(kind: str, folder: str | Path) -> Path:
 
     from core.tiny import tiny_model_path
 
-    family, preset = random_checkpoint_family(kind)
+    family, preset = random_checkpoint_family(kind, model_id)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for path in tiny_model_path(kind).iterdir():
@@ -105,20 +105,27 @@ def full_size_processor_files(kind: str, folder: str | Path) -> Path:
     return folder
 
 
-def random_checkpoint_family(kind: str):
-    """(family, its first preset) for a tiny kind whose family ships a full-size architecture."""
+def random_checkpoint_family(kind: str, model_id: str | None = None):
+    """(family, preset) for a tiny kind whose family ships a full-size architecture: the preset `model_id`, else the
+    family's first."""
     kinds = [family.key for family in FAMILIES if family.presets]
     if kind not in kinds:
         raise ValueError(f"no full-size architecture for {kind!r}; expected one of {', '.join(kinds)}")
     family = family_by_key(kind)
-    return family, family.presets[0]
+    if model_id is None:
+        return family, family.presets[0]
+    preset = next((preset for preset in family.presets if preset.model_id == model_id), None)
+    if preset is None:
+        raise ValueError(f"{family.title} ships no preset {model_id!r}; it ships {', '.join(p.model_id for p in family.presets)}")
+    return family, preset
 
 
-def write_random_checkpoint(kind: str, folder: str | Path, *, seed: int = 0, device: str | None = None, config_updates: dict[str, dict[str, Any]] | None = None) -> Path:
+def write_random_checkpoint(kind: str, folder: str | Path, *, seed: int = 0, device: str | None = None,
+                            config_updates: dict[str, dict[str, Any]] | None = None, model_id: str | None = None) -> Path:
     """A model folder of a shipped architecture with random weights, loadable as `model.name=<folder>`.
 
-    For GPU tests and benchmarks with no hub access: the first preset of the family whose tiny kind is `kind`
-    (Qwen2.5-VL-7B-Instruct for `qwen2_5_vl`, InternVL3-8B for `internvl`), bf16 on CUDA, with the processor of
+    For GPU tests and benchmarks with no hub access: the preset `model_id` (default: the first) of the family whose
+    tiny kind is `kind` (Qwen2.5-VL-7B-Instruct for `qwen2_5_vl`, InternVL3-8B for `internvl`), bf16 on CUDA, with the processor of
     `full_size_processor_files` and the model's special-token ids set to that tokenizer's. About 16 GB on disk.
     `config_updates` changes the architecture first, for example `{"text_config": {"num_hidden_layers": 1}}`, to
     check the same path on CPU in seconds.
@@ -126,8 +133,8 @@ def write_random_checkpoint(kind: str, folder: str | Path, *, seed: int = 0, dev
     import torch
     from transformers import AutoProcessor
 
-    family, preset = random_checkpoint_family(kind)
-    folder = full_size_processor_files(kind, folder)
+    family, preset = random_checkpoint_family(kind, model_id)
+    folder = full_size_processor_files(kind, folder, model_id)
     tokenizer = AutoProcessor.from_pretrained(folder).tokenizer
     torch.manual_seed(seed)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -229,7 +236,7 @@ def family_lines(model, modality: str) -> list[str]:
             return generic_notes(model_type)
     if modality not in family.modalities:
         raise ConfigError(f"model.name: {family.title} ({model.name}) takes no {modality} input; for {modality} use one of: {able}")
-    return [f"model family: {family.title}"]
+    return [f"model family: {family.title}", *filter(None, [family.kernel_line()])]
 
 
 def table_family(name: str) -> Family | None:

@@ -234,8 +234,11 @@ class _Shapes:
 def _shapes(config) -> _Shapes:
     text = getattr(config, "text_config", config)
     vision = getattr(config, "vision_config", None)
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+    # Gemma 4 sets head sizes per layer (its global layers differ): the first layer's stand for the activations,
+    # and the cache reads each layer's own (`attention_cache_widths`).
+    layer = text.per_layer_config[0] if getattr(text, "per_layer_config", None) is not None else text
+    head_dim = getattr(layer, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv_heads = getattr(layer, "num_key_value_heads", None) or text.num_attention_heads
     vision_layers = getattr(vision, "depth", None) or getattr(vision, "num_hidden_layers", 0)
     return _Shapes(
         hidden=text.hidden_size,

@@ -48,20 +48,50 @@ def strip_media(messages: Messages) -> Messages:
     return stripped
 
 
-def build_inputs(processor, conversations: Sequence[Messages], add_generation_prompt: bool = True, **processor_kwargs):
+def answer_affixes(processor) -> tuple[str, str]:
+    """(what the chat template writes between the generation prompt and an assistant answer, what it writes
+    after the answer minus trailing whitespace): ("", "<|im_end|>") for Qwen, (" ", "<end_of_utterance>") for
+    SmolVLM2, whose generation prompt ends "Assistant:" and whose answers follow a space.
+
+    Training puts an answer right after the generation prompt, between these, so it is taught exactly what
+    generation would write. Read from the template itself, so every family, in the table or not, gets its own. A
+    template whose past answers differ from its generation prompt (Gemma 4's, with thinking off, opens an empty
+    thought channel only in the prompt) still gives its end text; the tokenizer's EOS token is the fallback end when
+    the template does not render an answer verbatim.
+    """
+    marker = "ANSWER_MARKER"
+    conversation = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
+    answer = [{"role": "assistant", "content": [{"type": "text", "text": marker}]}]
+    prompt = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    full = processor.apply_chat_template(conversation + answer, tokenize=False)
+    follows = full.startswith(prompt)
+    at = full.find(marker, len(prompt) if follows else 0)
+    suffix = full[at + len(marker) :].rstrip() if at >= 0 else ""
+    if suffix:
+        return (full[len(prompt) : at] if follows else ""), suffix
+    return "", processor.tokenizer.eos_token or ""
+
+
+def build_inputs(processor, conversations: Sequence[Messages], add_generation_prompt: bool = True,
+                 answers: Sequence[str] | None = None, **processor_kwargs):
     """Tokenise a batch of conversations (left-padded for generation) with their images and videos.
 
     The rendered template already holds the special tokens (Gemma 3's renders its `<bos>`), so the tokenizer adds
     none. Clips were sampled by the product: the family's row (`core.families`) turns their shapes and frame times
     into the processor's kwargs, so it neither samples again nor guesses when the frames were taken.
 
+    With `answers`, each conversation's text is its generation prompt followed by its answer (already between the
+    template's `answer_affixes`): what training feeds, token for token what generation continues from.
+
     Raises:
         ValueError: A clip without its frame times, for a family that needs them.
     """
     texts, images, videos, times = [], [], [], []
-    for messages in conversations:
+    for index, messages in enumerate(conversations):
         texts.append(
-            processor.apply_chat_template(strip_media(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
+            processor.apply_chat_template(strip_media(messages), tokenize=False,
+                                          add_generation_prompt=add_generation_prompt or answers is not None)
+            + (answers[index] if answers is not None else "")
         )
         conv_images, conv_videos, conv_times = media_from_messages(messages)
         if conv_images:  # grouped per conversation: SmolVLM2's and Gemma 3's processors count them per text

@@ -158,6 +158,9 @@ class WarmStartCollator:
         self.warm_start = warm_start
         self.rng = random.Random(warm_start.seed)
         self.choices = list(dict.fromkeys(data.labels.values()))
+        from core.generation import answer_affixes
+
+        self.affixes = answer_affixes(processor)
 
     def target(self, row: dict[str, Any]) -> str:
         answer = row["answer"]
@@ -171,11 +174,10 @@ class WarmStartCollator:
         from image_vlm.task import prompt_messages
 
         prompts = [prompt_messages(self.data, open_image(row["image_path"])) for row in rows]
-        full = [
-            prompt + [{"role": "assistant", "content": [{"type": "text", "text": self.target(row)}]}]
-            for prompt, row in zip(prompts, rows)
-        ]
-        inputs = dict(build_inputs(self.processor, full, add_generation_prompt=False))
+        # Each target right after the generation prompt, between the template's affixes: what GRPO and evaluation
+        # continue from (a thinking model's prompt closes its thought channel; its past answers would not show it).
+        prefix, suffix = self.affixes
+        inputs = dict(build_inputs(self.processor, prompts, answers=[prefix + self.target(row) + suffix for row in rows]))
         prompt_lengths = build_inputs(self.processor, prompts)["attention_mask"].sum(1)
         lengths = inputs["attention_mask"].sum(1)
         labels = inputs["input_ids"].clone()

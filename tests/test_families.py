@@ -188,7 +188,7 @@ def test_each_lora_toggle_selects_its_own_modules(key):
             parts = name.split(".")
             in_vision = any(part in family.vision_parts for part in parts)
             assert in_vision == (tower == "vision"), (key, toggle, name)
-            block_parts = ("attn", "attention", "self_attn") if block == "attention" else ("mlp", "feed_forward", "ffn")
+            block_parts = family.attention_parts if block == "attention" else family.mlp_parts
             assert any(part in block_parts for part in parts), (key, toggle, name)
             assert not any(part in family.projector_parts for part in parts), (key, toggle, name)
         chosen[toggle] = names

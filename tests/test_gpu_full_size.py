@@ -133,7 +133,8 @@ class TestInternVL3_8B:
 
 
 def family_presets() -> list[tuple[str, str, str]]:
-    """(tiny kind, recipe module, shipped preset file) of every family but the two above, one row per recipe."""
+    """(tiny kind, recipe module, shipped preset file) of every shipped model of every family but the two above, one
+    row per recipe its inputs allow."""
     from core.config import read_yaml
     from core.families import FAMILIES
 
@@ -143,25 +144,27 @@ def family_presets() -> list[tuple[str, str, str]]:
     for family in FAMILIES:
         if family.key in ("qwen2_5_vl", "internvl"):
             continue
-        for modality in family.modalities:
-            preset = by_model[(f"{modality}_vlm", family.presets[0].model_id)]
-            rows.append((family.key, f"{modality}_vlm.train", str(preset.relative_to(root))))
+        for shipped in family.presets:
+            for modality in family.modalities:
+                preset = by_model[(f"{modality}_vlm", shipped.model_id)]
+                rows.append((family.key, f"{modality}_vlm.train", str(preset.relative_to(root))))
     return rows
 
 
 @pytest.fixture(scope="module")
 def family_folders(tmp_path_factory):
-    """One random-weight full-size folder at a time: the previous family's is removed before the next is written."""
+    """One random-weight full-size folder at a time: the previous model's is removed before the next is written."""
     written: dict[str, Path] = {}
 
-    def folder(kind: str) -> Path:
+    def folder(kind: str, model_id: str) -> Path:
         from core.architectures import write_random_checkpoint
 
-        for old in [k for k in written if k != kind]:
+        for old in [k for k in written if k != model_id]:
             shutil.rmtree(written.pop(old), ignore_errors=True)
-        if kind not in written:
-            written[kind] = write_random_checkpoint(kind, tmp_path_factory.mktemp(f"{kind}-full-size") / "model")
-        return written[kind]
+        if model_id not in written:
+            written[model_id] = write_random_checkpoint(
+                kind, tmp_path_factory.mktemp(f"{kind}-full-size") / "model", model_id=model_id)
+        return written[model_id]
 
     yield folder
     for path in written.values():
@@ -170,8 +173,11 @@ def family_folders(tmp_path_factory):
 
 @pytest.mark.parametrize("kind, module, preset", family_presets(), ids=lambda value: str(value).split("/")[-1])
 def test_every_family_preset_takes_a_bf16_lora_step_within_the_estimate(kind, module, preset, family_folders, tmp_path):
-    """Qwen3-VL, InternVL3.5, SmolVLM2 and Gemma 3 at full size, in each recipe their inputs allow."""
-    folder = family_folders(kind)
+    """Every other shipped model (Qwen3-VL, InternVL3.5, SmolVLM2, Gemma 3, Qwen3.5, Gemma 4) at full size, in each
+    recipe its inputs allow."""
+    from core.config import read_yaml
+
+    folder = family_folders(kind, read_yaml(Path(__file__).resolve().parents[1] / preset)["model"]["name"])
     overrides = image_overrides(folder, tmp_path / "wildfire") if module.startswith("image") else video_overrides(folder, tmp_path / "dashcam")
     run = RunDir(tmp_path / "run")
     train(module, preset, run, overrides)

@@ -51,6 +51,22 @@ SHRUNK = {
         },
         "vision_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4},
     },
+    "qwen3_5": {
+        "text_config": {
+            "num_hidden_layers": 2, "layer_types": ["linear_attention", "full_attention"], "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+            "linear_key_head_dim": 16, "linear_value_head_dim": 16,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e7, "mrope_section": [2, 1, 1], "mrope_interleaved": True, "partial_rotary_factor": 0.25},
+        },
+        "vision_config": {"depth": 1, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "out_hidden_size": 64},
+    },
+    "gemma4": {
+        "text_config": {
+            "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+            "global_head_dim": 32, "num_global_key_value_heads": 1, "layer_types": ["sliding_attention", "full_attention"],
+        },
+        "vision_config": {"num_hidden_layers": 1, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16},
+    },
 }  # fmt: skip
 # The image placeholder, the picture each test feeds (its side in px) and the image tokens the full-size processor
 # must give it, as each family's published processing does: InternVL a 448 px tile as 256; Qwen2.5-VL a 350 px
@@ -60,7 +76,8 @@ SHRUNK = {
 IMAGE_TOKENS = {
     "internvl": ("<IMG_CONTEXT>", 448, 256), "internvl3_5": ("<IMG_CONTEXT>", 448, 256),
     "qwen2_5_vl": ("<|image_pad|>", 350, 144), "qwen3_vl": ("<|image_pad|>", 350, 100),
-    "smolvlm2": ("<image>", 350, 81), "gemma3": ("<image_soft_token>", 350, 256),
+    "smolvlm2": ("<image>", 350, 81), "gemma3": ("<image_soft_token>", 350, 256), "gemma4": ("<|image|>", 350, 64),
+    "qwen3_5": ("<|image_pad|>", 350, 100),
 }  # fmt: skip
 KINDS = [family.key for family in FAMILIES if family.presets]
 

@@ -37,6 +37,8 @@ EXPECTED_IMAGE_TOKENS = {
     "internvl3_5": {64: 4, 350: 4},
     "smolvlm2": {64: 20, 350: 20},
     "gemma3": {64: 4, 350: 4},
+    "gemma4": {64: 64, 350: 64},
+    "qwen3_5": {64: 4, 350: 16},
 }
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
@@ -63,6 +65,14 @@ TOKENS = {
         "<pad>",
         "<image_soft_token>",
     ),
+    "qwen3_5": (QWEN_SPECIALS + QWEN3_SPECIALS, "<|im_end|>", "<|endoftext|>", "<|image_pad|>"),
+    "gemma4": (
+        ["<bos>", "<eos>", "<pad>", "<|turn>", "<turn|>", "<|image>", "<image|>", "<|image|>", "<|video|>", "<|think|>"]
+        + ["<|channel>", "<channel|>"],
+        "<eos>",
+        "<pad>",
+        "<|image|>",
+    ),
 }
 # Ids relative to the first added token, as in the real tokenizers (Qwen3's four extra tokens move InternVL's up).
 RELATIVE_IDS = {
@@ -70,11 +80,12 @@ RELATIVE_IDS = {
     "qwen3_vl": ("<|endoftext|>", {"<|image_pad|>": 151655 - 151643, "<think>": 151667 - 151643}),
     "internvl3_5": ("<|endoftext|>", {"<think>": 151667 - 151643, "<IMG_CONTEXT>": 151671 - 151643}),
     "smolvlm2": ("<global-img>", {"<fake_token_around_image>": 49189 - 49152, "<image>": 49190 - 49152}),
+    "qwen3_5": ("<|endoftext|>", {"<|image_pad|>": 248056 - 248044, "<think>": 248068 - 248044}),
 }
 # What each tiny model trains on below: every family that takes clips trains on one, except Qwen2.5-VL (images).
 TRAINING_INPUT = {
     "qwen2_5_vl": "image", "internvl": "video", "qwen3_vl": "video", "internvl3_5": "video",
-    "smolvlm2": "video", "gemma3": "image",
+    "smolvlm2": "video", "gemma3": "image", "gemma4": "video", "qwen3_5": "video",
 }  # fmt: skip
 
 
@@ -210,7 +221,7 @@ def test_special_tokens_are_single_ids_that_match_the_config(kind, tiny_paths):
     assert text_config.eos_token_id == tokenizer.eos_token_id
     assert text_config.pad_token_id == tokenizer.pad_token_id
     assert config.image_token_id == tokenizer.convert_tokens_to_ids(image)
-    if kind in ("qwen2_5_vl", "qwen3_vl"):
+    if kind in ("qwen2_5_vl", "qwen3_vl", "qwen3_5"):
         assert config.video_token_id == tokenizer.convert_tokens_to_ids("<|video_pad|>")
         assert config.vision_start_token_id == tokenizer.convert_tokens_to_ids("<|vision_start|>")
         assert config.vision_config.out_hidden_size == text_config.hidden_size

@@ -8,14 +8,9 @@ import json
 import pytest
 import torch
 
-from core.generation import build_inputs
+from core.generation import answer_affixes, build_inputs
 from core.models import load_processor
-from video_vlm.collator import (
-    IGNORE_INDEX,
-    VideoDPOCollator,
-    VideoSFTCollator,
-    answer_affixes,
-)
+from video_vlm.collator import IGNORE_INDEX, VideoDPOCollator, VideoSFTCollator
 from video_vlm.config import VideoConfig, VideoDataSection
 from video_vlm.schema import UNKNOWN, load_schema
 from video_vlm.task import clip_frames, item_row, prompt_messages, row_item, verified_items
@@ -58,6 +53,9 @@ def supervised_text(processor, labels: torch.Tensor) -> str:
 
 @pytest.mark.parametrize("kind, affixes", [
     ("qwen3_vl", ("", "<|im_end|>")), ("smolvlm2", (" ", "<end_of_utterance>")), ("gemma3", ("", "<end_of_turn>")),
+    # Gemma 4's generation prompt (thinking off) ends in an empty thought channel its past answers do not show: the
+    # answer still ends with the template's own end of turn, not the tokenizer's <eos>.
+    ("gemma4", ("", "<turn|>")),
 ])
 def test_answer_affixes_come_from_each_familys_template(kind, affixes):
     """SmolVLM2's generation prompt ends "Assistant:" and its answers follow a space: the label must start with it,

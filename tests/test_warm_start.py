@@ -149,6 +149,33 @@ def test_the_collator_supervises_only_the_target(qwen_processor, wildfire_synthe
         assert "Fire" not in text and "system" not in text
 
 
+@pytest.mark.parametrize("kind", ["qwen2_5_vl", "gemma3", "gemma4"])
+def test_the_target_follows_the_prompt_generation_continues_from(kind, wildfire_synthetic):
+    """The warm start teaches each target right after the very prompt GRPO and evaluation generate from. Gemma 4's
+    (thinking off) ends in an empty thought channel that its past answers do not show: trained on the template's
+    history form, the model would learn to answer where it is never asked, and the labels would be cut."""
+    from core.config import ModelSection
+    from core.generation import answer_affixes, build_inputs
+    from core.models import load_processor
+    from image_vlm.task import image_size_arguments, prompt_messages, task_rows
+    from image_vlm.warm_start import template_rows
+
+    model = ModelSection(name=f"tiny:{kind}")
+    processor = load_processor(model, **image_size_arguments(model, 3136))
+    data = ImageDataSection(root=str(wildfire_synthetic), max_pixels=3136)
+    rows = template_rows(task_rows(data, "train"))[:2]
+    batch = WarmStartCollator(processor, data, WarmStartSection(answers="labels"))(rows)
+    _, end = answer_affixes(processor)
+    for index, row in enumerate(rows):
+        from core.media.image import open_image
+
+        prompt = build_inputs(processor, [prompt_messages(data, open_image(row["image_path"]))])["input_ids"][0].tolist()
+        ids = [t for t, m in zip(batch["input_ids"][index].tolist(), batch["attention_mask"][index].tolist()) if m]
+        assert ids[: len(prompt)] == prompt, processor.tokenizer.decode(ids)
+        supervised = processor.tokenizer.decode([t for t in batch["labels"][index].tolist() if t != -100])
+        assert supervised == target_text(row["answer"], "I see.", True) + end, supervised
+
+
 def test_random_answers_are_coin_flips_drawn_afresh(qwen_processor, wildfire_synthetic):
     from image_vlm.task import task_rows
     from image_vlm.warm_start import template_rows

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from core.generation import build_inputs
+from core.generation import answer_affixes, build_inputs
 from core.media.errors import MediaError, plain_reason
 from core.media.paths import in_dataset
 from core.runs import RunDir, RunError
@@ -42,27 +42,6 @@ _REPLACEMENT_TRIES = 16
 
 class SampleTooLong(ValueError):
     """A sample needs more tokens than `train.max_length`."""
-
-
-def answer_affixes(processor) -> tuple[str, str]:
-    """(what the chat template writes between the generation prompt and an assistant answer, what it writes
-    after the answer minus trailing whitespace): ("", "<|im_end|>") for Qwen, (" ", "<end_of_utterance>") for
-    SmolVLM2, whose generation prompt ends "Assistant:" and whose answers follow a space.
-
-    Read from the template itself, so every family, in the table or not, gets its own; the tokenizer's EOS
-    token is the fallback end when the template does not render an answer verbatim.
-    """
-    marker = "ANSWER_MARKER"
-    conversation = [{"role": "user", "content": [{"type": "text", "text": "q"}]}]
-    answer = [{"role": "assistant", "content": [{"type": "text", "text": marker}]}]
-    prompt = processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-    full = processor.apply_chat_template(conversation + answer, tokenize=False)
-    at = full.find(marker, len(prompt)) if full.startswith(prompt) else -1
-    if at >= 0:
-        prefix, suffix = full[len(prompt) : at], full[at + len(marker) :].rstrip()
-        if suffix:
-            return prefix, suffix
-    return "", processor.tokenizer.eos_token or ""
 
 
 def answer_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from core.generation import build_inputs
-from video_vlm.collator import answer_affixes, answer_labels
+from core.generation import answer_affixes, build_inputs
+from video_vlm.collator import answer_labels
 from video_vlm.config import VideoDataSection
 from video_vlm.schema import SchemaSpec
 from video_vlm.task import SampledClip, prompt_messages

@@ -6,7 +6,7 @@ modules behind the LoRA toggles and the ones QLoRA keeps out of 4-bit, and holds
 estimate, the tiny models, LoRA, QLoRA, the collator and the random full-size checkpoints all ask this table.
 
 The rows: Qwen2.5-VL, InternVL3, Qwen3-VL, InternVL3.5 (InternVL3's row with a Qwen3 text tower, in the same
-module), SmolVLM2 and Gemma 3 (images only). Their order is the tiny kinds' order.
+module), SmolVLM2, Gemma 3 (images only), Qwen3.5 and Gemma 4. Their order is the tiny kinds' order.
 
 A model outside the table still trains when transformers' Auto classes load it (`generic_notes` says what that
 means); only the estimate needs its row.
@@ -14,7 +14,7 @@ means); only the estimate needs its row.
 
 from __future__ import annotations
 
-from core.families import gemma3, internvl, qwen2_5_vl, qwen3_vl, smolvlm2
+from core.families import gemma3, gemma4, internvl, qwen2_5_vl, qwen3_5, qwen3_vl, smolvlm2
 from core.families.base import (
     ATTENTION_PARTS,
     MLP_PARTS,
@@ -32,6 +32,8 @@ FAMILIES: tuple[Family, ...] = (
     internvl.FAMILY_3_5,
     smolvlm2.FAMILY,
     gemma3.FAMILY,
+    qwen3_5.FAMILY,
+    gemma4.FAMILY,
 )
 
 __all__ = [

@@ -128,6 +128,8 @@ class Family:
         projector_parts: Module-name parts of what joins the towers (never LoRA-adapted, kept out of 4-bit).
         attention_parts: Module-name parts of attention blocks, in either tower (the `attention` LoRA toggles).
         mlp_parts: Module-name parts of MLP blocks, in either tower (the `mlp` LoRA toggles).
+        kernel_packages: (import name, package name) of the optional kernels its layers run fast with when
+            installed (transformers falls back to a slow torch path without them); the run's log says which path.
         system_role: Whether its chat template has a system turn (else the system text joins the first user turn).
         full_size_processor: (processor_config dict, preset config) -> that dict set to the full-size model's
             image processing, for random-weight checkpoints written with the tiny tokenizer.
@@ -150,8 +152,22 @@ class Family:
     projector_parts: tuple[str, ...] = PROJECTOR_PARTS
     attention_parts: tuple[str, ...] = ATTENTION_PARTS
     mlp_parts: tuple[str, ...] = MLP_PARTS
+    kernel_packages: tuple[tuple[str, str], ...] = ()
     system_role: bool = True
     full_size_processor: Callable[[dict[str, Any], Any], dict[str, Any]] = unchanged
+
+    def kernel_line(self) -> str | None:
+        """Which path its fast-kernel layers take here, in one line; None for a family without such layers."""
+        import importlib.util
+
+        if not self.kernel_packages:
+            return None
+        names = " and ".join(package for _, package in self.kernel_packages)
+        missing = [package for module, package in self.kernel_packages if importlib.util.find_spec(module) is None]
+        if not missing:
+            return f"kernels: {self.title}'s {names} kernels are installed: the fast path is in use"
+        return (f"kernels: {self.title} runs the slow torch path ({', '.join(missing)} not installed; "
+                f"`pip install {' '.join(missing)}` on a CUDA machine for the fast one)")
 
     @property
     def modalities(self) -> tuple[str, ...]:
