@@ -411,3 +411,49 @@ def assert_curves_drawn(seen: dict[str, list[dict]]) -> None:
     assert [label for label, _ in loss["stage_labels"]] == ["sft_long", "dpo"], loss["stage_labels"]
     titles = [" ".join(c["title"]) for c in seen["/runs"]]
     assert "DPO accuracy (chosen ranked above rejected)" in titles, titles
+
+
+def test_runs_side_by_side_at_1400_px(tmp_path, browser):
+    """The Runs page's Compare runs tab at 1400 px, two runs picked (different learning rates and warm-start
+    lengths): a chart per metric with a plot over 100 px high, y tick labels, both runs named in its legend, and
+    each run's stage boundary labelled without overlap."""
+    from conftest import make_run
+
+    base = tmp_path / "server"
+    (base / "runs").mkdir(parents=True)
+    for run_id, lr, warm, grpo in (("image-lr-7e-4", 7e-4, 6, 4), ("image-lr-5e-5", 5e-5, 3, 6)):
+        run = make_run(base / "runs", run_id, "finished", adapter=True, config_overrides={"train": {"learning_rate": lr}})
+        lines = [{"step": s, "stage": "warm_start", "time": 100.0 + s, "loss": 7.2 * 0.6**s, "learning_rate": 2e-3}
+                 for s in range(1, warm + 1)]
+        lines += [{"step": s, "stage": "grpo", "time": 200.0 + s, "loss": 0.05 * s, "reward": lr * 500 * s,
+                   "learning_rate": lr} for s in range(1, grpo + 1)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    with streamlit_server(base, "all") as started:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(started["url"] + "/runs")
+            page.get_by_role("tab", name="Compare runs").click()
+            picker = page.locator("[data-testid='stMultiSelect'] input").first
+            for run_id in ("image-lr-7e-4", "image-lr-5e-5"):
+                picker.click()
+                picker.fill(run_id)
+                page.keyboard.press("Enter")
+                wait_idle(page)
+            page.keyboard.press("Escape")
+            charts = drawn_charts(page, "st-key-compare-curves", 3)
+            legends = page.evaluate("""() => [...document.querySelectorAll('.st-key-compare-curves .vega-embed')]
+                .map(embed => [...embed.querySelectorAll('.role-legend-label text')].map(t => t.textContent))""")
+            save_screenshot(page, tmp_path, "compare-runs")
+        finally:
+            page.close()
+    assert sorted(" ".join(c["title"]) for c in charts) == ["learning rate", "loss", "total reward"], charts
+    for chart, legend in zip(charts, legends):
+        where = " ".join(chart["title"])
+        assert chart["plot"] > 100, f"{where}: the plot is {chart['plot']} px high"
+        assert chart["y_labels"], f"{where}: no tick label on the y axis"
+        assert sorted(legend) == ["image-lr-5e-5", "image-lr-7e-4"], f"{where}: legend {legend}"
+        assert not overlapping(chart["stage_labels"]), f"{where}: stage labels overlap: {chart['stage_labels']}"
+    (loss,) = [c for c in charts if c["title"] == ["loss"]]
+    assert sorted(label for label, _ in loss["stage_labels"]) == ["grpo (image-lr-5e-5)", "grpo (image-lr-7e-4)"]

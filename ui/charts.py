@@ -183,6 +183,50 @@ def curve_chart(frame: pd.DataFrame, column: str, title: str) -> alt.Chart | alt
     return alt.layer(line, rule, *labels).properties(**size)
 
 
+# Streamlit's theme draws a label 15 px high: rows of LABEL_ROW_PX overlapped where two runs' boundaries sit close.
+COMPARE_LABEL_ROW_PX = 16
+# One colour per compared run, far apart (Streamlit's default palette starts with two blues).
+RUN_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf"]
+
+
+def comparison_chart(aligned: pd.DataFrame, boundaries: pd.DataFrame, title: str, runs: list[str]) -> alt.LayerChart:
+    """One metric of several runs on shared axes (core.run_comparison.align_curves's frame): a line per run, one
+    colour per run in `runs` order (the same in every chart, whether or not this run logs the metric), a dashed rule
+    where a run's stage begins, named above the plot as in `curve_chart`."""
+    staged = aligned["stage"].notna().any() or not boundaries.empty
+    points = alt.OverlayMarkDef(size=36, filled=False, strokeWidth=1.5)
+    line = alt.Chart(aligned).mark_line(point=points, strokeWidth=2, opacity=0.85).encode(
+        x=alt.X("x:Q", title="step (all stages)" if staged else "step", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
+        color=alt.Color("run:N", scale=alt.Scale(domain=runs, range=RUN_COLOURS),
+                        legend=alt.Legend(orient="bottom", title=None, columns=1, labelLimit=0)),
+        # A hollow shape per run as well: where two runs' curves coincide (a shared warm start), both still show.
+        shape=alt.Shape("run:N", scale=alt.Scale(domain=runs), legend=None),
+        tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", title=title, format=".4g")] + (["stage:N"] if staged else []),
+    )
+    size = {"title": chart_title(title), "height": CURVE_HEIGHT, "autosize": CURVE_AUTOSIZE}
+    if aligned.empty:
+        return alt.layer(line).properties(**size)
+    low, high = aligned["x"].min(), aligned["x"].max()
+    marks = boundaries[(boundaries["x"] > low) & (boundaries["x"] < high)].reset_index(drop=True)
+    if marks.empty:
+        return alt.layer(line).properties(**size)
+    # A boundary every picked run shares is named by its stage alone; else by the runs it belongs to as well.
+    shared = marks["runs"] == ", ".join(runs)  # shared_boundaries lists a mark's runs in the picked order
+    marks["label"] = marks["stage"].where(shared, marks["stage"] + " (" + marks["runs"] + ")")
+    rule = alt.Chart(marks).mark_rule(strokeDash=[4, 3], color="#888").encode(
+        x="x:Q", tooltip=[alt.Tooltip("stage:N", title="stage begins"), alt.Tooltip("runs:N", title="in runs")])
+    middle = (low + high) / 2
+    labels = [
+        alt.Chart(marks.iloc[[row]]).mark_text(
+            align="left" if at <= middle else "right", dx=3 if at <= middle else -3, baseline="bottom", color="#666"
+        ).encode(x="x:Q", y=alt.value(-3 - row * COMPARE_LABEL_ROW_PX), text="label:N")
+        for row, at in enumerate(marks["x"])
+    ]
+    return alt.layer(line, rule, *labels).properties(**size)
+
+
 def parse_time(value: Any) -> float | None:
     """Seconds since the epoch from an ISO timestamp or a number; None when unreadable."""
     if isinstance(value, (int, float)):

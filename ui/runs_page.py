@@ -1,6 +1,7 @@
 """The Runs page: every run folder in one table (recipe, method, model, state, step, best metric, verdict,
 times, weights), then the opened run: its header and controls (ui/run_view.py), the Archive button, and tabs for
-its curves, config, full logs (with their download) and evaluation reports.
+its curves, config, full logs (with their download) and evaluation reports. A second tab compares runs side by
+side (ui/run_comparison.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from core.runs import RunDir, list_runs, runs_root
 from ui import charts
 from ui.evaluation import render_report
 from ui.recipes import ACTIVE, artifact_of, default_run, recipe_of, served_recipe, tail
+from ui.run_comparison import compare_runs
 from ui.run_view import is_live, metric_grid, progress_bar, run_header
 from ui.widgets import flash, gone_message, run_at, show_flash
 
@@ -36,6 +38,15 @@ def runs_overview() -> None:
         show_flash("runs")  # an archived last run: its message, since no run header is left to show it
         st.info("No runs yet. Start one from the Image or Video page, or with `make train-image` / `make train-video`.")
         return
+    every_run, side_by_side = st.tabs(["All runs", "Compare runs"])
+    with every_run:
+        runs_table(runs)
+    with side_by_side:
+        compare_runs(runs)
+
+
+def runs_table(runs: list[RunDir]) -> None:
+    """The runs table, then the run the user opens."""
     st.dataframe(pd.DataFrame([run_row(run) for run in runs]), hide_index=True, width="stretch", key="runs-table")
     ids = [run.id for run in runs]
     key = "runs:open"
