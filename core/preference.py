@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,12 +367,3 @@ def source_run_option(argv: list[str] | None) -> list[str] | None:
         raise SystemExit("--from needs a run folder: --from runs/<run-id>")
     args[at : at + 2] = [f"pairs.source_run={args[at + 1]}"]
     return args
-
-
-def dpo_rows(pairs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chosen and rejected as TRL's conversational completions (one assistant message each)."""
-    return [
-        {**pair, "chosen": [{"role": "assistant", "content": pair["chosen"]}],
-         "rejected": [{"role": "assistant", "content": pair["rejected"]}]}
-        for pair in pairs
-    ]

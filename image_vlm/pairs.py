@@ -102,17 +102,26 @@ def training_pairs(cfg: ImageConfig, run: RunDir) -> list[dict[str, Any]]:
     return checked_training_pairs(cfg.pairs, run, check, cfg.model.name)
 
 
-def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]]):
-    """TRL's vision preference format: the training prompt, the image, chosen and rejected replies."""
+def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]], processor):
+    """TRL's vision preference format, already rendered: the generation prompt the pairs were sampled from (the one
+    GRPO and evaluation use), the image, and chosen and rejected replies between the template's answer affixes.
+
+    Rendered here rather than left to TRL: TRL cuts the prompt where the template's past-answer form departs from its
+    generation prompt, which for a thinking model with thinking off (Gemma 4's empty thought channel) is before the
+    end of the prompt the answers were sampled after.
+    """
     from datasets import Dataset, Image
 
-    from core.preference import dpo_rows
+    from core.generation import answer_affixes, strip_media
     from image_vlm.task import prompt_messages
 
+    prompt = processor.apply_chat_template(strip_media(prompt_messages(cfg.data, image=True)), tokenize=False,
+                                           add_generation_prompt=True)
+    prefix, suffix = answer_affixes(processor)
     rows = [
-        {"prompt": prompt_messages(cfg.data), "image": str(in_dataset(cfg.data.root, pair["image_path"])),
-         "chosen": pair["chosen"], "rejected": pair["rejected"]}
-        for pair in dpo_rows(pairs)
+        {"prompt": prompt, "image": str(in_dataset(cfg.data.root, pair["image_path"])),
+         "chosen": prefix + pair["chosen"] + suffix, "rejected": prefix + pair["rejected"] + suffix}
+        for pair in pairs
     ]
     return Dataset.from_list(rows).cast_column("image", Image())
 

@@ -114,7 +114,7 @@ def train(cfg: ImageConfig, run: RunDir, control: RunControl) -> None:
         return dpo_stage(
             cfg, run, control, processor, start, stages, user_pairs,
             sample=lambda model: run_pairs_stage(cfg, run, control, processor, model, rows, stages),
-            read=lambda: training_pairs(cfg, run), dataset=lambda pairs: pairs_dataset(cfg, pairs),
+            read=lambda: training_pairs(cfg, run), dataset=lambda pairs: pairs_dataset(cfg, pairs, processor),
         )
     model = load_stage_start(cfg.model, cfg.finetune, start)
     stage = GRPO if stages else None

@@ -274,3 +274,31 @@ def test_tiny_dpo_preset_stopped_in_each_stage_beats_its_warm_start(tmp_path):
     assert parse_solution(answer) == parse_solution(example["tuned"])
     load_compare_model.clear()
 
+
+
+@pytest.mark.parametrize("kind", ["qwen2_5_vl", "gemma4"])
+def test_dpo_scores_answers_after_the_prompt_they_were_sampled_from(kind, wildfire_synthetic):
+    """TRL's collator gets the generation prompt the pairs were sampled after (GRPO's and evaluation's) and answers
+    between the template's affixes. Left to TRL, a conversational prompt is cut where the template's past-answer form
+    departs from its generation prompt: for Gemma 4 (thinking off), before its empty thought channel."""
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    from core.config import ModelSection
+    from core.generation import build_inputs
+    from core.media.image import open_image
+    from core.models import load_processor
+    from image_vlm.pairs import pairs_dataset
+    from image_vlm.task import image_size_arguments, prompt_messages
+
+    cfg = ImageConfig(method="dpo", model={"name": f"tiny:{kind}"}, data={"root": str(wildfire_synthetic), "max_pixels": 3136})
+    processor = load_processor(cfg.model, **image_size_arguments(ModelSection(name=cfg.model.name), 3136))
+    image = next((wildfire_synthetic / "train" / "wildfire").glob("*.png"))
+    dataset = pairs_dataset(cfg, [{"image_path": str(image.relative_to(wildfire_synthetic)), "chosen": YES, "rejected": NO}],
+                            processor)
+    batch = DataCollatorForVisionPreference(processor)([dict(row) for row in dataset])
+    expected = build_inputs(processor, [prompt_messages(cfg.data, open_image(image))])["input_ids"][0].tolist()
+    row = list(zip(batch["input_ids"][0].tolist(), batch["attention_mask"][0].tolist(), batch["completion_mask"][0].tolist()))
+    prompt = [token for token, seen, completion in row if seen and not completion]
+    assert prompt == expected, processor.tokenizer.decode(prompt)
+    chosen = processor.tokenizer.decode([token for token, _, completion in row if completion])
+    assert chosen.startswith(YES) and chosen.rstrip().endswith("<turn|>" if kind == "gemma4" else "<|im_end|>"), chosen
