@@ -45,7 +45,7 @@ def check_model_available(name: str, revision: str | None = None, timeout_s: flo
     >>> check_model_available("tiny:llama")
     Traceback (most recent call last):
     ...
-    core.config.ConfigError: model.name: unknown tiny model 'tiny:llama'; allowed: tiny:qwen2_5_vl | tiny:internvl | tiny:qwen3_vl | tiny:internvl3_5 | tiny:smolvlm2 | tiny:gemma3
+    core.config.ConfigError: model.name: unknown tiny model 'tiny:llama'; allowed: tiny:qwen2_5_vl | tiny:internvl | tiny:qwen3_vl | tiny:internvl3_5 | tiny:smolvlm2 | tiny:gemma3 | tiny:qwen3_5 | tiny:gemma4
     >>> check_model_available("/nowhere/my-model")
     Traceback (most recent call last):
     ...
