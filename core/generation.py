@@ -48,10 +48,11 @@ def strip_media(messages: Messages) -> Messages:
     return stripped
 
 
-def answer_affixes(processor) -> tuple[str, str]:
+def answer_affixes(processor, trailing_whitespace: bool = False) -> tuple[str, str]:
     """(what the chat template writes between the generation prompt and an assistant answer, what it writes
     after the answer minus trailing whitespace): ("", "<|im_end|>") for Qwen, (" ", "<end_of_utterance>") for
-    SmolVLM2, whose generation prompt ends "Assistant:" and whose answers follow a space.
+    SmolVLM2, whose generation prompt ends "Assistant:" and whose answers follow a space. With
+    `trailing_whitespace`, the end as the template writes it ("<|im_end|>\n").
 
     Training puts an answer right after the generation prompt, between these, so it is taught exactly what
     generation would write. Read from the template itself, so every family, in the table or not, gets its own. A
@@ -66,9 +67,9 @@ def answer_affixes(processor) -> tuple[str, str]:
     full = processor.apply_chat_template(conversation + answer, tokenize=False)
     follows = full.startswith(prompt)
     at = full.find(marker, len(prompt) if follows else 0)
-    suffix = full[at + len(marker) :].rstrip() if at >= 0 else ""
-    if suffix:
-        return (full[len(prompt) : at] if follows else ""), suffix
+    suffix = full[at + len(marker) :] if at >= 0 else ""
+    if suffix.rstrip():
+        return (full[len(prompt) : at] if follows else ""), suffix if trailing_whitespace else suffix.rstrip()
     return "", processor.tokenizer.eos_token or ""
 
 

@@ -117,7 +117,7 @@ def pairs_dataset(cfg: ImageConfig, pairs: list[dict[str, Any]], processor):
 
     prompt = processor.apply_chat_template(strip_media(prompt_messages(cfg.data, image=True)), tokenize=False,
                                            add_generation_prompt=True)
-    prefix, suffix = answer_affixes(processor)
+    prefix, suffix = answer_affixes(processor, trailing_whitespace=True)  # as TRL's own rendering ends an answer
     rows = [
         {"prompt": prompt, "image": str(in_dataset(cfg.data.root, pair["image_path"])),
          "chosen": prefix + pair["chosen"] + suffix, "rejected": prefix + pair["rejected"] + suffix}

@@ -160,7 +160,9 @@ class WarmStartCollator:
         self.choices = list(dict.fromkeys(data.labels.values()))
         from core.generation import answer_affixes
 
-        self.affixes = answer_affixes(processor)
+        # The end as the template writes it: the sequence is then, token for token, the template's own rendering of
+        # the conversation wherever its past answers follow its generation prompt (all but thinking models').
+        self.affixes = answer_affixes(processor, trailing_whitespace=True)
 
     def target(self, row: dict[str, Any]) -> str:
         answer = row["answer"]

@@ -173,7 +173,7 @@ def test_the_target_follows_the_prompt_generation_continues_from(kind, wildfire_
         ids = [t for t, m in zip(batch["input_ids"][index].tolist(), batch["attention_mask"][index].tolist()) if m]
         assert ids[: len(prompt)] == prompt, processor.tokenizer.decode(ids)
         supervised = processor.tokenizer.decode([t for t in batch["labels"][index].tolist() if t != -100])
-        assert supervised == target_text(row["answer"], "I see.", True) + end, supervised
+        assert supervised.rstrip() == target_text(row["answer"], "I see.", True) + end, supervised
 
 
 def test_random_answers_are_coin_flips_drawn_afresh(qwen_processor, wildfire_synthetic):
