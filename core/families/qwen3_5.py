@@ -45,11 +45,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.families.base import ATTENTION_PARTS, Family, Preset, published_config
+from core.families.base import ATTENTION_PARTS, Family, Preset, published_config, token_ids
 from core.families.qwen2_5_vl import QWEN_VISION_TOKENS, image_tokens
-from core.families.qwen3_vl import full_size_processor, image_kwargs, video_kwargs, video_tokens
+from core.families.qwen3_vl import (
+    TINY_MERGE,
+    TINY_PATCH,
+    full_size_processor,
+    image_kwargs,
+    tiny_processor,
+    video_kwargs,
+    video_tokens,
+)
 from core.families.tiny_parts import (
-    HALF_MEAN_STD,
     QWEN3_ADDED_TOKENS,
     TEXT_HEADS,
     TEXT_HIDDEN,
@@ -69,12 +76,8 @@ SMALL_MODEL_ID = "Qwen/Qwen3.5-2B"
 # The layer pattern of every Qwen3.5 size: three Gated DeltaNet layers, then one gated full-attention layer.
 LAYER_PATTERN = ["linear_attention", "linear_attention", "linear_attention", "full_attention"]
 
-# Tiny: one token is 32x32 px, as in qwen3_vl's tiny model (same processors). Two text layers keep the hybrid:
-# one linear-attention layer, then one full-attention layer.
-TINY_PATCH = 16
-TINY_MERGE = 2
-TINY_IMAGE_SIZE = {"shortest_edge": 64 * 64, "longest_edge": 128 * 128}
-TINY_VIDEO_SIZE = {"shortest_edge": 64 * 64, "longest_edge": 64 * 64 * 8}
+# Tiny: one token is 32x32 px, as in qwen3_vl's tiny model (its processor, `tiny_processor`). Two text layers keep
+# the hybrid: one linear-attention layer, then one full-attention layer.
 TINY_LAYER_TYPES = ["linear_attention", "full_attention"]
 # Full attention: 4 heads of 32, a quarter of each rotated (the 9B rotates 64 of 256) = 4 pairs over (t, h, w).
 TINY_HEAD_DIM = 32
@@ -361,11 +364,8 @@ def build_tiny(tokenizer):
     """Return (model, processor) shaped like Qwen3.5-9B, but tiny: one linear-attention and one full-attention
     layer, and Qwen3-VL's processors at tiny sizes."""
     from transformers import (
-        Qwen2VLImageProcessor,
         Qwen3_5Config,
         Qwen3_5ForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
     )
 
     token_id = tokenizer.convert_tokens_to_ids
@@ -408,30 +408,12 @@ def build_tiny(tokenizer):
         "num_position_embeddings": 64,
     }
     config = Qwen3_5Config(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
+        text_config=text_config, vision_config=vision_config, **token_ids(tokenizer, QWEN_VISION_TOKENS),
         tie_word_embeddings=False,
     )
     model = Qwen3_5ForConditionalGeneration(config)
-
-    geometry = dict(
-        patch_size=TINY_PATCH, temporal_patch_size=2, merge_size=TINY_MERGE, image_mean=HALF_MEAN_STD, image_std=HALF_MEAN_STD
-    )
-    image_processor = Qwen2VLImageProcessor(size=TINY_IMAGE_SIZE, **geometry)
-    # Left unset, transformers warns on every clip; False is its current behaviour, and `video_kwargs` says it too.
-    video_processor = Qwen3VLVideoProcessor(size=TINY_VIDEO_SIZE, cap_pixels_per_frame=False, **geometry)
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
     model.generation_config = generation_config(tokenizer, stop=("<|im_end|>", "<|endoftext|>"), pad="<|endoftext|>")
-    return model, processor
+    return model, tiny_processor(tokenizer, CHAT_TEMPLATE)
 
 
 FAMILY = Family(

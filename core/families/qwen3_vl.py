@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.families.base import Family, Preset, VisualTokens, clip_metadata, published_config
+from core.families.base import Family, Preset, VisualTokens, clip_metadata, published_config, token_ids
 from core.families.qwen2_5_vl import QWEN_VISION_TOKENS, image_tokens, pixel_budget
 from core.families.tiny_parts import (
     HALF_MEAN_STD,
@@ -188,13 +188,7 @@ def tiny_tokenizer():
 
 def build_tiny(tokenizer):
     """Return (model, processor) shaped like Qwen3-VL-8B-Instruct, but tiny."""
-    from transformers import (
-        Qwen2VLImageProcessor,
-        Qwen3VLConfig,
-        Qwen3VLForConditionalGeneration,
-        Qwen3VLProcessor,
-        Qwen3VLVideoProcessor,
-    )
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
     token_id = tokenizer.convert_tokens_to_ids
     text_config = {
@@ -233,15 +227,17 @@ def build_tiny(tokenizer):
         "deepstack_visual_indexes": [0],
     }
     config = Qwen3VLConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=token_id("<|image_pad|>"),
-        video_token_id=token_id("<|video_pad|>"),
-        vision_start_token_id=token_id("<|vision_start|>"),
-        vision_end_token_id=token_id("<|vision_end|>"),
+        text_config=text_config, vision_config=vision_config, **token_ids(tokenizer, QWEN_VISION_TOKENS),
         tie_word_embeddings=False,
     )
     model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config = generation_config(tokenizer, stop=("<|im_end|>", "<|endoftext|>"), pad="<|endoftext|>")
+    return model, tiny_processor(tokenizer, CHAT_TEMPLATE)
+
+
+def tiny_processor(tokenizer, chat_template: str):
+    """The tiny Qwen3-VL processor (Qwen3.5 loads the same classes): one token per 32x32 px, `chat_template`."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     geometry = dict(
         patch_size=TINY_PATCH, temporal_patch_size=2, merge_size=TINY_MERGE, image_mean=HALF_MEAN_STD, image_std=HALF_MEAN_STD
@@ -249,14 +245,9 @@ def build_tiny(tokenizer):
     image_processor = Qwen2VLImageProcessor(size=TINY_IMAGE_SIZE, **geometry)
     # Left unset, transformers warns on every clip; False is its current behaviour, and `video_kwargs` says it too.
     video_processor = Qwen3VLVideoProcessor(size=TINY_VIDEO_SIZE, cap_pixels_per_frame=False, **geometry)
-    processor = Qwen3VLProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
+    return Qwen3VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=chat_template,
     )
-    model.generation_config = generation_config(tokenizer, stop=("<|im_end|>", "<|endoftext|>"), pad="<|endoftext|>")
-    return model, processor
 
 
 def image_kwargs(max_pixels: int) -> dict[str, Any]:
