@@ -226,6 +226,9 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe, re
         page.get_by_text(f"Uploaded {sample.name}").first.wait_for()
         generate = page.get_by_role("button", name="Generate")
         generate.wait_for()
+        # As a person would, once the page has settled after the upload: a click that lands while the run view's
+        # refresh reruns the page can be lost (seen once under a full suite's load; its own issue).
+        wait_idle(page)
         generate.click()
         for side in ("base", "tuned"):
             answer = page.locator(f".st-key-{recipe}-answer-{side}")

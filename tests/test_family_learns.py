@@ -1,10 +1,13 @@
 """A family other than Qwen2.5-VL learns the tiny image task as well as Qwen2.5-VL does: the shipped tiny image preset
-with only its model swapped for the tiny Qwen3-VL (and its data folder set) clears the bar of test_image_train.py's
+with only its model swapped for the tiny Qwen3.5 (and its data folder set) clears the bar of test_image_train.py's
 `test_the_tiny_preset_learns_to_see_the_red_blob`. The warm start teaches the format with coin-flip answers, GRPO starts
 at chance and must make the answer depend on the image, and held-out accuracy must show it.
 
-No settings change for Qwen3-VL, so no preset of its own ships. Shorter runs were tried and do not learn: 150 GRPO
-steps, at the preset's learning rate or twice it, end at chance (the preset's 300-step run climbs from step ~150)."""
+Qwen3.5 took this test over from Qwen3-VL (whose processor and vision tower it shares; Qwen3-VL still trains, evaluates
+and compares in test_family_recipes.py) to keep `make test` under its time budget: one 300-step run, not two. Its
+hybrid text tower (a Gated DeltaNet layer, then full attention) is the newer path. No settings change, so no preset
+of its own ships. For Qwen3-VL, shorter runs did not learn: 150 GRPO steps, at the preset's learning rate or twice it,
+ended at chance (the 300-step run climbs from step ~150); Qwen3.5's held-out accuracy at 300 steps is 0.92."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from conftest import assert_learned_the_red_blob
 from core.runs import RunDir
 
 PRESET = "image_vlm/configs/tiny.yaml"
-MODEL = "tiny:qwen3_vl"
+MODEL = "tiny:qwen3_5"
 
 
 def learn(run: RunDir, data_root, *overrides: str) -> int:
@@ -37,8 +40,8 @@ def learn(run: RunDir, data_root, *overrides: str) -> int:
 # suite's 15-minute timeout.
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_the_tiny_qwen3_vl_learns_to_see_the_red_blob(tmp_path, capsys):
+def test_the_tiny_qwen3_5_learns_to_see_the_red_blob(tmp_path, capsys):
     run = RunDir(tmp_path / "run")
-    assert learn(run, tmp_path / "data") == 0, "the tiny preset did not finish with Qwen3-VL"
-    assert "model family: Qwen3-VL" in capsys.readouterr().out
+    assert learn(run, tmp_path / "data") == 0, "the tiny preset did not finish with Qwen3.5"
+    assert "model family: Qwen3.5" in capsys.readouterr().out
     assert_learned_the_red_blob(run)

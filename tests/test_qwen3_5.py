@@ -1,16 +1,12 @@
 """What is particular to the Qwen3.5 row (`core.families.qwen3_5`): its tiny model keeps the hybrid layer pattern
 (Gated DeltaNet layers beside full attention), its chat template writes the empty think block when thinking is off
 (how the product renders every prompt), the LoRA attention toggle reaches the linear-attention projections, and
-the shipped 9B architecture is Qwen3.5's. The slow test shows the tiny model learns the tiny image task."""
+the shipped 9B architecture is Qwen3.5's. That the tiny model learns the tiny image task is tests/test_family_learns.py."""
 
 from __future__ import annotations
 
-import pytest
-
-from conftest import assert_learned_the_red_blob
 from core.config import ModelSection
 from core.families import family_by_key, family_of_config, family_of_processor
-from core.runs import RunDir
 from core.tiny import resolve_model_name
 
 KIND = "qwen3_5"
@@ -106,28 +102,3 @@ def test_the_shipped_9b_is_qwen3_5s_architecture():
     assert text.layer_types == ["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 8
     assert (config.vision_config.depth, config.vision_config.hidden_size, config.vision_config.out_hidden_size) == (27, 1152, 4096)
     assert (config.image_token_id, config.video_token_id) == (248056, 248057)
-
-
-# 300 GRPO steps of 64 completions, as test_family_learns.py runs them for Qwen3-VL.
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_the_tiny_qwen3_5_learns_to_see_the_red_blob(tmp_path, capsys):
-    """The shipped tiny image preset with only its model swapped for the tiny Qwen3.5 clears the bar of
-    `assert_learned_the_red_blob`, on one intra-op thread like test_family_learns.py."""
-    import torch
-
-    from image_vlm import train
-
-    run = RunDir(tmp_path / "run")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        code = train.main([
-            "--config", "image_vlm/configs/tiny.yaml", "--run-dir", str(run.path), f"model.name=tiny:{KIND}",
-            f"data.root={tmp_path / 'data'}",
-        ])
-    finally:
-        torch.set_num_threads(threads)
-    assert code == 0, "the tiny preset did not finish with Qwen3.5"
-    assert "model family: Qwen3.5" in capsys.readouterr().out
-    assert_learned_the_red_blob(run)
