@@ -212,7 +212,10 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe, re
         page.get_by_text("Started run").first.wait_for()
         page.locator(f".st-key-{recipe}-curves [data-testid='stVegaLiteChart']").first.wait_for(timeout=TRAIN_TIMEOUT_S * 1000)
         wait_for_state(page, recipe, server["runs"], server["log"], TRAIN_TIMEOUT_S)
-        page.locator(f".st-key-{recipe}-curves [data-testid='stVegaLiteChart']").first.wait_for()
+        # The finished run's page redraws once its state changes: wait for its curves (two or more) rather than count
+        # them mid-redraw (a count of 1 was read once under a full suite's load).
+        page.locator(f".st-key-{recipe}-curves [data-testid='stVegaLiteChart']").nth(1).wait_for()
+        wait_idle(page)
         assert page.locator(f".st-key-{recipe}-curves [data-testid='stVegaLiteChart']").count() >= 2
         save_screenshot(page, tmp_path, f"{recipe}-train")
 
