@@ -402,7 +402,6 @@ def estimate_memory(
     architecture's meta-device model when the caller already built it (nothing here changes it)."""
     config = config if config is not None else known_architecture(model)
     empty = empty if empty is not None else empty_model(model, config)
-    refuse_mixture_of_experts(model, config, empty)
     dtype_bytes = 4 if model.dtype == "float32" else 2  # `auto` is bf16 on the GPU this estimates for
     full = finetune.method == "full"
     precision_note = None
