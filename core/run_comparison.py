@@ -13,6 +13,7 @@ import pandas as pd
 
 from core.provenance import read_provenance
 from core.runs import RunDir
+from core.verdict import format_interval
 
 # What a diff cell shows for a key one run has and another lacks.
 ABSENT = "(not set)"
@@ -154,12 +155,6 @@ def shared_boundaries(boundaries: Mapping[str, list[tuple[float, str]]]) -> pd.D
     return pd.DataFrame(rows, columns=["x", "stage", "runs"])
 
 
-def _interval(interval: Any, signed: bool = False) -> str:
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(v, (int, float)) for v in interval):
-        return f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" if signed else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-    return ""
-
-
 def _figure(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
@@ -197,13 +192,13 @@ def evaluation_rows(run_id: str, reports: Mapping[str, Mapping[str, Any]]) -> li
         if difference is None and isinstance(base_value, (int, float)) and isinstance(tuned_value, (int, float)):
             difference = tuned_value - base_value
         change = f"{difference:+.3f}" if isinstance(difference, (int, float)) else ""
-        change = f"{change} {_interval(headline.get('ci95'), signed=True)}".strip()
+        change = f"{change} {format_interval(headline.get('ci95'), signed=True)}".strip()
         word = headline.get("verdict") or report.get("verdict")
         rows.append({
             "run": run_id, "split": str(report.get("split") or name), "against": str(report.get("baseline") or "base"),
             "metric": str(headline.get("label") or metric or ""),
-            "base": _figure(base_value), "base 95% CI": _interval((base.get("ci95") or {}).get(metric)),
-            "tuned": _figure(tuned_value), "tuned 95% CI": _interval((tuned.get("ci95") or {}).get(metric)),
+            "base": _figure(base_value), "base 95% CI": format_interval((base.get("ci95") or {}).get(metric)),
+            "tuned": _figure(tuned_value), "tuned 95% CI": format_interval((tuned.get("ci95") or {}).get(metric)),
             "difference (95% CI)": change,
             "verdict": str(word) if word else (NO_VERDICT if metric else "no model results"),
         })

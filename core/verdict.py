@@ -316,3 +316,16 @@ def _percentiles(stats: np.ndarray, level: float) -> Interval:
         return math.nan, math.nan
     low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
     return float(low), float(high)
+
+
+def format_interval(interval: Any, signed: bool = False) -> str:
+    """An interval as a report's tables print it, "" for anything that is not one; `signed` for a difference's.
+
+    >>> format_interval([0.3639, 0.6361]), format_interval(None), format_interval({"scene": [0, 1]})
+    ('[0.364, 0.636]', '', '')
+    >>> format_interval([-0.074, 0.074], signed=True)
+    '[-0.074, +0.074]'
+    """
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval):
+        return f"[{interval[0]:+.3f}, {interval[1]:+.3f}]" if signed else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+    return ""

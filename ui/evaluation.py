@@ -18,7 +18,7 @@ import streamlit as st
 
 from core.config import ConfigError
 from core.gpu_lease import GpuBusy
-from core.verdict import BETTER, VERDICTS, WORSE, verdict_sentence
+from core.verdict import BETTER, VERDICTS, WORSE, format_interval, verdict_sentence
 from ui import charts
 from ui.recipes import Recipe, start_evaluation, tail
 from ui.widgets import log_tail, run_at, select_trained_run, session, thumbnail_uri, trained_runs
@@ -209,16 +209,6 @@ def baseline_note(baselines: Any) -> str:
         parts.append(f"each field's most frequent value, field accuracy {frequent['field_accuracy_mean']:.3f} "
                      f"{format_interval(frequent.get('ci95'))}".rstrip())
     return "Constant answers on the same samples: " + " · ".join(parts) if parts else ""
-
-
-def format_interval(interval: Any) -> str:
-    """
-    >>> format_interval([0.3639, 0.6361]), format_interval(None), format_interval({"scene": [0, 1]})
-    ('[0.364, 0.636]', '', '')
-    """
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval):
-        return f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-    return ""
 
 
 def two_decimal_ticks(chart):
