@@ -25,6 +25,23 @@ from video_vlm.config import VideoConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The tests that share the session's learned runs (`learned_image_run`, `learned_video_run`: minutes each) run in one
+# pytest-xdist worker, so that each is trained once; `make test` runs the suite in several workers (`--dist loadgroup`).
+LEARNED_RUNS = pytest.mark.xdist_group("learned_runs")
+
+
+def pytest_configure(config):
+    """In a pytest-xdist worker, torch and the processes it starts get their share of the cores, not all of them:
+    the workers run side by side, and oversubscribed intra-op threads only wait on each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, VIDEO_SMOKE, latest_checkpoint, run_cli, write_audio_only
+from conftest import LEARNED_RUNS, ROOT, VIDEO_SMOKE, latest_checkpoint, run_cli, write_audio_only
 from core.checkpoints import complete_checkpoints
 from core.runs import RunDir
 
@@ -272,6 +272,7 @@ def test_a_run_fails_once_too_many_clips_are_skipped(dataset_root, tmp_path, mon
 
 
 @pytest.mark.slow
+@LEARNED_RUNS
 def test_make_train_then_eval_video_round_trip(learned_video_run):
     """`make train-video CONFIG=video_vlm/configs/tiny.yaml` then `make eval-video RUN=...`, as the CLI runs them
     (the training once per session, `learned_video_run`): the shipped preset, untouched, learns to write valid JSON
