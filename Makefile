@@ -12,8 +12,8 @@ CONFIG_IMAGE ?= image_vlm/configs/qwen2_5_vl_7b_grpo.yaml
 CONFIG_VIDEO ?= video_vlm/configs/internvl3_8b_sft.yaml
 ARGS ?=
 # The suite runs in TEST_WORKERS pytest-xdist workers (one per core, at most 4): most tests are one thread of Python,
-# and the learning runs are one intra-op thread each by design, so one process left the other cores idle. Tests
-# that share a session's learned run are one group (tests/conftest.py: LEARNED_RUNS), trained once.
+# and the learning runs are one intra-op thread each by design, so one process left the other cores idle. A run
+# several tests share is trained once per session across workers (tests/conftest.py: once_per_session).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n < 4 ? n : 4 )))
 RUN ?=
 GPUS ?= 1
@@ -44,7 +44,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(if $(findstring .tools,$(UV)),.to
 # ruff first: it takes a second, and a lint error fails before minutes of tests.
 test: setup
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --dist loadgroup --ignore=tests/test_containers_live.py $(PYTEST_ARGS)
+	$(PY) -m pytest -q -rs -n $(TEST_WORKERS) --ignore=tests/test_containers_live.py $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory containers-check
 	$(MAKE) --no-print-directory test-containers
 
@@ -73,7 +73,7 @@ gpu-wheels: setup
 	scripts/gpu-wheels
 
 test-fast: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow and not browser" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow and not browser" $(PYTEST_ARGS)
 
 containers-check: setup
 	@command -v docker-compose >/dev/null || { echo "docker-compose is missing: apt-get install docker-compose"; exit 1; }

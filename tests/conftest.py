@@ -7,6 +7,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,9 +26,38 @@ from video_vlm.config import VideoConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The tests that share the session's learned runs (`learned_image_run`, `learned_video_run`: minutes each) run in one
-# pytest-xdist worker, so that each is trained once; `make test` runs the suite in several workers (`--dist loadgroup`).
-LEARNED_RUNS = pytest.mark.xdist_group("learned_runs")
+def once_per_session(tmp_path_factory, name: str, make) -> dict:
+    """What `make(folder)` returns (JSON), made once per test session however many pytest-xdist workers ask: the
+    first maker works in a folder every worker of the session shares, under a file lock, and the others wait for it
+    and read what it left (or fail with its error). The lock, not the scheduler, makes it once: pytest-xdist's
+    `--dist loadgroup` silently stops grouping under pytest 9.2 (pytest-dev/pytest-xdist#1386)."""
+    from filelock import FileLock
+
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session = session.parent  # the workers' base folders are popen-gw0, popen-gw1, ... in the session's
+    folder = session / name
+    done, failed = folder / "made.json", folder / "failed.txt"
+    with FileLock(f"{folder}.lock"):
+        if failed.exists():
+            pytest.fail(f"{name} failed in another worker of this session:\n{failed.read_text()}")
+        if not done.exists():
+            folder.mkdir(exist_ok=True)
+            try:
+                made = make(folder)
+            except BaseException as error:
+                failed.write_text(f"{type(error).__name__}: {error}")
+                raise
+            done.write_text(json.dumps(made))
+        return json.loads(done.read_text())
+
+
+def own_copy(run: RunDir, folder: Path) -> RunDir:
+    """A copy of a session's shared run for a test that writes into it (an evaluation): workers read the original
+    at the same time."""
+    copy = RunDir(folder / run.path.name)
+    shutil.copytree(run.path, copy.path)
+    return copy
 
 
 def pytest_configure(config):
@@ -251,46 +281,54 @@ def latest_checkpoint(run: RunDir) -> Path | None:
 
 
 @pytest.fixture(scope="session")
-def learned_image_run(tmp_path_factory):
-    """The shipped tiny image preset, untouched but for its data folder, trained once per session: the
-    learnability test checks its curves and scores it, the browser test compares and evaluates it in the UI.
+def learned_image_run(tmp_path_factory) -> RunDir:
+    """The shipped tiny image preset, untouched but for its data folder, trained once per session (`once_per_session`):
+    the learnability test checks its curves and scores it, the browser test compares and evaluates it in the UI,
+    each on its own copy (`own_copy`).
 
     One intra-op thread keeps the float sums, and so the whole trajectory, the same on every machine.
     """
-    import torch
 
-    from image_vlm import train
+    def train_the_preset(base: Path) -> dict:
+        import torch
 
-    base = tmp_path_factory.mktemp("learned-image")
-    run = RunDir(base / "image-learned")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    # As the README runs the preset: its own relative data.root, from a working folder (this test's own).
-    os.chdir(base)
-    try:
-        code = train.main(["--config", str(ROOT / "image_vlm/configs/tiny.yaml"), "--run-dir", str(run.path)])
-    finally:
-        os.chdir(ROOT)
-        torch.set_num_threads(threads)
-    assert (base / "data" / "synthetic-wildfire").is_dir(), "the preset's relative data.root is under the working folder"
-    assert code == 0, "the tiny image preset did not finish"
-    return run
+        from image_vlm import train
+
+        run = RunDir(base / "image-learned")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        # As the README runs the preset: its own relative data.root, from a working folder (this fixture's own).
+        os.chdir(base)
+        try:
+            code = train.main(["--config", str(ROOT / "image_vlm/configs/tiny.yaml"), "--run-dir", str(run.path)])
+        finally:
+            os.chdir(ROOT)
+            torch.set_num_threads(threads)
+        assert (base / "data" / "synthetic-wildfire").is_dir(), "the preset's relative data.root is under the working folder"
+        assert code == 0, "the tiny image preset did not finish"
+        return {"run": str(run.path)}
+
+    return RunDir(Path(once_per_session(tmp_path_factory, "learned-image", train_the_preset)["run"]))
 
 
 @pytest.fixture(scope="session")
-def learned_video_run(tmp_path_factory):
+def learned_video_run(tmp_path_factory) -> tuple[RunDir, subprocess.CompletedProcess]:
     """(run, the training process) of `make train-video CONFIG=video_vlm/configs/tiny.yaml` as the CLI runs it,
-    once per session, into an empty runs folder: the round-trip test evaluates it, the browser test compares and
-    evaluates it in the UI."""
-    base = tmp_path_factory.mktemp("learned-video")
-    runs = base / "runs"
-    # As the README runs the preset, with its own relative data.root, from a working folder of the test's own:
-    # the tiny preset generates its synthetic clips under it.
-    trained = run_cli("video_vlm.train", "--config", str(ROOT / "video_vlm/configs/tiny.yaml"), cwd=base,
-                      env={"VLM_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"})
-    assert trained.returncode == 0, trained.stdout + trained.stderr
-    (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
-    return RunDir(run_dir), trained
+    once per session (`once_per_session`), into an empty runs folder: the round-trip test evaluates it, the browser
+    test compares and evaluates it in the UI, each on its own copy (`own_copy`)."""
+
+    def train_the_preset(base: Path) -> dict:
+        runs = base / "runs"
+        # As the README runs the preset, with its own relative data.root, from a working folder of the fixture's
+        # own: the tiny preset generates its synthetic clips under it.
+        trained = run_cli("video_vlm.train", "--config", str(ROOT / "video_vlm/configs/tiny.yaml"), cwd=base,
+                          env={"VLM_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"})
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+        (run_dir,) = [path for path in runs.iterdir() if path.is_dir()]
+        return {"run": str(run_dir), "args": trained.args, "stdout": trained.stdout, "stderr": trained.stderr}
+
+    made = once_per_session(tmp_path_factory, "learned-video", train_the_preset)
+    return RunDir(Path(made["run"])), subprocess.CompletedProcess(made["args"], 0, made["stdout"], made["stderr"])
 
 
 def tiny_run(tmp_path: Path, method: str):

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CHROMIUM, LEARNED_RUNS
+from conftest import CHROMIUM
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_TIMEOUT_S = 600  # a short run of the tiny preset: its warm start and two steps (image), two steps (video)
 GENERATE_TIMEOUT_S = 240
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(900), LEARNED_RUNS]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 
 def free_port() -> int:

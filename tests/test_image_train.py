@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import IMAGE_SMOKE, LEARNED_RUNS, ROOT, assert_learned_the_red_blob, latest_checkpoint, run_cli
+from conftest import IMAGE_SMOKE, ROOT, assert_learned_the_red_blob, latest_checkpoint, own_copy, run_cli
 from core.runs import RunDir, stop_run
 from image_vlm import evaluate as image_evaluate
 from image_vlm import export as image_export
@@ -201,13 +201,12 @@ def test_config_errors_exit_2_before_loading_anything(tmp_path):
 
 
 @pytest.mark.slow
-@LEARNED_RUNS
-def test_the_tiny_preset_learns_to_see_the_red_blob(learned_image_run):
+def test_the_tiny_preset_learns_to_see_the_red_blob(learned_image_run, tmp_path):
     """The shipped tiny preset, untouched but for its data folder (trained once per session, `learned_image_run`):
     the product's warm start teaches the format with coin-flip answers (the vision tower frozen), so GRPO starts at
     chance with the format in place; GRPO alone must then make the answer depend on the image, and held-out
     accuracy must show it."""
-    assert_learned_the_red_blob(learned_image_run)
+    assert_learned_the_red_blob(own_copy(learned_image_run, tmp_path))
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import LEARNED_RUNS, ROOT, VIDEO_SMOKE, latest_checkpoint, run_cli, write_audio_only
+from conftest import ROOT, VIDEO_SMOKE, latest_checkpoint, own_copy, run_cli, write_audio_only
 from core.checkpoints import complete_checkpoints
 from core.runs import RunDir
 
@@ -272,12 +272,12 @@ def test_a_run_fails_once_too_many_clips_are_skipped(dataset_root, tmp_path, mon
 
 
 @pytest.mark.slow
-@LEARNED_RUNS
-def test_make_train_then_eval_video_round_trip(learned_video_run):
+def test_make_train_then_eval_video_round_trip(learned_video_run, tmp_path):
     """`make train-video CONFIG=video_vlm/configs/tiny.yaml` then `make eval-video RUN=...`, as the CLI runs them
     (the training once per session, `learned_video_run`): the shipped preset, untouched, learns to write valid JSON
     (the base writes none) with a score for every field."""
-    run, trained = learned_video_run
+    learned, trained = learned_video_run
+    run = own_copy(learned, tmp_path / "runs")
     run_dir = run.path
     assert "generating synthetic moving-square clips" in trained.stdout
     assert run_dir.name.startswith("video-") and run.read_status()["state"] == "finished"
