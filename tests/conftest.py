@@ -19,12 +19,13 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from core.config import read_yaml, to_yaml, validate_config
-from core.processes import process_owner
+from core.processes import process_owner, usable_cpus
 from core.runs import ENDED_STATES, RunDir
 from image_vlm.config import ImageConfig
 from video_vlm.config import VideoConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+
 
 def once_per_session(tmp_path_factory, name: str, make) -> dict:
     """What `make(folder)` returns (JSON), made once per test session however many pytest-xdist workers ask: the
@@ -67,8 +68,7 @@ def pytest_configure(config):
     if workers > 1:
         import torch
 
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = max(1, cores // workers)
+        threads = max(1, usable_cpus() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 

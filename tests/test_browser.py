@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CHROMIUM
+from conftest import CHROMIUM, own_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_TIMEOUT_S = 600  # a short run of the tiny preset: its warm start and two steps (image), two steps (video)
@@ -196,7 +196,7 @@ def test_train_then_compare_in_the_browser(server, browser, tmp_path, recipe, re
     from playwright.sync_api import expect
 
     learned = request.getfixturevalue("learned_image_run") if recipe == "image" else request.getfixturevalue("learned_video_run")[0]
-    shutil.copytree(learned.path, server["runs"] / learned.path.name)
+    own_copy(learned, server["runs"])
     page = browser.new_page(viewport={"width": 1500, "height": 2200})
     page.set_default_timeout(60_000)
     try:
